@@ -1,0 +1,236 @@
+"""The three data containers: :class:`Phantom`, :class:`Projections`, :class:`Image`.
+
+Each is an array (or a few) *plus* its geometry and units, saved to and loaded
+from a schema-versioned HDF5 file (:mod:`her2sim.core.hdf5io`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .grid import Grid
+from .hdf5io import read_container, require, write_container
+from .projection_geometry import EnergyWindow, ProjectionGeometry
+
+
+@dataclass
+class Phantom:
+    """A digital patient or test object.
+
+    Attributes
+    ----------
+    grid : Grid
+        Geometry of every volume below.
+    activity_bq_per_ml : numpy.ndarray
+        Activity concentration (time, z, y, x) in Bq/mL at each time point.
+    time_points_h : tuple of float
+        Time after injection (h) of each activity frame.
+    ct_hu : numpy.ndarray
+        CT numbers (z, y, x) in HU.
+    labels : numpy.ndarray
+        Organ/structure label map (z, y, x), int16; names in ``label_names``.
+    material_ids : numpy.ndarray
+        Index into ``material_names`` per voxel (z, y, x), uint8.
+    density_g_cm3 : numpy.ndarray
+        Mass density (z, y, x) in g/cm^3 used by the Monte Carlo.
+    label_names : dict of int -> str
+    material_names : list of str
+        Names from :mod:`her2sim.core.materials`.
+    truth : list of dict
+        Per-lesion truth table (id, type, location, volume, IHC, FISH, HER2 status, true SUV...).
+    lesion_ids : numpy.ndarray or None
+        Per-voxel lesion id (0 = no lesion), int16.
+    meta : dict
+        Patient and provenance (weight_kg, height_cm, injected_mbq, seed, config).
+    """
+
+    grid: Grid
+    activity_bq_per_ml: np.ndarray
+    time_points_h: tuple
+    ct_hu: np.ndarray
+    labels: np.ndarray
+    material_ids: np.ndarray
+    density_g_cm3: np.ndarray
+    label_names: dict = field(default_factory=dict)
+    material_names: list = field(default_factory=list)
+    truth: list = field(default_factory=list)
+    lesion_ids: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    KIND = "Phantom"
+
+    def __post_init__(self):
+        act = np.asarray(self.activity_bq_per_ml, dtype=np.float32)
+        if act.ndim == 3:
+            act = act[None]
+        self.activity_bq_per_ml = act
+        self.time_points_h = tuple(float(t) for t in np.atleast_1d(self.time_points_h))
+        if act.shape[0] != len(self.time_points_h):
+            raise DataError(f"Phantom.activity_bq_per_ml has {act.shape[0]} time frames but time_points_h has "
+                            f"{len(self.time_points_h)} entries")
+        for name in ("activity_bq_per_ml", "ct_hu", "labels", "material_ids", "density_g_cm3"):
+            self.grid.check_array(f"Phantom.{name}", getattr(self, name))
+        if self.lesion_ids is not None:
+            self.grid.check_array("Phantom.lesion_ids", self.lesion_ids)
+        if not np.all(np.isfinite(act)) or np.any(act < 0):
+            raise DataError("Phantom.activity_bq_per_ml must be finite and >= 0 Bq/mL")
+        self.label_names = {int(k): str(v) for k, v in self.label_names.items()}
+
+    def activity_at(self, time_h: float) -> np.ndarray:
+        """Activity frame (Bq/mL) for the time point ``time_h`` (must be one of ``time_points_h``)."""
+        for i, t in enumerate(self.time_points_h):
+            if abs(t - time_h) < 1e-6:
+                return self.activity_bq_per_ml[i]
+        raise DataError(f"Phantom has no activity frame at time_h = {time_h}; available {list(self.time_points_h)}")
+
+    def total_activity_bq(self, frame: int = 0) -> float:
+        """Total activity (Bq) in the volume for a time frame."""
+        return float(self.activity_bq_per_ml[frame].sum(dtype=np.float64) * self.grid.voxel_volume_ml)
+
+    def save(self, path) -> Path:
+        meta = {"grid": self.grid.to_attrs(), "time_points_h": list(self.time_points_h),
+                "label_names": {str(k): v for k, v in self.label_names.items()},
+                "material_names": list(self.material_names), "truth": self.truth, "meta": self.meta}
+        arrays = {"activity_bq_per_ml": self.activity_bq_per_ml, "ct_hu": self.ct_hu, "labels": self.labels,
+                  "material_ids": self.material_ids, "density_g_cm3": self.density_g_cm3,
+                  "lesion_ids": self.lesion_ids}
+        units = {"activity_bq_per_ml": "Bq/mL", "ct_hu": "HU", "labels": "", "material_ids": "",
+                 "density_g_cm3": "g/cm^3", "lesion_ids": ""}
+        return write_container(path, self.KIND, arrays, meta, units)
+
+    @classmethod
+    def load(cls, path) -> "Phantom":
+        arrays, meta, _ = read_container(path, cls.KIND)
+        r = lambda n: require(arrays, n, path)  # noqa: E731
+        m = lambda n: require(meta, n, path, "attribute")  # noqa: E731
+        return cls(grid=Grid.from_attrs(m("grid")), activity_bq_per_ml=r("activity_bq_per_ml"),
+                   time_points_h=tuple(m("time_points_h")), ct_hu=r("ct_hu"), labels=r("labels"),
+                   material_ids=r("material_ids"), density_g_cm3=r("density_g_cm3"),
+                   label_names={int(k): v for k, v in m("label_names").items()},
+                   material_names=list(m("material_names")), truth=list(m("truth")),
+                   lesion_ids=arrays.get("lesion_ids"), meta=dict(m("meta")))
+
+
+@dataclass
+class Projections:
+    """SPECT projections (window, view, v, u) with their geometry.
+
+    Attributes
+    ----------
+    counts : numpy.ndarray
+        (window, view, v, u). Expected counts (noise-free, ``is_expected=True``) or
+        Poisson counts.
+    windows : tuple of EnergyWindow
+    geometry : ProjectionGeometry
+    is_expected : bool
+        True for noise-free expectations, False for a noisy realisation.
+    components : dict of str -> numpy.ndarray
+        Optional split of ``counts`` (``primary``, ``scatter1``, ``scatter2``,
+        ``scatter3plus``, ``penetration``), each (window, view, v, u).
+    variance : numpy.ndarray or None
+        Monte Carlo variance estimate of ``counts`` (same shape), counts^2.
+    meta : dict
+        Acquisition and provenance: ``time_per_view_s``, ``injected_mbq``,
+        ``scan_start_s`` (after injection), camera description, seed, config.
+    """
+
+    counts: np.ndarray
+    windows: tuple
+    geometry: ProjectionGeometry
+    is_expected: bool = True
+    components: dict = field(default_factory=dict)
+    variance: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    KIND = "Projections"
+
+    def __post_init__(self):
+        c = np.asarray(self.counts)
+        if c.ndim != 4:
+            raise DataError(f"Projections.counts must be 4-D (window, view, v, u), got shape {c.shape}")
+        self.windows = tuple(self.windows)
+        if c.shape[0] != len(self.windows):
+            raise DataError(f"Projections.counts has {c.shape[0]} windows but {len(self.windows)} windows are described")
+        g = self.geometry
+        if c.shape[1:] != (g.n_views,) + tuple(g.shape_vu):
+            raise DataError(f"Projections.counts shape {c.shape} does not match geometry "
+                            f"(views {g.n_views}, detector {g.shape_vu})")
+        if not np.all(np.isfinite(c)) or np.any(c < 0):
+            raise DataError("Projections.counts must be finite and >= 0")
+        for k, v in self.components.items():
+            if np.shape(v) != c.shape:
+                raise DataError(f"Projections.components[{k!r}] has shape {np.shape(v)}, expected {c.shape}")
+        if self.variance is not None and np.shape(self.variance) != c.shape:
+            raise DataError(f"Projections.variance has shape {np.shape(self.variance)}, expected {c.shape}")
+
+    def window_index(self, name: str) -> int:
+        for i, w in enumerate(self.windows):
+            if w.name == name:
+                return i
+        raise DataError(f"no energy window named {name!r}; available {[w.name for w in self.windows]}")
+
+    def save(self, path) -> Path:
+        meta = {"windows": [w.to_dict() for w in self.windows], "geometry": self.geometry.to_attrs(),
+                "is_expected": bool(self.is_expected), "components": sorted(self.components),
+                "meta": self.meta}
+        arrays = {"counts": self.counts, "variance": self.variance}
+        arrays.update({f"component_{k}": v for k, v in self.components.items()})
+        units = {k: "counts" for k in arrays}
+        units["variance"] = "counts^2"
+        return write_container(path, self.KIND, arrays, meta, units)
+
+    @classmethod
+    def load(cls, path) -> "Projections":
+        arrays, meta, _ = read_container(path, cls.KIND)
+        m = lambda n: require(meta, n, path, "attribute")  # noqa: E731
+        comps = {k: require(arrays, f"component_{k}", path) for k in m("components")}
+        return cls(counts=require(arrays, "counts", path),
+                   windows=tuple(EnergyWindow(**w) for w in m("windows")),
+                   geometry=ProjectionGeometry.from_attrs(m("geometry")), is_expected=bool(m("is_expected")),
+                   components=comps, variance=arrays.get("variance"), meta=dict(m("meta")))
+
+
+IMAGE_UNITS = ("Bq/mL", "counts", "SUV", "1/cm", "HU", "")
+
+
+@dataclass
+class Image:
+    """A 3-D image (z, y, x) with geometry and units (reconstruction, mu map, SUV map).
+
+    Attributes
+    ----------
+    array : numpy.ndarray
+        Voxel values (z, y, x).
+    grid : Grid
+    units : str
+        One of ``IMAGE_UNITS`` (``"Bq/mL"`` for calibrated reconstructions).
+    meta : dict
+        Provenance and the quantities SUV needs (``injected_mbq``, ``weight_kg``,
+        ``scan_start_s``, ``decay_corrected_to``...).
+    """
+
+    array: np.ndarray
+    grid: Grid
+    units: str = "Bq/mL"
+    meta: dict = field(default_factory=dict)
+
+    KIND = "Image"
+
+    def __post_init__(self):
+        self.grid.check_array("Image.array", self.array)
+        if self.units not in IMAGE_UNITS:
+            raise DataError(f"Image.units = {self.units!r} is not one of {list(IMAGE_UNITS)}")
+
+    def save(self, path) -> Path:
+        meta = {"grid": self.grid.to_attrs(), "units": self.units, "meta": self.meta}
+        return write_container(path, self.KIND, {"array": self.array}, meta, {"array": self.units})
+
+    @classmethod
+    def load(cls, path) -> "Image":
+        arrays, meta, _ = read_container(path, cls.KIND)
+        m = lambda n: require(meta, n, path, "attribute")  # noqa: E731
+        return cls(array=require(arrays, "array", path), grid=Grid.from_attrs(m("grid")), units=m("units"),
+                   meta=dict(m("meta")))
