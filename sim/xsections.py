@@ -91,6 +91,11 @@ class CrossSectionTable:
         its value at ``Q_MAX`` (material, n_q): used to sample Rayleigh angles.
     ff2_total : numpy.ndarray
         Unnormalised integral of F^2 d(x^2) up to each grid x (material, n_q).
+    ff2 : numpy.ndarray
+        F(x)^2 per unit mass (material, n_q), the Rayleigh angular weight.
+    rayleigh_norm : numpy.ndarray
+        N(E) = integral over 4 pi of (1 + cos^2)/2 F^2(x) dOmega per (material, energy), so that
+        (1 + cos^2)/2 F^2 / N is the Rayleigh angular pdf per steradian.
     """
 
     names: tuple
@@ -99,6 +104,8 @@ class CrossSectionTable:
     ff_q: np.ndarray
     ff_cdf: np.ndarray
     ff2_total: np.ndarray
+    ff2: np.ndarray
+    rayleigh_norm: np.ndarray
 
     def index(self, name: str) -> int:
         try:
@@ -129,6 +136,9 @@ def build_table(names: tuple = MATERIAL_NAMES) -> CrossSectionTable:
     log_mu = np.zeros((len(names), 3, e.size))
     cdf = np.zeros((len(names), N_Q))
     tot = np.zeros((len(names), N_Q))
+    ff2 = np.zeros((len(names), N_Q))
+    rnorm = np.zeros((len(names), e.size))
+    cgrid = np.linspace(-1.0, 1.0, 801)
     for m, name in enumerate(names):
         mat = get_material(name)
         for c, kind in _KIND.items():
@@ -144,7 +154,12 @@ def build_table(names: tuple = MATERIAL_NAMES) -> CrossSectionTable:
         c_int = np.concatenate([[0.0], np.cumsum(0.5 * (integrand[1:] + integrand[:-1]) * np.diff(q))])
         tot[m] = c_int
         cdf[m] = c_int / c_int[-1]
-    return CrossSectionTable(tuple(names), e, log_mu, q, cdf, tot)
+        ff2[m] = f2
+        # N(E) = 2 pi int_{-1}^{1} (1 + c^2)/2 F^2(x(c)) dc, x = (E/hc) sqrt((1 - c)/2)
+        xq = (e[:, None] / HC_KEV_A) * np.sqrt(0.5 * (1.0 - cgrid[None, :]))
+        integrand = 0.5 * (1.0 + cgrid ** 2)[None, :] * np.interp(xq, q, f2, right=0.0)
+        rnorm[m] = 2.0 * np.pi * np.trapezoid(integrand, cgrid, axis=1)
+    return CrossSectionTable(tuple(names), e, log_mu, q, cdf, tot, ff2, rnorm)
 
 
 @njit(cache=True)
