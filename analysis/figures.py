@@ -1,0 +1,173 @@
+"""Report figures (matplotlib, Agg backend): each function saves one PNG and returns its path.
+
+* :func:`plot_suv_vs_ihc` - SUVmax against IHC score 0-3 coloured by HER2 status with
+  the 1.5 threshold line (style of Fig. 1 of Zhao et al., Breast Cancer Res 26:40, 2024);
+* :func:`plot_recovery_curves` - recovery coefficient against sphere diameter with and
+  without PVC (optionally the analytic Gaussian curve);
+* :func:`plot_roc` - ROC curve with a pointwise bootstrap band (patient resampling);
+* :func:`plot_measured_vs_true` - scatter with the identity line;
+* :func:`plot_bias_vs_size` - relative bias against lesion diameter;
+* :func:`plot_bland_altman` - difference against mean with 95 % limits of agreement.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from her2sim.core.errors import DataError  # noqa: E402
+
+from . import stats as _stats  # noqa: E402
+from . import threshold as _threshold  # noqa: E402
+
+HER2_COLOURS = {True: "#c0392b", False: "#2e86c1"}
+
+
+def _save(fig, path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(p, dpi=120)
+    plt.close(fig)
+    return p
+
+
+def _arr(name, x, n=None) -> np.ndarray:
+    a = np.asarray(x, dtype=float).ravel()
+    if a.size == 0:
+        raise DataError(f"{name} is empty")
+    if n is not None and a.size != n:
+        raise DataError(f"{name} has {a.size} values, expected {n}")
+    return a
+
+
+def plot_suv_vs_ihc(suv, ihc, her2_positive, path, *, threshold: float = _threshold.SEED_THRESHOLD_SUV,
+                    ylabel: str = "SUVmax", seed: int = 0) -> Path:
+    """SUV against IHC score with group mean +/- SD and a dashed threshold line."""
+    v = _arr("suv", suv)
+    s = _arr("ihc", ihc, v.size).astype(int)
+    pos = np.asarray(her2_positive, dtype=bool).ravel()
+    if pos.size != v.size:
+        raise DataError(f"her2_positive has {pos.size} values, expected {v.size}")
+    rng = np.random.default_rng(seed)  # horizontal jitter only
+    fig, ax = plt.subplots(figsize=(5, 4))
+    jitter = rng.uniform(-0.12, 0.12, v.size)
+    for flag, label in ((True, "HER2-positive"), (False, "HER2-negative")):
+        m = pos == flag
+        if np.any(m):
+            ax.scatter(s[m] + jitter[m], v[m], c=HER2_COLOURS[flag], s=22, label=label, alpha=0.8)
+    for k in np.unique(s):
+        g = v[s == k]
+        sd = g.std(ddof=1) if g.size > 1 else 0.0
+        ax.errorbar(k + 0.3, g.mean(), yerr=sd, fmt="s", color="k", ms=4, capsize=3)
+    ax.axhline(threshold, color="red", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xticks([0, 1, 2, 3], ["0", "1+", "2+", "3+"])
+    ax.set_xlabel("HER2 IHC score")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_recovery_curves(diameters_mm, rc_uncorrected, path, *, rc_corrected=None, rc_analytic=None,
+                         labels=("no PVC", "PVC", "analytic Gaussian")) -> Path:
+    """Recovery coefficient vs sphere diameter (mm), without and with PVC."""
+    d = _arr("diameters_mm", diameters_mm)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(d, _arr("rc_uncorrected", rc_uncorrected, d.size), "o-", label=labels[0])
+    if rc_corrected is not None:
+        ax.plot(d, _arr("rc_corrected", rc_corrected, d.size), "s-", label=labels[1])
+    if rc_analytic is not None:
+        ax.plot(d, _arr("rc_analytic", rc_analytic, d.size), "k--", label=labels[2])
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("sphere diameter (mm)")
+    ax.set_ylabel("recovery coefficient")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_roc(truth, values, path, *, patient_ids=None, n_boot: int = 500, seed: int = 1,
+             threshold: float | None = _threshold.SEED_THRESHOLD_SUV) -> Path:
+    """ROC curve; with ``patient_ids`` a 95 % pointwise bootstrap band of TPR (patient resampling).
+
+    The operating point of ``threshold`` is marked.
+    """
+    r = _threshold.roc_table(truth, values)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    if patient_ids is not None:
+        t = np.asarray(truth, dtype=bool)
+        v = np.asarray(values, dtype=float)
+        pid = np.asarray(patient_ids)
+        patients, inv = np.unique(pid, return_inverse=True)
+        members = [np.flatnonzero(inv == i) for i in range(patients.size)]
+        grid = np.linspace(0, 1, 101)
+        rng = np.random.default_rng(seed)
+        curves = []
+        for _ in range(n_boot):
+            idx = np.concatenate([members[i] for i in rng.integers(0, patients.size, patients.size)])
+            tb, vb = t[idx], v[idx]
+            if tb.all() or not tb.any():
+                continue
+            fpr, tpr, _ = _threshold._roc_points_fast(tb, vb)
+            # best sensitivity reachable at each false-positive rate (upper step envelope)
+            fpr, tpr = np.r_[0.0, fpr], np.r_[0.0, tpr]
+            curves.append(tpr[np.searchsorted(fpr, grid, side="right") - 1])
+        if curves:
+            lo, hi = np.percentile(np.asarray(curves), [2.5, 97.5], axis=0)
+            ax.fill_between(grid, lo, hi, color="C0", alpha=0.25, label="95 % bootstrap band")
+    ax.plot(r["fpr"], r["tpr"], "C0-", label=f"AUC {r['auc']:.3f}")
+    if threshold is not None:
+        m = _threshold.binary_metrics(truth, values, threshold)
+        if m["sensitivity"] is not None and m["specificity"] is not None:
+            ax.plot(1 - m["specificity"], m["sensitivity"], "ro", label=f"cut-off {threshold:g}")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def plot_measured_vs_true(true, measured, path, *, xlabel: str = "true SUV", ylabel: str = "measured SUV") -> Path:
+    """Scatter of measured against true values with the identity line."""
+    t = _arr("true", true)
+    m = _arr("measured", measured, t.size)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(t, m, s=18, alpha=0.8)
+    lim = [min(t.min(), m.min(), 0.0), max(t.max(), m.max()) * 1.05]
+    ax.plot(lim, lim, "k--", lw=0.8, label="identity")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_bias_vs_size(diameter_mm, true, measured, path) -> Path:
+    """Relative bias 100 (measured - true) / true (%) against lesion diameter (mm)."""
+    d = _arr("diameter_mm", diameter_mm)
+    t = _arr("true", true, d.size)
+    m = _arr("measured", measured, d.size)
+    if np.any(t == 0):
+        raise DataError("true values must be non-zero for a relative bias")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(d, 100 * (m - t) / t, s=18)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xlabel("lesion diameter (mm)")
+    ax.set_ylabel("bias (%)")
+    return _save(fig, path)
+
+
+def plot_bland_altman(a, b, path, *, label_a: str = "A", label_b: str = "B") -> Path:
+    """Bland-Altman plot: (a - b) against (a + b) / 2 with mean and 95 % limits of agreement."""
+    r = _stats.bland_altman(a, b)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(r["means"], r["differences"], s=18)
+    ax.axhline(r["mean_difference"], color="k", lw=1, label=f"mean {r['mean_difference']:.3g}")
+    for y in r["loa"]:
+        ax.axhline(y, color="k", lw=0.8, ls="--")
+    ax.set_xlabel(f"mean of {label_a} and {label_b}")
+    ax.set_ylabel(f"{label_a} - {label_b}")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

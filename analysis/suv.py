@@ -1,0 +1,224 @@
+"""Standardised uptake values: SUVbw, SUL (lean body mass) and SUVbsa.
+
+Definitions (``shared/reference/validation_targets.md``, QIBA SUV pseudocode):
+
+* ``SUVbw = C [Bq/mL] / (A_inj [Bq] / BW [g])``, dimensionless under the stated
+  assumption that tissue density is 1 g/mL;
+* ``SUL`` replaces body weight by lean body mass from Janmahasatian et al.
+  (Clin Pharmacokinet 44:1051, 2005), recommended over James by Tahari et al.
+  (J Nucl Med 55:1481, 2014): female ``LBM = 9270 W / (8780 + 244 BMI)``,
+  male ``LBM = 9270 W / (6680 + 216 BMI)`` (W in kg, BMI in kg/m^2);
+* ``SUVbsa = C [Bq/mL] * BSA [cm^2] / A_inj [Bq]`` (units cm^2/mL), with the
+  Du Bois body surface area ``BSA [m^2] = 0.007184 W^0.425 H^0.725``
+  (W kg, H cm; Du Bois & Du Bois, Arch Intern Med 17:863, 1916).
+
+The injected activity is decay-corrected to the image's reference time: for an
+image whose voxels hold the concentration at scan start (the default, as a
+reconstruction without decay correction to injection), ``A_inj`` is multiplied by
+``exp(-lambda t)`` with ``t`` the time from injection to scan start; for an image
+already decay-corrected to the injection time nothing is decayed.
+Decay uses :data:`her2sim.core.radionuclide.TC99M` (T1/2 = 6.0067 h).
+
+Everything works on plain arrays in Bq/mL, so a real SPECT reconstruction
+(calibrated to Bq/mL) goes through the same code as a simulated one.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from her2sim.core.containers import Image
+from her2sim.core.errors import ConfigError, DataError, check_choice, check_range
+from her2sim.core.radionuclide import TC99M, Radionuclide
+
+#: Assumed tissue density used to turn grams of body weight into millilitres (g/mL).
+TISSUE_DENSITY_G_PER_ML = 1.0
+
+SUV_NORMALISATIONS = ("bw", "lbm", "bsa")
+DECAY_REFERENCES = ("scan_start", "injection")
+
+
+def decay_corrected_activity_bq(injected_bq: float, elapsed_s: float,
+                                nuclide: Radionuclide = TC99M) -> float:
+    """Injected activity decayed to a later time.
+
+    Parameters
+    ----------
+    injected_bq : float
+        Activity at injection time in Bq (> 0).
+    elapsed_s : float
+        Time from injection to the reference time (scan start) in s (>= 0).
+    nuclide : Radionuclide
+        Emitter; 99mTc by default.
+
+    Returns
+    -------
+    float
+        ``injected_bq * exp(-ln2 t / T1/2)`` in Bq.
+    """
+    a = check_range("injected_bq", injected_bq, 0.0, None, lo_open=True)
+    t = check_range("elapsed_s", elapsed_s, 0.0, 10 * 24 * 3600.0)
+    return a * float(nuclide.decay_factor(t))
+
+
+def bmi_kg_m2(weight_kg: float, height_cm: float) -> float:
+    """Body-mass index ``W / H^2`` in kg/m^2 (W kg, H cm)."""
+    w = check_range("weight_kg", weight_kg, 1.0, 500.0)
+    h = check_range("height_cm", height_cm, 30.0, 260.0)
+    return w / (h / 100.0) ** 2
+
+
+def lean_body_mass_kg(weight_kg: float, height_cm: float, sex: str) -> float:
+    """Lean body mass (kg) by the Janmahasatian formula.
+
+    ``female: 9270 W / (8780 + 244 BMI)``; ``male: 9270 W / (6680 + 216 BMI)``
+    (Janmahasatian 2005; Tahari et al., J Nucl Med 55:1481, 2014).
+
+    Parameters
+    ----------
+    weight_kg : float
+    height_cm : float
+    sex : {'female', 'male', 'F', 'M'}
+    """
+    s = _normalise_sex(sex)
+    w = check_range("weight_kg", weight_kg, 1.0, 500.0)
+    bmi = bmi_kg_m2(w, height_cm)
+    if s == "female":
+        return 9270.0 * w / (8780.0 + 244.0 * bmi)
+    return 9270.0 * w / (6680.0 + 216.0 * bmi)
+
+
+def body_surface_area_m2(weight_kg: float, height_cm: float) -> float:
+    """Du Bois body surface area ``0.007184 W^0.425 H^0.725`` in m^2 (W kg, H cm)."""
+    w = check_range("weight_kg", weight_kg, 1.0, 500.0)
+    h = check_range("height_cm", height_cm, 30.0, 260.0)
+    return 0.007184 * w ** 0.425 * h ** 0.725
+
+
+def _normalise_sex(sex) -> str:
+    if not isinstance(sex, str):
+        raise ConfigError(f"sex = {sex!r} is not allowed; choose one of ['F', 'M', 'female', 'male']")
+    s = sex.strip().lower()
+    mapping = {"f": "female", "female": "female", "m": "male", "male": "male"}
+    if s not in mapping:
+        raise ConfigError(f"sex = {sex!r} is not allowed; choose one of ['F', 'M', 'female', 'male']")
+    return mapping[s]
+
+
+def suv_scale_factor(injected_bq: float, weight_kg: float, *, elapsed_s: float = 0.0,
+                     normalisation: str = "bw", height_cm: float | None = None, sex: str | None = None,
+                     decay_reference: str = "scan_start", nuclide: Radionuclide = TC99M) -> float:
+    """Factor that turns a concentration in Bq/mL into an SUV.
+
+    ``SUV = C [Bq/mL] * factor``.
+
+    Parameters
+    ----------
+    injected_bq : float
+        Injected activity at injection time (Bq), net of residual in the syringe.
+    weight_kg : float
+        Body weight (kg).
+    elapsed_s : float
+        Time from injection to the image reference time (scan start) in s.
+    normalisation : {'bw', 'lbm', 'bsa'}
+        Body weight (SUVbw, g/mL -> dimensionless with 1 g/mL), lean body mass (SUL)
+        or body surface area (SUVbsa, cm^2/mL).
+    height_cm : float, optional
+        Needed for 'lbm' and 'bsa'.
+    sex : str, optional
+        'F'/'M'; needed for 'lbm'.
+    decay_reference : {'scan_start', 'injection'}
+        Time to which the image voxels are decay-corrected. 'scan_start' decays
+        the injected activity by ``elapsed_s``; 'injection' uses it as is.
+    nuclide : Radionuclide
+
+    Returns
+    -------
+    float
+        mL/Bq times the normaliser (g for bw/lbm, cm^2 for bsa).
+    """
+    if injected_bq is None:
+        raise ConfigError("injected_bq is missing; SUV needs the injected activity in Bq (> 0)")
+    if weight_kg is None:
+        raise ConfigError("weight_kg is missing; SUV needs the patient body weight in kg, allowed range (0, 1000]")
+    check_choice("normalisation", normalisation, SUV_NORMALISATIONS)
+    check_choice("decay_reference", decay_reference, DECAY_REFERENCES)
+    if decay_reference == "scan_start":
+        activity = decay_corrected_activity_bq(injected_bq, elapsed_s, nuclide)
+    else:
+        activity = check_range("injected_bq", injected_bq, 0.0, None, lo_open=True)
+    # phantoms (a 0.5 L cylinder "weighs" 0.5 kg) are allowed, hence the open lower bound
+    w = check_range("weight_kg", weight_kg, 0.0, 1000.0, lo_open=True)
+    if normalisation == "bw":
+        norm = w * 1000.0 / TISSUE_DENSITY_G_PER_ML  # g -> mL at 1 g/mL
+    elif normalisation == "lbm":
+        if height_cm is None:
+            raise ConfigError("height_cm is missing; SUL (lean body mass) needs the height in cm, allowed range [30, 260]")
+        if sex is None:
+            raise ConfigError("sex is missing; SUL (Janmahasatian lean body mass) needs 'F' or 'M'")
+        norm = lean_body_mass_kg(w, height_cm, sex) * 1000.0 / TISSUE_DENSITY_G_PER_ML
+    else:
+        if height_cm is None:
+            raise ConfigError("height_cm is missing; SUVbsa needs the height in cm, allowed range [30, 260]")
+        norm = body_surface_area_m2(w, height_cm) * 1.0e4  # m^2 -> cm^2
+    return norm / activity
+
+
+def suv_from_concentration(concentration_bq_per_ml, injected_bq: float, weight_kg: float, **kwargs):
+    """SUV of an array (or scalar) of concentrations in Bq/mL.
+
+    Keyword arguments are those of :func:`suv_scale_factor`.
+
+    Returns
+    -------
+    numpy.ndarray or float
+        SUV values (dimensionless for 'bw'/'lbm', cm^2/mL for 'bsa').
+    """
+    factor = suv_scale_factor(injected_bq, weight_kg, **kwargs)
+    c = np.asarray(concentration_bq_per_ml, dtype=np.float64)
+    if not np.all(np.isfinite(c)):
+        raise DataError("concentration_bq_per_ml contains NaN or infinite values")
+    out = c * factor
+    return float(out) if out.ndim == 0 else out
+
+
+def suv_image(image: Image, *, normalisation: str = "bw", nuclide: Radionuclide = TC99M) -> Image:
+    """Convert a calibrated :class:`Image` (units 'Bq/mL') into an SUV image.
+
+    The patient and timing data come from ``image.meta``:
+
+    * ``injected_mbq`` (MBq at injection time) - required;
+    * ``weight_kg`` - required;
+    * ``scan_start_s`` - time from injection to scan start (s), required unless
+      ``decay_corrected_to == 'injection'``;
+    * ``decay_corrected_to`` - 'scan_start' (default) or 'injection';
+    * ``height_cm`` / ``sex`` - for SUL and SUVbsa.
+
+    Returns
+    -------
+    Image
+        Same grid, ``units='SUV'``, meta extended with ``suv_normalisation`` and
+        ``suv_scale_factor`` (mL/Bq times g or cm^2).
+    """
+    if not isinstance(image, Image):
+        raise DataError(f"image must be a her2sim Image, got {type(image).__name__}")
+    if image.units != "Bq/mL":
+        raise DataError(f"Image.units = {image.units!r}; SUV needs a calibrated image in 'Bq/mL'")
+    meta = image.meta or {}
+    for key in ("injected_mbq", "weight_kg"):
+        if meta.get(key) is None:
+            raise DataError(f"Image.meta[{key!r}] is missing; SUV needs it "
+                            f"({'injected activity in MBq' if key == 'injected_mbq' else 'body weight in kg'})")
+    ref = meta.get("decay_corrected_to", "scan_start")
+    check_choice("Image.meta['decay_corrected_to']", ref, DECAY_REFERENCES)
+    elapsed = meta.get("scan_start_s")
+    if ref == "scan_start" and elapsed is None:
+        raise DataError("Image.meta['scan_start_s'] is missing; it is the time from injection to scan start in s, "
+                        "needed to decay-correct the injected activity (or set decay_corrected_to='injection')")
+    factor = suv_scale_factor(float(meta["injected_mbq"]) * 1e6, float(meta["weight_kg"]),
+                              elapsed_s=float(elapsed or 0.0), normalisation=normalisation,
+                              height_cm=meta.get("height_cm"), sex=meta.get("sex"),
+                              decay_reference=ref, nuclide=nuclide)
+    new_meta = dict(meta)
+    new_meta.update({"suv_normalisation": normalisation, "suv_scale_factor": factor})
+    arr = np.asarray(image.array, dtype=np.float32) * np.float32(factor)
+    return Image(array=arr, grid=image.grid, units="SUV", meta=new_meta)
