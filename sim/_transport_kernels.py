@@ -170,7 +170,7 @@ def _voxel_of(x, y, z, lo_x, lo_y, lo_z, dx, dy, dz, nx, ny, nz):
 @njit(parallel=True, cache=True)
 def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_mm, material, density,
                     log_mu, e0, de, ff_q, ff2_total, rho_max, e_emit, e_cut, max_order, vertices, counts,
-                    escaped, ffd_flags):
+                    escaped, escapes, n_escapes):
     """Track photon histories from the activity distribution, recording every real interaction.
 
     Each chunk ``c`` seeds the thread's generator with ``chunk_seeds[c]`` and traces
@@ -184,6 +184,9 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
 
     ``escaped[c, 0]`` sums weights leaving without interaction (unscattered escape),
     ``escaped[c, 1]`` counts histories whose vertices overflowed the buffer.
+    When ``escapes`` has rows, photons leaving the volume are recorded there (same columns
+    as vertices; position = first point outside the volume) for the explicit/analog camera
+    mode, chunk ``c`` in rows ``[c * cap_e, c * cap_e + n_escapes[c])``.
     """
     nz, ny, nx = shape[0], shape[1], shape[2]
     lo_z, lo_y, lo_x = lower_mm[0], lower_mm[1], lower_mm[2]
@@ -191,10 +194,13 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
     n_chunks = chunk_seeds.shape[0]
     cap = vertices.shape[0] // n_chunks
     nvox = src_cdf.shape[0]
+    cap_e = escapes.shape[0] // n_chunks
     for c in prange(n_chunks):
         np.random.seed(chunk_seeds[c])
         base = c * cap
+        base_e = c * cap_e
         nv = 0
+        ne = 0
         for h in range(n_per_chunk):
             # --- emission: voxel from the activity CDF, uniform inside it, isotropic
             r = np.random.random() * src_cdf[nvox - 1]
@@ -220,7 +226,9 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
                 mu_max = majorant_per_mm(log_mu, e0, de, rho_max, e)
                 # --- Woodcock delta tracking to the next real interaction
                 inside = True
-                while True:
+                if mu_max <= 1e-12:  # nothing but vacuum: leave from the current point
+                    inside = False
+                while inside:
                     s = -math.log(1.0 - np.random.random()) / mu_max
                     x += s * ux
                     y += s * uy
@@ -242,6 +250,18 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
                 if not inside:
                     if order == 0:
                         escaped[c, 0] += w
+                    if ne < cap_e and e >= e_cut:
+                        row = base_e + ne
+                        escapes[row, V_X] = x
+                        escapes[row, V_Y] = y
+                        escapes[row, V_Z] = z
+                        escapes[row, V_UX] = ux
+                        escapes[row, V_UY] = uy
+                        escapes[row, V_UZ] = uz
+                        escapes[row, V_E] = e
+                        escapes[row, V_W] = w
+                        escapes[row, V_ORDER] = order
+                        ne += 1
                     break
                 # --- real interaction: record the vertex with the incoming weight
                 if nv < cap:
@@ -280,6 +300,7 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
                     else:
                         break
         counts[c] = nv
+        n_escapes[c] = ne
 
 
 @njit(parallel=True, cache=True)
@@ -346,126 +367,159 @@ def _interp_tau(tau, z_idx, q_idx, u_idx):
     return s
 
 
+# extra per-vertex columns precomputed once per run by :func:`vertex_channel_factors`
+V_PC, V_PR, V_RM = 11, 12, 13
+N_FD_COLS = 14
+
+
+@njit(parallel=True, cache=True)
+def vertex_channel_factors(vertices, log_mu, e0, de, rnorm, out):
+    """Per-vertex view-independent factors of the forced-detection pdfs.
+
+    ``out[i, V_PC]`` = (sigma_incoh / sigma_t) / sigma_KN(E) [1/r_e^2], ``out[i, V_PR]`` =
+    (sigma_coh / sigma_t) / N_Rayleigh(E, m), copied with the vertex columns.
+    """
+    n = vertices.shape[0]
+    for i in prange(n):
+        for c in range(N_VCOLS):
+            out[i, c] = vertices[i, c]
+        e = vertices[i, V_E]
+        m = int(vertices[i, V_MAT])
+        mu_in = mu_lookup(log_mu, e0, de, m, INCOH, e)
+        mu_co = mu_lookup(log_mu, e0, de, m, COH, e)
+        mu_pe = mu_lookup(log_mu, e0, de, m, PHOTO, e)
+        mu_t = mu_in + mu_co + mu_pe
+        out[i, V_PC] = (mu_in / mu_t) / kn_total_re2(e)
+        fe = (e - e0) / de
+        j = int(fe)
+        if j < 0:
+            j = 0
+        if j > rnorm.shape[1] - 2:
+            j = rnorm.shape[1] - 2
+        te = fe - j
+        out[i, V_PR] = (mu_co / mu_t) / (rnorm[m, j] * (1 - te) + rnorm[m, j + 1] * te)
+        out[i, V_RM] = m
+
+
+@njit(cache=True)
+def _table_at(table, e0, de, e):
+    fe = (e - e0) / de
+    j = int(fe)
+    if j < 0:
+        j = 0
+    if j > table.shape[0] - 2:
+        j = table.shape[0] - 2
+    t = fe - j
+    return table[j] * (1 - t) + table[j + 1] * t
+
+
 @njit(parallel=True, cache=True)
 def forced_detection_view(vertices, isotropic, tau, tau_lower_z, tau_dz, tau_step, tau_n, cos_t, sin_t,
                           axis_x, axis_y, radius, u0, du, v0, dv, nu, nv, d0, dd, nd,
-                          log_mu, e0, de, ff_q, ff2, rnorm, mu_water_ratio, det_eff, win_lo, win_hi,
-                          eres0, eref, omega_eff, n_comp, n_threads, buf, spectrum, spec_de):
+                          e0, de, ff_q, ff2, mu_water_ratio, det_eff, win_lo, win_hi,
+                          eres0, eref, omega_eff, n_threads, buf, spectrum, spec_de):
     """Convolution-based forced detection of all vertices toward one view.
 
-    Each vertex contributes weight x angular pdf toward the head normal x 4 pi g (the
-    collimator's effective solid angle) x exp(-tau(E')) x detector full-energy efficiency
-    x Gaussian window acceptance, splatted bilinearly in (u, v) and linearly between
-    distance planes of ``buf[thread, window, component, plane, v, u]``. Emission vertices
-    (``isotropic``) use the pdf 1/(4 pi) and keep their energy; scatter vertices use the
-    Compton (Klein-Nishina) and Rayleigh pdfs weighted by the channel probabilities.
-    Components: 0 primary, 1 scatter order 1, 2 order 2, 3 order >= 3.
-    ``spectrum[thread, component, bin]`` accumulates the unblurred energy of arrival x efficiency.
+    Each vertex adds weight x angular pdf toward the head normal x 4 pi g (the collimator's
+    effective solid angle) x exp(-tau(E')) x detector full-energy efficiency(E') x Gaussian
+    window acceptance(E'), splatted bilinearly in (u, v) and linearly between distance planes
+    of ``buf[thread, window, component, plane, v, u]``. Emission vertices (``isotropic``) use
+    the pdf 1/(4 pi) at the emission energy; scatter vertices (rows prepared by
+    :func:`vertex_channel_factors`) use the Klein-Nishina pdf at the Compton energy E' and the
+    Rayleigh pdf at E. Components: 0 primary, 1 scatter order 1, 2 order 2, 3 order >= 3.
+    ``spectrum[thread, component, bin]`` accumulates the arrival energy x efficiency (unblurred).
     """
     nvert = vertices.shape[0]
     nwin = win_lo.shape[0]
-    nx_t = tau_n
-    half = 0.5 * (nx_t - 1)
+    half = 0.5 * (tau_n - 1)
     inv4pi = 1.0 / (4.0 * math.pi)
-    n_e = det_eff.shape[0]
     nspec = spectrum.shape[2]
+    dq = ff_q[1] - ff_q[0]
+    nq = ff_q.shape[0]
     for th in prange(n_threads):
         start = (nvert * th) // n_threads
         stop = (nvert * (th + 1)) // n_threads
         for i in range(start, stop):
-            x = vertices[i, 0]
-            y = vertices[i, 1]
-            z = vertices[i, 2]
-            e = vertices[i, 6]
-            w = vertices[i, 7]
+            w = vertices[i, V_W]
             if w <= 0.0:
                 continue
+            x = vertices[i, V_X]
+            y = vertices[i, V_Y]
+            z = vertices[i, V_Z]
+            e = vertices[i, V_E]
             px = x - axis_x
             py = y - axis_y
             q = px * sin_t - py * cos_t
             u = px * cos_t + py * sin_t
+            tau140 = _interp_tau(tau, (z - tau_lower_z) / tau_dz, q / tau_step + half, u / tau_step + half)
+            # Compton (or emission) contribution at energy e_c, Rayleigh at energy e
             if isotropic:
-                e_out = e
-                p = inv4pi
+                e_c = e
+                p_c = inv4pi
+                p_r = 0.0
                 comp = 0
             else:
-                m = int(vertices[i, 9])
-                cost = vertices[i, 3] * sin_t - vertices[i, 4] * cos_t
-                mu_in = mu_lookup(log_mu, e0, de, m, INCOH, e)
-                mu_co = mu_lookup(log_mu, e0, de, m, COH, e)
-                mu_pe = mu_lookup(log_mu, e0, de, m, PHOTO, e)
-                mu_t = mu_in + mu_co + mu_pe
+                cost = vertices[i, V_UX] * sin_t - vertices[i, V_UY] * cos_t
                 k = e / ELECTRON_REST_KEV
-                e_out = e / (1.0 + k * (1.0 - cost))
-                # Compton and Rayleigh leave different energies: treat Rayleigh as a second
-                # contribution below with the unchanged energy.
-                p = (mu_in / mu_t) * kn_pdf_per_sr(e, cost)
-                p_r = (mu_co / mu_t) * rayleigh_pdf_per_sr(e, cost, m, ff_q, ff2, rnorm, e0, de)
-                order = int(vertices[i, 8]) + 1
+                eps = 1.0 / (1.0 + k * (1.0 - cost))
+                e_c = e * eps
+                p_c = vertices[i, V_PC] * 0.5 * eps * eps * (eps + 1.0 / eps - (1.0 - cost * cost))
+                xq = e / HC_KEV_A * math.sqrt(max(0.0, 0.5 * (1.0 - cost))) / dq
+                iq = int(xq)
+                if iq < nq - 1:
+                    m = int(vertices[i, V_RM])
+                    tq = xq - iq
+                    f2 = ff2[m, iq] * (1 - tq) + ff2[m, iq + 1] * tq
+                    p_r = vertices[i, V_PR] * 0.5 * (1.0 + cost * cost) * f2
+                else:
+                    p_r = 0.0
+                order = int(vertices[i, V_ORDER]) + 1
                 comp = order if order < 3 else 3
-            d = radius - q
-            fd = (d - d0) / dd
+            base_c = w * p_c * omega_eff * math.exp(-tau140 * _table_at(mu_water_ratio, e0, de, e_c)) \
+                * _table_at(det_eff, e0, de, e_c)
+            base_r = 0.0
+            if p_r > 0.0:
+                base_r = w * p_r * omega_eff * math.exp(-tau140 * _table_at(mu_water_ratio, e0, de, e)) \
+                    * _table_at(det_eff, e0, de, e)
+            sb = int(e_c / spec_de)
+            if sb < nspec:
+                spectrum[th, comp, sb] += base_c
+            sb = int(e / spec_de)
+            if base_r > 0.0 and sb < nspec:
+                spectrum[th, comp, sb] += base_r
+            sig_c = 1.4142135623730951 * eres0 * math.sqrt(eref * e_c) / 2.3548200450309493
+            sig_r = 1.4142135623730951 * eres0 * math.sqrt(eref * e) / 2.3548200450309493
+            fd = (radius - q - d0) / dd
             fu = (u - u0) / du
             fv = (z - v0) / dv
-            tz = (z - tau_lower_z) / tau_dz
-            tq = q / tau_step + half
-            tu = u / tau_step + half
-            tau140 = _interp_tau(tau, tz, tq, tu)
-            for pass_ in range(2):
-                if pass_ == 0:
-                    e_arr = e_out
-                    prob = p
-                else:
-                    if isotropic:
-                        break
-                    e_arr = e
-                    prob = p_r
-                if prob <= 0.0:
+            id0 = int(math.floor(fd))
+            td = fd - id0
+            iu0 = int(math.floor(fu))
+            tuu = fu - iu0
+            iv0 = int(math.floor(fv))
+            tvv = fv - iv0
+            for wi in range(nwin):
+                val = base_c * 0.5 * (math.erf((win_hi[wi] - e_c) / sig_c) - math.erf((win_lo[wi] - e_c) / sig_c))
+                if base_r > 0.0:
+                    val += base_r * 0.5 * (math.erf((win_hi[wi] - e) / sig_r) - math.erf((win_lo[wi] - e) / sig_r))
+                if val <= 0.0:
                     continue
-                fe = (e_arr - e0) / de
-                je = int(fe)
-                if je < 0:
-                    je = 0
-                if je > n_e - 2:
-                    je = n_e - 2
-                te = fe - je
-                ratio = mu_water_ratio[je] * (1 - te) + mu_water_ratio[je + 1] * te
-                eff = det_eff[je] * (1 - te) + det_eff[je + 1] * te
-                base = w * prob * omega_eff * math.exp(-tau140 * ratio) * eff
-                if base <= 0.0:
-                    continue
-                sb = int(e_arr / spec_de)
-                if sb < nspec:
-                    spectrum[th, comp, sb] += base
-                sig = eres0 * math.sqrt(eref * e_arr) / 2.3548200450309493
-                id0 = int(math.floor(fd))
-                td = fd - id0
-                iu0 = int(math.floor(fu))
-                tuu = fu - iu0
-                iv0 = int(math.floor(fv))
-                tvv = fv - iv0
-                for wi in range(nwin):
-                    acc = 0.5 * (math.erf((win_hi[wi] - e_arr) / (1.4142135623730951 * sig))
-                                 - math.erf((win_lo[wi] - e_arr) / (1.4142135623730951 * sig)))
-                    val = base * acc
-                    if val <= 0.0:
+                for a in range(2):
+                    pd = id0 + a
+                    if pd < 0 or pd >= nd:
                         continue
-                    for a in range(2):
-                        pd = id0 + a
-                        if pd < 0 or pd >= nd:
+                    wd = td if a == 1 else 1.0 - td
+                    for b in range(2):
+                        pv = iv0 + b
+                        if pv < 0 or pv >= nv:
                             continue
-                        wd = td if a == 1 else 1.0 - td
-                        for b in range(2):
-                            pv = iv0 + b
-                            if pv < 0 or pv >= nv:
+                        wv = tvv if b == 1 else 1.0 - tvv
+                        for cc in range(2):
+                            pu = iu0 + cc
+                            if pu < 0 or pu >= nu:
                                 continue
-                            wv = tvv if b == 1 else 1.0 - tvv
-                            for cc in range(2):
-                                pu = iu0 + cc
-                                if pu < 0 or pu >= nu:
-                                    continue
-                                wu = tuu if cc == 1 else 1.0 - tuu
-                                buf[th, wi, comp, pd, pv, pu] += val * wd * wv * wu
+                            wu = tuu if cc == 1 else 1.0 - tuu
+                            buf[th, wi, comp, pd, pv, pu] += val * wd * wv * wu
 
 
 @njit(cache=True)

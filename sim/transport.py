@@ -187,6 +187,109 @@ def view_effective_seconds(geometry: ProjectionGeometry, time_per_view_s: float)
     return (np.exp(-lam * t0) - np.exp(-lam * (t0 + time_per_view_s))) / lam
 
 
+@dataclass
+class TransportSetup:
+    """Validated inputs of a transport run (shared by the fast and the explicit mode)."""
+
+    phantom: Phantom
+    camera: Camera
+    settings: MonteCarloSettings
+    frame: int
+    geometry: ProjectionGeometry
+    activity: np.ndarray
+    total_bq: float
+    r_body_mm: float
+    n_threads: int
+    table: object
+    material: np.ndarray
+    density: np.ndarray
+    rho_max: np.ndarray
+    e_cut_kev: float
+
+    @property
+    def photons_per_s(self) -> float:
+        """99mTc photons emitted per second at scan start (Bq x 0.8906)."""
+        return self.total_bq * TC99M.gamma_yield
+
+
+def prepare_transport(phantom: Phantom, camera: Camera | None, settings: MonteCarloSettings | None, frame: int = 0,
+                      geometry: ProjectionGeometry | None = None) -> TransportSetup:
+    """Validate a phantom/camera pair and build the arrays the kernels need.
+
+    Raises ConfigError / DataError / PhysicsError naming the field for: frame out of range,
+    zero activity, windows outside the tables, a phantom not fitting inside the orbit radius,
+    unknown materials, negative or NaN densities.
+    """
+    import numba
+
+    camera = camera or Camera()
+    settings = settings or MonteCarloSettings()
+    if not 0 <= frame < len(phantom.time_points_h):
+        raise ConfigError(f"frame = {frame} is outside the phantom's time frames [0, {len(phantom.time_points_h) - 1}]")
+    g = phantom.grid
+    act = phantom.activity_bq_per_ml[frame].astype(np.float64)
+    total_bq = float(act.sum() * g.voxel_volume_ml)
+    if total_bq <= 0:
+        raise DataError("Phantom.activity_bq_per_ml: total activity is 0 Bq; nothing to simulate")
+    for w in camera.windows:
+        if w.lower_kev < E_MIN_KEV or w.upper_kev > E_MAX_KEV:
+            raise PhysicsError(f"window[{w.name}] lies outside the tabulated range [{E_MIN_KEV}, {E_MAX_KEV}] keV")
+    if geometry is None:
+        geometry = camera.projection_geometry(axis_z_mm=g.center_mm[0])
+    r_body = body_extent_mm(phantom, geometry.axis_xy_mm)
+    if r_body >= geometry.radii_mm.min():
+        raise ConfigError(f"phantom does not fit inside the orbit: body extends {r_body:.1f} mm from the axis but "
+                          f"protocol.radius_mm = {geometry.radii_mm.min():.1f} mm (must be larger)")
+    if settings.threads:
+        numba.set_num_threads(min(settings.threads, numba.config.NUMBA_NUM_THREADS))
+    table = build_table()
+    material = _material_rows(phantom, table.names)
+    density = phantom.density_g_cm3.astype(np.float64)
+    if np.any(~np.isfinite(density)) or np.any(density < 0):
+        raise DataError("Phantom.density_g_cm3 must be finite and >= 0 g/cm^3")
+    rho_max = np.zeros(len(table.names))
+    for m in np.unique(material):
+        rho_max[m] = density[material == m].max()
+    win_lo = min(w.lower_kev for w in camera.windows)
+    sig_e_min = float(camera.detector.energy_fwhm_kev(win_lo)) / 2.3548200450309493
+    e_cut = float(max(E_MIN_KEV + 1.0, win_lo - 4.0 * sig_e_min))
+    return TransportSetup(phantom, camera, settings, frame, geometry, act, total_bq, r_body, numba.get_num_threads(),
+                          table, material, density, rho_max, e_cut)
+
+
+def trace(setup: TransportSetup, record_escapes: bool = False) -> dict:
+    """Run the photon histories of ``setup``; return interaction vertices (and escapes) per chunk.
+
+    Returns a dict with ``vertices`` (rows, 11), ``counts`` per chunk, ``cap`` rows per chunk,
+    ``escapes`` / ``n_escapes`` / ``cap_e`` when recorded, ``n_histories``, ``escaped`` stats and
+    ``seconds``.
+    """
+    st = setup.settings
+    g = setup.phantom.grid
+    ss = np.random.SeedSequence(st.seed)
+    chunk_seeds = np.array([s.generate_state(1, np.uint32)[0] for s in ss.spawn(st.n_chunks)], np.int64)
+    n_per_chunk = -(-st.n_histories // st.n_chunks)
+    cap = n_per_chunk * 8 + 16
+    cap_e = (n_per_chunk + 16) if record_escapes else 0
+    vertices = np.zeros((cap * st.n_chunks, K.N_VCOLS), np.float64)
+    escapes = np.zeros((cap_e * st.n_chunks, K.N_VCOLS), np.float64)
+    counts = np.zeros(st.n_chunks, np.int64)
+    n_escapes = np.zeros(st.n_chunks, np.int64)
+    escaped = np.zeros((st.n_chunks, 2), np.float64)
+    t0 = time.perf_counter()
+    K.trace_histories(chunk_seeds, n_per_chunk, np.cumsum(setup.activity.ravel()), np.array(g.shape, np.int64),
+                      np.array(g.lower_corner_mm, np.float64), np.array(g.spacing_mm, np.float64), setup.material,
+                      setup.density, setup.table.log_mu_rho, float(setup.table.energies_kev[0]), E_STEP_KEV,
+                      setup.table.ff_q, setup.table.ff2_total, setup.rho_max, TC99M.gamma_kev, setup.e_cut_kev,
+                      st.max_order, vertices, counts, escaped, escapes, n_escapes)
+    seconds = time.perf_counter() - t0
+    if escaped[:, 1].sum() > 0:
+        raise PhysicsError(f"vertex buffer overflow ({int(escaped[:, 1].sum())} interactions dropped); "
+                           "reduce monte_carlo.max_order")
+    return {"vertices": vertices, "counts": counts, "cap": cap, "escapes": escapes, "n_escapes": n_escapes,
+            "cap_e": cap_e, "n_histories": n_per_chunk * st.n_chunks, "escaped": escaped, "seconds": seconds}
+
+
 def simulate_projections(phantom: Phantom, camera: Camera | None = None, settings: MonteCarloSettings | None = None,
                          frame: int = 0, geometry: ProjectionGeometry | None = None,
                          progress: bool = False) -> MonteCarloResult:
@@ -211,43 +314,22 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     -------
     MonteCarloResult
     """
-    import numba
-
-    camera = camera or Camera()
-    settings = settings or MonteCarloSettings()
     t_start = time.perf_counter()
-    if not 0 <= frame < len(phantom.time_points_h):
-        raise ConfigError(f"frame = {frame} is outside the phantom's time frames [0, {len(phantom.time_points_h) - 1}]")
+    setup = prepare_transport(phantom, camera, settings, frame, geometry)
+    camera, settings, geometry = setup.camera, setup.settings, setup.geometry
     g = phantom.grid
-    act = phantom.activity_bq_per_ml[frame].astype(np.float64)
-    total_bq = float(act.sum() * g.voxel_volume_ml)
-    if total_bq <= 0:
-        raise DataError("Phantom.activity_bq_per_ml: total activity is 0 Bq; nothing to simulate")
-    e_emit = TC99M.gamma_kev
-    for w in camera.windows:
-        if w.lower_kev < E_MIN_KEV or w.upper_kev > E_MAX_KEV:
-            raise PhysicsError(f"window[{w.name}] lies outside the tabulated range [{E_MIN_KEV}, {E_MAX_KEV}] keV")
-    if geometry is None:
-        geometry = camera.projection_geometry(axis_z_mm=g.center_mm[0])
+    act = setup.activity
+    total_bq = setup.total_bq
+    n_threads = setup.n_threads
+    table = setup.table
+    material, density = setup.material, setup.density
     axis_x, axis_y = geometry.axis_xy_mm
-    r_body = body_extent_mm(phantom, (axis_x, axis_y))
-    if r_body >= geometry.radii_mm.min():
-        raise ConfigError(f"phantom does not fit inside the orbit: body extends {r_body:.1f} mm from the axis but "
-                          f"protocol.radius_mm = {geometry.radii_mm.min():.1f} mm (must be larger)")
-    if settings.threads:
-        numba.set_num_threads(min(settings.threads, numba.config.NUMBA_NUM_THREADS))
-    n_threads = numba.get_num_threads()
-
-    table = build_table()
-    material = _material_rows(phantom, table.names)
-    density = phantom.density_g_cm3.astype(np.float64)
-    if np.any(~np.isfinite(density)) or np.any(density < 0):
-        raise DataError("Phantom.density_g_cm3 must be finite and >= 0 g/cm^3")
-    rho_max = np.zeros(len(table.names))
-    for m in np.unique(material):
-        rho_max[m] = density[material == m].max()
+    r_body = setup.r_body_mm
+    e_emit = TC99M.gamma_kev
     log_mu = table.log_mu_rho
     e0 = float(table.energies_kev[0])
+    lower = np.array(g.lower_corner_mm, np.float64)
+    spacing = np.array(g.spacing_mm, np.float64)
 
     # --- mu at 140.5 keV per voxel (1/mm) and water scaling for other energies
     mu140 = np.zeros(len(table.names))
@@ -260,40 +342,27 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     det_eff = full_energy_efficiency(camera, table.energies_kev)
     win_lo = np.array([w.lower_kev for w in camera.windows])
     win_hi = np.array([w.upper_kev for w in camera.windows])
-    sig_e_min = camera.detector.energy_fwhm_kev(win_lo.min()) / 2.3548200450309493
-    e_cut = float(max(E_MIN_KEV + 1.0, win_lo.min() - 4.0 * sig_e_min))
+    e_cut = setup.e_cut_kev
     omega_eff = 4.0 * math.pi * camera.collimator.geometric_efficiency(e_emit)
 
     # --- scatter histories
-    ss = np.random.SeedSequence(settings.seed)
-    chunk_seeds = np.array([s.generate_state(1, np.uint32)[0] for s in ss.spawn(settings.n_chunks)], np.int64)
-    n_per_chunk = -(-settings.n_histories // settings.n_chunks)
-    n_hist = n_per_chunk * settings.n_chunks
-    cap = n_per_chunk * 8 + 16
-    vertices = np.zeros((cap * settings.n_chunks, K.N_VCOLS), np.float64)
-    counts = np.zeros(settings.n_chunks, np.int64)
-    escaped = np.zeros((settings.n_chunks, 2), np.float64)
-    src_cdf = np.cumsum(act.ravel())
-    lower = np.array(g.lower_corner_mm, np.float64)
-    spacing = np.array(g.spacing_mm, np.float64)
-    t0 = time.perf_counter()
-    K.trace_histories(chunk_seeds, n_per_chunk, src_cdf, np.array(g.shape, np.int64), lower, spacing, material,
-                      density, log_mu, e0, E_STEP_KEV, table.ff_q, table.ff2_total, rho_max, e_emit, e_cut,
-                      settings.max_order, vertices, counts, escaped, np.zeros(1, np.int64))
-    t_trace = time.perf_counter() - t0
-    if escaped[:, 1].sum() > 0:
-        raise PhysicsError(f"vertex buffer overflow ({int(escaped[:, 1].sum())} interactions dropped); "
-                           "reduce monte_carlo.max_order")
-    photons_per_s = total_bq * TC99M.gamma_yield
+    tr = trace(setup)
+    t_trace = tr["seconds"]
+    counts, cap, escaped = tr["counts"], tr["cap"], tr["escaped"]
+    vertices = tr["vertices"]
+    n_hist = tr["n_histories"]
+    photons_per_s = setup.photons_per_s
     w_hist = photons_per_s / n_hist
     batch_vertices = []
     for b in range(settings.batches):
         rows = [np.arange(c * cap, c * cap + counts[c]) for c in range(b, settings.n_chunks, settings.batches)]
         v = vertices[np.concatenate(rows)] if rows else np.zeros((0, K.N_VCOLS))
         v[:, K.V_W] *= w_hist * settings.batches  # each batch is an unbiased estimate of the whole
-        batch_vertices.append(v)
+        vf = np.zeros((v.shape[0], K.N_FD_COLS))
+        K.vertex_channel_factors(v, log_mu, e0, E_STEP_KEV, table.rayleigh_norm, vf)
+        batch_vertices.append(vf)
     n_vertices = int(counts.sum())
-    del vertices
+    del vertices, tr
 
     # --- primary emission points: voxel (sub-)centres
     prim = _primary_vertices(act, g, settings.primary_supersample)
@@ -334,9 +403,9 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
         K.attenuation_to_face(mu_map, lower, spacing, axis_x, axis_y, tau_n, ct, st, step, tau)
         radius = float(geometry.radii_mm[j])
         common = (tau, float(g.origin_mm[0]), float(g.spacing_mm[0]), step, tau_n, ct, st, axis_x, axis_y, radius,
-                  u0, du, v0, dv, nu_pix, nv_pix, d0, dd, nd, log_mu, e0, E_STEP_KEV, table.ff_q, table.ff2,
-                  table.rayleigh_norm, mu_water_ratio, det_eff, win_lo, win_hi,
-                  camera.detector.energy_resolution, camera.detector.reference_kev, omega_eff, ncomp, n_threads)
+                  u0, du, v0, dv, nu_pix, nv_pix, d0, dd, nd, e0, E_STEP_KEV, table.ff_q, table.ff2,
+                  mu_water_ratio, det_eff, win_lo, win_hi,
+                  camera.detector.energy_resolution, camera.detector.reference_kev, omega_eff, n_threads)
         buf[:] = 0.0
         K.forced_detection_view(prim, True, *common, buf, spectrum, SPECTRUM_BIN_KEV)
         out_comp[0, :, j] = _blur_planes(buf[:, :, 0], sig_pix_v, sig_pix_u)

@@ -1,0 +1,775 @@
+"""Study files: TOML read with :mod:`tomllib`, validated on load into frozen dataclasses.
+
+A study file has one table per section::
+
+    [study]        name, seed, output_dir
+    [phantom]      preset, shape, spacing_mm, weight_kg, height_cm, ct, lesions (free-form table or [[phantom.lesions]])
+    [cohort]       preset, n_patients, seed                       (optional: a virtual trial)
+    [tracer]       injected_mbq, time_points_h
+    [camera]       passed to :meth:`her2sim.sim.camera.Camera.from_dict` ([camera.protocol], [[camera.windows]], ...)
+    [protocol]     optional shortcut for [camera.protocol]
+    [calibration]  phantom, activity_mbq                          (counts -> Bq/mL calibration scan)
+    [monte_carlo]  mode, photons | target_relative_noise, seed, threads, noise_realisations
+    [recon]        iterations, subsets, psf, scatter, attenuation, post_filter_fwhm_mm
+    [analysis]     threshold, metrics, pvc_methods, psf_fwhm_mm, bootstrap, rose_k
+    [output]       dicom, report, figures
+
+Every problem raises a one-line :class:`~her2sim.core.errors.ConfigError` that starts
+with the file name and names the key path, the offending value and the allowed
+range; an unknown key or section gets a "did you mean" suggestion
+(:func:`difflib.get_close_matches`). Cross-section contradictions (more OSEM subsets
+than views, DEW scatter correction without a scatter window, attenuation
+correction without a CT...) are errors too.
+
+Defaults with a source: injected activity 458 MBq and imaging at 1 h and 2 h p.i.
+(first-in-human 99mTc-NM-02 study and the seed trial, ``shared/reference/biodistribution.md``);
+SUVmax threshold 1.5 (Zhao et al., Breast Cancer Res 26:40, 2024); 70 kg / 160 cm
+patient (assumption stated in the same note).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import re
+import shutil
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from her2sim.core.errors import ConfigError, check_int, check_range
+from her2sim.core.grid import Grid
+
+PHANTOM_PRESETS = ("demo", "torso", "iec", "cylinder", "point")
+CALIBRATION_PHANTOMS = ("iec", "cylinder", "point", "none")
+MC_MODES = ("fast", "explicit")
+SCATTER_METHODS = ("none", "dew", "tew")
+PVC_METHODS = ("none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc")
+#: Per-lesion metrics the analysis can report.
+ANALYSIS_METRICS = ("suvmax", "suvmean", "suvpeak", "sul", "tbr", "recovery", "cnr", "auc")
+REPORT_FORMATS = ("html", "markdown")
+SECTION_ORDER = ("study", "phantom", "cohort", "tracer", "camera", "calibration", "monte_carlo", "recon",
+                 "analysis", "output")
+REQUIRED_SECTIONS = ("study", "phantom")
+_REQUIRED = object()
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+# ---------------------------------------------------------------------------- canonical JSON / hashing
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (tuple, set, frozenset)):
+        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def canonical_json(obj) -> str:
+    """Canonical JSON text: keys sorted, no whitespace, numpy values converted, NaN refused."""
+    return json.dumps(obj, default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+
+
+def config_hash(section_dicts) -> str:
+    """sha256 (hex) of the canonical JSON of ``section_dicts`` (a dict of sections, a section, or any JSON value)."""
+    return hashlib.sha256(canonical_json(section_dicts).encode("ascii")).hexdigest()
+
+
+# ---------------------------------------------------------------------------- value checkers
+def _text(v) -> str:
+    """Short, unambiguous text of a config value (floats keep their decimal point)."""
+    if isinstance(v, float):
+        r = repr(v)
+        return r if len(r) <= 12 else f"{v:.6g}"
+    return repr(v)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def v_int(lo=None, hi=None) -> Callable:
+    def check(path, v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{path} = {_text(v)} must be an integer in "
+                              f"[{'-inf' if lo is None else lo}, {'+inf' if hi is None else hi}]")
+        return check_int(path, v, lo, hi)
+    return check
+
+
+def v_float(lo=None, hi=None, lo_open=False, hi_open=False) -> Callable:
+    def check(path, v):
+        if not _is_number(v):
+            lo_t = "-inf" if lo is None else _text(float(lo))
+            hi_t = "+inf" if hi is None else _text(float(hi))
+            raise ConfigError(f"{path} = {_text(v)} must be a number in {'(' if lo_open else '['}{lo_t}, "
+                              f"{hi_t}{')' if hi_open or hi is None else ']'}")
+        return check_range(path, v, lo, hi, lo_open=lo_open, hi_open=hi_open)
+    return check
+
+
+def v_bool(path, v):
+    if not isinstance(v, bool):
+        raise ConfigError(f"{path} = {_text(v)} must be a boolean (true or false)")
+    return v
+
+
+def v_name(path, v):
+    if not isinstance(v, str) or not _NAME_RE.match(v) or len(v) > 128:
+        raise ConfigError(f"{path} = {_text(v)} must be a non-empty name of letters, digits, '_', '-', '.' "
+                          f"(at most 128 characters)")
+    return v
+
+
+def v_path(path, v):
+    if not isinstance(v, str) or not v.strip():
+        raise ConfigError(f"{path} = {_text(v)} must be a non-empty path string")
+    return v
+
+
+def v_choice(choices) -> Callable:
+    def check(path, v):
+        if not isinstance(v, str) or v not in choices:
+            hint = _did_you_mean(v, choices) if isinstance(v, str) else ""
+            raise ConfigError(f"{path} = {_text(v)} is not allowed; choose one of {list(choices)}{hint}")
+        return v
+    return check
+
+
+def v_choice_list(choices, min_len=1) -> Callable:
+    def check(path, v):
+        if not isinstance(v, list) or len(v) < min_len:
+            raise ConfigError(f"{path} = {_text(v)} must be a list of at least {min_len} of {list(choices)}")
+        out = []
+        for i, item in enumerate(v):
+            out.append(v_choice(choices)(f"{path}[{i}]", item))
+        if len(set(out)) != len(out):
+            raise ConfigError(f"{path} = {v!r} lists an entry twice; entries must be unique")
+        return tuple(out)
+    return check
+
+
+def v_time_points(path, v):
+    if not isinstance(v, list) or not v:
+        raise ConfigError(f"{path} = {_text(v)} must be a non-empty list of times in (0, 240] h")
+    out = tuple(v_float(0.0, 240.0, lo_open=True)(f"{path}[{i}]", t) for i, t in enumerate(v))
+    if any(b <= a for a, b in zip(out, out[1:])):
+        raise ConfigError(f"{path} = {list(out)} must be strictly increasing (each time point once)")
+    return out
+
+
+def v_shape(path, v):
+    if not isinstance(v, list) or len(v) != 3:
+        raise ConfigError(f"{path} = {_text(v)} must be a list of 3 integers (z, y, x) in [4, 1024]")
+    return tuple(check_int(f"{path}[{i}]", s, 4, 1024) for i, s in enumerate(v))
+
+
+def v_spacing(path, v):
+    if _is_number(v):
+        s = check_range(path, v, 0.1, 50.0)
+        return (s, s, s)
+    if not isinstance(v, list) or len(v) != 3:
+        raise ConfigError(f"{path} = {_text(v)} must be a number or a list of 3 numbers (z, y, x) in [0.1, 50] mm")
+    return tuple(v_float(0.1, 50.0)(f"{path}[{i}]", s) for i, s in enumerate(v))
+
+
+def v_table_or_tables(path, v):
+    """A free-form table, or an array of tables (``[[phantom.lesions]]``, one per lesion)."""
+    if isinstance(v, dict):
+        return copy.deepcopy(v)
+    if isinstance(v, list) and all(isinstance(item, dict) for item in v):
+        return copy.deepcopy(v)
+    raise ConfigError(f"{path} = {_text(v)} must be a table ([{path}]) or an array of tables ([[{path}]])")
+
+
+def _did_you_mean(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _unknown_key(path: str, key: str, allowed) -> ConfigError:
+    full = f"{path}.{key}" if path else key
+    what = "section" if not path else "key"
+    return ConfigError(f"{full} is not a known {what}{_did_you_mean(key, allowed)} (allowed: {sorted(allowed)})")
+
+
+# ---------------------------------------------------------------------------- sections
+@dataclass(frozen=True)
+class StudySection:
+    """``[study]``: name, master seed and output folder.
+
+    Attributes
+    ----------
+    name : str
+        Study name (letters, digits, ``_-.``); required.
+    seed : int
+        Master seed; sections without their own seed derive theirs from it.
+    output_dir : str
+        Folder of the study's outputs (relative paths are relative to the working directory).
+    """
+
+    name: str = _REQUIRED  # type: ignore[assignment]
+    seed: int = 0
+    output_dir: str = "her2sim_out"
+
+
+@dataclass(frozen=True)
+class PhantomSection:
+    """``[phantom]``: which digital object and on which voxel grid.
+
+    Attributes
+    ----------
+    preset : str
+        One of ``PHANTOM_PRESETS``.
+    shape : tuple of int
+        Grid (nz, ny, nx) voxels.
+    spacing_mm : tuple of float
+        Voxel size (dz, dy, dx) in mm.
+    weight_kg, height_cm : float
+        Patient body weight (kg) and height (cm), used for SUV.
+    ct : bool
+        Whether a CT (HU) volume is produced; attenuation correction needs it.
+    lesions : dict or list of dict
+        Free-form lesion options handed to the phantom builder unchanged: a table of
+        options (e.g. IEC ``sphere_to_background``) or one table per lesion
+        (``[[phantom.lesions]]``, the specs of :mod:`her2sim.phantoms.lesions`).
+    """
+
+    preset: str = "torso"
+    shape: tuple = (64, 64, 64)
+    spacing_mm: tuple = (8.84, 8.84, 8.84)
+    weight_kg: float = 70.0
+    height_cm: float = 160.0
+    ct: bool = True
+    lesions: dict | list = field(default_factory=dict)
+
+    def grid(self) -> Grid:
+        """The phantom's :class:`Grid`, centred on the world origin."""
+        return Grid.centered(self.shape, self.spacing_mm)
+
+
+@dataclass(frozen=True)
+class CohortSection:
+    """``[cohort]``: a virtual trial of ``n_patients`` drawn by the cohort model ``preset``."""
+
+    preset: str = "seed-trial"
+    n_patients: int = 30
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TracerSection:
+    """``[tracer]``: injected activity (MBq) and imaging times after injection (h)."""
+
+    injected_mbq: float = 458.0
+    time_points_h: tuple = (1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class CalibrationSection:
+    """``[calibration]``: phantom scanned to turn reconstructed counts into Bq/mL.
+
+    Attributes
+    ----------
+    phantom : str
+        ``"iec"``, ``"cylinder"``, ``"point"`` or ``"none"`` (use the analytic sensitivity).
+    activity_mbq : float
+        Activity in the calibration phantom (MBq).
+    """
+
+    phantom: str = "cylinder"
+    activity_mbq: float = 200.0
+
+
+@dataclass(frozen=True)
+class MonteCarloSection:
+    """``[monte_carlo]``: simulation mode and statistics.
+
+    Attributes
+    ----------
+    mode : str
+        ``"fast"`` (forced detection / convolution) or ``"explicit"`` (analogue photon tracking).
+    photons : int or None
+        Photons simulated per projection set; exclusive with ``target_relative_noise``.
+    target_relative_noise : float or None
+        Stop when the relative MC standard error of the photopeak total falls below this.
+    seed : int or None
+        Seed of the MC streams (``None`` derives it from ``study.seed``).
+    threads : int
+        Numba threads (0 = all cores).
+    noise_realisations : int
+        Poisson realisations drawn from each expected projection set.
+    """
+
+    mode: str = "fast"
+    photons: int | None = None
+    target_relative_noise: float | None = None
+    seed: int | None = None
+    threads: int = 0
+    noise_realisations: int = 1
+
+    DEFAULT_PHOTONS = 10_000_000
+
+    @property
+    def effective_photons(self) -> int | None:
+        """``photons``, or the default 1e7 when neither stopping rule is given, or None with a noise target."""
+        if self.photons is not None:
+            return self.photons
+        return None if self.target_relative_noise is not None else self.DEFAULT_PHOTONS
+
+
+@dataclass(frozen=True)
+class ReconSection:
+    """``[recon]``: OSEM settings and corrections.
+
+    Attributes
+    ----------
+    iterations, subsets : int
+        OSEM iterations and subsets (subsets <= number of views).
+    psf : bool
+        Model the distance-dependent collimator-detector response.
+    scatter : str
+        ``"none"``, ``"dew"`` (needs a window named ``scatter``) or ``"tew"`` (needs ``tew_lower``/``tew_upper``).
+    attenuation : bool
+        CT-based attenuation correction (needs ``phantom.ct``).
+    post_filter_fwhm_mm : float
+        Gaussian post-filter FWHM (mm), 0 = none.
+    """
+
+    iterations: int = 4
+    subsets: int = 10
+    psf: bool = True
+    scatter: str = "dew"
+    attenuation: bool = True
+    post_filter_fwhm_mm: float = 0.0
+
+
+@dataclass(frozen=True)
+class AnalysisSection:
+    """``[analysis]``: quantification and threshold evaluation.
+
+    Attributes
+    ----------
+    threshold : float
+        SUVmax threshold for HER2 positivity (1.5, Zhao et al. 2024).
+    metrics : tuple of str
+        Metrics from ``ANALYSIS_METRICS``.
+    pvc_methods : tuple of str
+        Partial-volume corrections from ``PVC_METHODS``.
+    psf_fwhm_mm : float or None
+        Reconstructed-image resolution for PVC (mm); ``None`` = estimate from the camera.
+    bootstrap : int
+        Bootstrap resamples for confidence intervals (0 = none).
+    rose_k : float
+        Rose criterion detectability threshold (k, usually 5).
+    """
+
+    threshold: float = 1.5
+    metrics: tuple = ("suvmax", "suvmean", "suvpeak")
+    pvc_methods: tuple = ("none",)
+    psf_fwhm_mm: float | None = None
+    bootstrap: int = 1000
+    rose_k: float = 5.0
+
+
+@dataclass(frozen=True)
+class OutputSection:
+    """``[output]``: DICOM export, report format and figures."""
+
+    dicom: bool = False
+    report: str = "html"
+    figures: bool = True
+
+
+_VALIDATORS: dict[type, dict[str, Callable]] = {
+    StudySection: {"name": v_name, "seed": v_int(0, 2**63 - 1), "output_dir": v_path},
+    PhantomSection: {"preset": v_choice(PHANTOM_PRESETS), "shape": v_shape, "spacing_mm": v_spacing,
+                     "weight_kg": v_float(20.0, 300.0), "height_cm": v_float(100.0, 230.0), "ct": v_bool,
+                     "lesions": v_table_or_tables},
+    CohortSection: {"preset": v_name, "n_patients": v_int(1, 100_000), "seed": v_int(0, 2**63 - 1)},
+    TracerSection: {"injected_mbq": v_float(1.0, 2000.0), "time_points_h": v_time_points},
+    CalibrationSection: {"phantom": v_choice(CALIBRATION_PHANTOMS), "activity_mbq": v_float(0.1, 5000.0)},
+    MonteCarloSection: {"mode": v_choice(MC_MODES), "photons": v_int(1, 10**13),
+                        "target_relative_noise": v_float(0.0, 1.0, lo_open=True, hi_open=True),
+                        "seed": v_int(0, 2**63 - 1), "threads": v_int(0, 1024),
+                        "noise_realisations": v_int(1, 100_000)},
+    ReconSection: {"iterations": v_int(1, 1000), "subsets": v_int(1, 1024), "psf": v_bool,
+                   "scatter": v_choice(SCATTER_METHODS), "attenuation": v_bool,
+                   "post_filter_fwhm_mm": v_float(0.0, 100.0)},
+    AnalysisSection: {"threshold": v_float(0.0, 100.0, lo_open=True), "metrics": v_choice_list(ANALYSIS_METRICS),
+                      "pvc_methods": v_choice_list(PVC_METHODS), "psf_fwhm_mm": v_float(0.0, 100.0, lo_open=True),
+                      "bootstrap": v_int(0, 1_000_000), "rose_k": v_float(0.0, 100.0, lo_open=True)},
+    OutputSection: {"dicom": v_bool, "report": v_choice(REPORT_FORMATS), "figures": v_bool},
+}
+
+
+def _build_section(cls, path: str, raw) -> Any:
+    """Validate the table ``raw`` of section ``path`` into ``cls`` (defaults for absent keys)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} = {_text(raw)} must be a table ([{path}])")
+    checks = _VALIDATORS[cls]
+    for key in raw:
+        if key not in checks:
+            raise _unknown_key(path, key, checks)
+    kw = {}
+    for f in fields(cls):
+        if f.name in raw:
+            kw[f.name] = checks[f.name](f"{path}.{f.name}", raw[f.name])
+        elif f.default is _REQUIRED:
+            raise ConfigError(f"{path}.{f.name} is required but missing (add `{f.name} = ...` under [{path}])")
+    return cls(**kw)
+
+
+def _section_dict(obj) -> dict:
+    """Plain TOML-ready dict of a section dataclass (``None`` values left out, tuples as lists)."""
+    out = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if v is None:
+            continue
+        out[f.name] = list(v) if isinstance(v, tuple) else copy.deepcopy(v)
+    return out
+
+
+# ---------------------------------------------------------------------------- camera
+def _camera_from_table(raw: dict, protocol_raw):
+    """Build a :class:`~her2sim.sim.camera.Camera`; errors re-raised with ``camera.`` key paths."""
+    from her2sim.sim.camera import Camera, Collimator, Detector, Protocol
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"camera = {_text(raw)} must be a table ([camera])")
+    raw = dict(raw)
+    if protocol_raw is not None:
+        if "protocol" in raw:
+            raise ConfigError("protocol: given both as [protocol] and [camera.protocol]; keep only one")
+        raw["protocol"] = protocol_raw
+    allowed = {"collimator": Collimator, "detector": Detector, "protocol": Protocol, "windows": None, "heads": None}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise _unknown_key("camera", key, allowed)
+        klass = allowed[key]
+        if klass is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"camera.{key} = {_text(value)} must be a table ([camera.{key}])")
+        defaults = {f.name: f.default for f in fields(klass)}
+        for k, v in value.items():
+            if k not in defaults:
+                raise _unknown_key(f"camera.{key}", k, defaults)
+            d = defaults[k]
+            ok = (isinstance(v, str) if isinstance(d, str)
+                  else isinstance(v, int) and not isinstance(v, bool) if isinstance(d, int)
+                  else _is_number(v))
+            if not ok:
+                kind = "a string" if isinstance(d, str) else "an integer" if isinstance(d, int) else "a number"
+                raise ConfigError(f"camera.{key}.{k} = {_text(v)} must be {kind} (default {d!r})")
+    if "windows" in raw:
+        ws = raw["windows"]
+        if not isinstance(ws, list) or not ws:
+            raise ConfigError(f"camera.windows = {_text(ws)} must be a non-empty array of tables [[camera.windows]] "
+                              f"with name, lower_kev, upper_kev")
+        for i, w in enumerate(ws):
+            if not isinstance(w, dict):
+                raise ConfigError(f"camera.windows[{i}] = {_text(w)} must be a table (name, lower_kev, upper_kev)")
+            for k in w:
+                if k not in ("name", "lower_kev", "upper_kev"):
+                    raise _unknown_key(f"camera.windows[{i}]", k, ("name", "lower_kev", "upper_kev"))
+            for k in ("lower_kev", "upper_kev"):
+                if k in w and not _is_number(w[k]):
+                    raise ConfigError(f"camera.windows[{i}].{k} = {_text(w[k])} must be a number in [1, 1000] keV")
+            if "name" in w and not isinstance(w["name"], str):
+                raise ConfigError(f"camera.windows[{i}].name = {_text(w['name'])} must be a string")
+    material = raw.get("collimator", {}).get("material")
+    if material is not None:
+        from her2sim.core.materials import MATERIAL_NAMES
+        if material not in MATERIAL_NAMES:
+            raise ConfigError(f"camera.collimator.material = {material!r} is not a known material"
+                              f"{_did_you_mean(material, MATERIAL_NAMES)} (allowed: {list(MATERIAL_NAMES)})")
+    if "heads" in raw and (isinstance(raw["heads"], bool) or not isinstance(raw["heads"], int)):
+        raise ConfigError(f"camera.heads = {_text(raw['heads'])} must be an integer in [1, 2]")
+    try:
+        return Camera.from_dict(raw)
+    except ConfigError as exc:
+        msg = str(exc)
+        if not msg.startswith("camera"):
+            msg = "camera." + msg
+        raise ConfigError(msg) from None
+
+
+# ---------------------------------------------------------------------------- the study
+@dataclass(frozen=True)
+class StudyConfig:
+    """A validated study file; every section is a frozen dataclass (``camera`` is a ``Camera``)."""
+
+    study: StudySection
+    phantom: PhantomSection
+    tracer: TracerSection
+    camera: Any
+    calibration: CalibrationSection
+    monte_carlo: MonteCarloSection
+    recon: ReconSection
+    analysis: AnalysisSection
+    output: OutputSection
+    cohort: CohortSection | None = None
+    source: str = "<dict>"
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "StudyConfig":
+        """Validate a parsed study (the dict :func:`tomllib.loads` returns).
+
+        Raises
+        ------
+        ConfigError
+            One line, starting with ``source``, naming the key path, value and allowed range.
+        """
+        try:
+            return cls._from_dict(data, source)
+        except ConfigError as exc:
+            msg = " ".join(str(exc).split("\n"))
+            raise ConfigError(f"{source}: {msg}") from None
+
+    @classmethod
+    def _from_dict(cls, data: dict, source: str) -> "StudyConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"study file must hold TOML tables, got {type(data).__name__}")
+        known = set(SECTION_ORDER) | {"protocol"}
+        for key in data:
+            if key not in known:
+                raise _unknown_key("", key, known)
+        for key in REQUIRED_SECTIONS:
+            if key not in data:
+                raise ConfigError(f"[{key}] section is required but missing (sections: {list(SECTION_ORDER)})")
+        study = _build_section(StudySection, "study", data["study"])
+        phantom = _build_section(PhantomSection, "phantom", data["phantom"])
+        phantom.grid()  # Grid's own checks (shape/spacing)
+        cohort = _build_section(CohortSection, "cohort", data["cohort"]) if "cohort" in data else None
+        tracer = _build_section(TracerSection, "tracer", data.get("tracer", {}))
+        camera = _camera_from_table(data.get("camera", {}), data.get("protocol"))
+        calibration = _build_section(CalibrationSection, "calibration", data.get("calibration", {}))
+        mc = _build_section(MonteCarloSection, "monte_carlo", data.get("monte_carlo", {}))
+        recon = _build_section(ReconSection, "recon", data.get("recon", {}))
+        analysis = _build_section(AnalysisSection, "analysis", data.get("analysis", {}))
+        output = _build_section(OutputSection, "output", data.get("output", {}))
+        cfg = cls(study=study, phantom=phantom, tracer=tracer, camera=camera, calibration=calibration,
+                  monte_carlo=mc, recon=recon, analysis=analysis, output=output, cohort=cohort, source=source)
+        cfg._check_contradictions()
+        return cfg
+
+    def _check_contradictions(self) -> None:
+        n_views = self.camera.protocol.n_views
+        names = [w.name for w in self.camera.windows]
+        if self.recon.subsets > n_views:
+            raise ConfigError(f"recon.subsets = {self.recon.subsets} exceeds the number of views "
+                              f"camera.protocol.n_views = {n_views}; allowed range [1, {n_views}]")
+        if "photopeak" not in names:
+            raise ConfigError(f"camera.windows = {names} has no window named 'photopeak'; "
+                              f"the reconstruction needs one")
+        if self.recon.scatter == "dew" and "scatter" not in names:
+            raise ConfigError(f"recon.scatter = 'dew' needs a window named 'scatter' in camera.windows "
+                              f"(got {names}); add one or set recon.scatter = 'none'")
+        if self.recon.scatter == "tew" and not {"tew_lower", "tew_upper"} <= set(names):
+            raise ConfigError(f"recon.scatter = 'tew' needs windows 'tew_lower' and 'tew_upper' in camera.windows "
+                              f"(got {names}); add them or choose 'dew'/'none'")
+        if self.recon.attenuation and not self.phantom.ct:
+            raise ConfigError("recon.attenuation = true needs a CT but phantom.ct = false; "
+                              "set phantom.ct = true or recon.attenuation = false")
+        if self.monte_carlo.photons is not None and self.monte_carlo.target_relative_noise is not None:
+            raise ConfigError(f"monte_carlo.photons = {self.monte_carlo.photons} and "
+                              f"monte_carlo.target_relative_noise = {self.monte_carlo.target_relative_noise:g} "
+                              f"are exclusive stopping rules; give only one")
+        if "rc" in self.analysis.pvc_methods and self.calibration.phantom != "iec":
+            raise ConfigError(f"analysis.pvc_methods includes 'rc' (recovery coefficients) but "
+                              f"calibration.phantom = {self.calibration.phantom!r}; recovery curves are measured "
+                              f"on the spheres of calibration.phantom = 'iec'")
+        if self.phantom.preset in ("iec", "cylinder", "point") and self.cohort is not None:
+            raise ConfigError(f"[cohort] draws virtual patients but phantom.preset = {self.phantom.preset!r} is a "
+                              f"test object; use phantom.preset = 'torso' or 'demo', or remove [cohort]")
+        grid = self.phantom.grid()
+        fov = self.camera.protocol.matrix * self.camera.protocol.pixel_mm
+        width = max(grid.extent_mm[1], grid.extent_mm[2])
+        if width > fov + 1e-6:
+            raise ConfigError(f"phantom.shape x phantom.spacing_mm gives a transaxial extent of {width:.1f} mm, wider "
+                              f"than the detector field of view camera.protocol.matrix x pixel_mm = {fov:.1f} mm "
+                              f"(projections would be truncated); allowed extent <= {fov:.1f} mm")
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def mc_seed(self) -> int:
+        """Monte Carlo seed: ``monte_carlo.seed`` or derived from ``study.seed``."""
+        if self.monte_carlo.seed is not None:
+            return self.monte_carlo.seed
+        return int(np.random.SeedSequence([self.study.seed, 1]).generate_state(1, np.uint64)[0] >> 1)
+
+    def to_dict(self) -> dict:
+        """Plain dict (TOML/JSON-ready, ``None`` values left out) that :meth:`from_dict` validates back."""
+        out = {"study": _section_dict(self.study), "phantom": _section_dict(self.phantom)}
+        if self.cohort is not None:
+            out["cohort"] = _section_dict(self.cohort)
+        out["tracer"] = _section_dict(self.tracer)
+        out["camera"] = self.camera.to_dict()
+        for name in ("calibration", "monte_carlo", "recon", "analysis", "output"):
+            out[name] = _section_dict(getattr(self, name))
+        return out
+
+    def section_hashes(self) -> dict:
+        """sha256 of each section's canonical JSON (keys as in :meth:`to_dict`)."""
+        return {k: config_hash(v) for k, v in self.to_dict().items()}
+
+    def hash(self) -> str:
+        """sha256 of the whole study's canonical JSON."""
+        return config_hash(self.to_dict())
+
+
+# ---------------------------------------------------------------------------- files
+def _toml_error_line(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    m = re.search(r"line (\d+)", str(exc))
+    if not m:
+        return ""
+    lines = text.splitlines()
+    n = int(m.group(1))
+    if not 1 <= n <= len(lines):
+        return ""
+    where = f" in line {n}: {lines[n - 1].strip()!r}"
+    prev = next((i for i in range(n - 1, 0, -1) if lines[i - 1].strip()), None)
+    if prev is not None:
+        where += f" (after line {prev}: {lines[prev - 1].strip()!r})"
+    return where
+
+
+def loads_study(text: str, source: str = "<string>") -> StudyConfig:
+    """Parse and validate study TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML{_toml_error_line(text, exc)} ({exc})") from None
+    return StudyConfig.from_dict(data, source)
+
+
+def load_study(path) -> StudyConfig:
+    """Read and validate the TOML study file ``path``.
+
+    Raises
+    ------
+    ConfigError
+        Missing/unreadable file, invalid TOML, or an invalid/contradictory value (one line naming the key).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: study file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: study file cannot be read: {exc}") from None
+    return loads_study(text, str(path))
+
+
+def parse_assignment(text: str) -> tuple[list[str], Any]:
+    """Split ``"section.key=value"`` into its key path and the TOML value (bare words are strings).
+
+    >>> parse_assignment("recon.iterations=8")
+    (['recon', 'iterations'], 8)
+    """
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value (e.g. recon.iterations=8)")
+    key, raw = (part.strip() for part in text.split("=", 1))
+    path = key.split(".")
+    if len(path) < 2 or not all(path):
+        raise ConfigError(f"override {text!r}: key {key!r} must be section.key (e.g. recon.iterations)")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as  recon.scatter=tew
+    return path, value
+
+
+def apply_overrides(data: dict, assignments) -> dict:
+    """A deep copy of the study dict ``data`` with ``section.key=value`` assignments applied (not validated)."""
+    out = json.loads(canonical_json(data))
+    for text in assignments:
+        path, value = parse_assignment(text)
+        cur = out
+        for part in path[:-1]:
+            nxt = cur.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a table")
+            cur = nxt
+        cur[path[-1]] = value
+    return out
+
+
+def override_study(cfg: StudyConfig, assignments) -> StudyConfig:
+    """Validate ``cfg`` with ``section.key=value`` assignments applied (e.g. from ``--set`` options)."""
+    return StudyConfig.from_dict(apply_overrides(cfg.to_dict(), assignments),
+                                 f"{cfg.source} with overrides {list(assignments)}")
+
+
+def save_study(cfg: StudyConfig, path) -> Path:
+    """Write the resolved study (every default filled in) as TOML, atomically."""
+    import os
+    import tempfile
+
+    import tomli_w
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"# resolved her2sim study (sha256 {cfg.hash()})\n" + tomli_w.dumps(cfg.to_dict())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def preset_dir() -> Path:
+    """Folder of the bundled study presets."""
+    return Path(str(resources.files("her2sim") / "presets"))
+
+
+def list_presets() -> list[str]:
+    """Names of the bundled presets (file stems)."""
+    return sorted(p.stem for p in preset_dir().glob("*.toml"))
+
+
+def preset_path(name: str) -> Path:
+    """Path of the bundled preset ``name`` (``ConfigError`` with a suggestion if unknown)."""
+    names = list_presets()
+    if name not in names:
+        raise ConfigError(f"preset = {name!r} is not a bundled preset{_did_you_mean(name, names)} "
+                          f"(available: {names})")
+    return preset_dir() / f"{name}.toml"
+
+
+def init_preset(name: str, dest_path, force: bool = False) -> Path:
+    """Copy the bundled preset ``name`` to ``dest_path`` (a file, or a folder to hold ``<name>.toml``).
+
+    Refuses to overwrite an existing file unless ``force=True``.
+    """
+    src = preset_path(name)
+    dest = Path(dest_path)
+    if dest.is_dir():
+        dest = dest / f"{name}.toml"
+    if dest.exists() and not force:
+        raise ConfigError(f"{dest}: file already exists; pass force=True (--force) to overwrite it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return dest
+
+
+__all__ = ["StudyConfig", "StudySection", "PhantomSection", "CohortSection", "TracerSection",
+           "CalibrationSection", "MonteCarloSection", "ReconSection", "AnalysisSection", "OutputSection",
+           "load_study", "loads_study", "save_study", "override_study", "apply_overrides", "parse_assignment",
+           "config_hash", "canonical_json", "init_preset", "list_presets",
+           "preset_path", "preset_dir", "PHANTOM_PRESETS", "PVC_METHODS", "ANALYSIS_METRICS", "SCATTER_METHODS"]
