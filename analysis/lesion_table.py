@@ -59,14 +59,32 @@ def lesion_rows(suv_array, grid_or_spacing, lesion_ids_map, truth: list, patient
             raise DataError(f"truth row {t['id']}: ihc is None; exclude its type ({t.get('type')!r}) or fix the truth")
         m = measure_lesions(suv_array, grid_or_spacing, lab, lesion_ids=[int(t["id"])], margin_mm=margin_mm,
                             iso_fraction=iso_fraction)[0]
-        true_list = t.get("suv_mean")
-        true_suv = None
-        if isinstance(true_list, (list, tuple)) and len(true_list) > ti:
-            true_suv = true_list[ti]
-        elif isinstance(true_list, (int, float)):
-            true_suv = float(true_list)
         rows.append({"patient_id": patient_id, "lesion_id": int(t["id"]), "her2_positive": bool(t["her2_positive"]),
-                     "ihc": int(t["ihc"]), "suvmax": m["suvmax"], "suvmean": m["suvmean"], "suvpeak": m["suvpeak"],
-                     "suvmean_iso": m["suvmean_iso"], "true_suv": true_suv, "diameter_mm": t.get("diameter_mm"),
-                     "volume_ml": t.get("volume_ml"), "type": t.get("type")})
+                     "ihc": ihc_score(t["ihc"]), "suvmax": m["suvmax"], "suvmean": m["suvmean"],
+                     "suvpeak": m["suvpeak"], "suvmean_iso": m["suvmean_iso"],
+                     "true_suv": _at_time(t.get("suv_mean"), ti), "true_suvmax": _at_time(t.get("suv_max"), ti),
+                     "true_suvpeak": _at_time(t.get("suv_peak"), ti),
+                     "true_suv_intrinsic": _at_time(t.get("suv_intrinsic_mean"), ti),
+                     "diameter_mm": t.get("diameter_mm"), "volume_ml": t.get("volume_ml"), "type": t.get("type")})
     return rows
+
+
+def ihc_score(ihc) -> int:
+    """IHC score as an integer 0-3 from ``0``/``1+``/``2+``/``3+`` (strings or numbers)."""
+    text = str(ihc).strip().rstrip("+")
+    try:
+        v = int(float(text))
+    except ValueError:
+        raise DataError(f"ihc = {ihc!r} is not one of 0, 1+, 2+, 3+") from None
+    if not 0 <= v <= 3:
+        raise DataError(f"ihc = {ihc!r} is not one of 0, 1+, 2+, 3+")
+    return v
+
+
+def _at_time(values, ti: int):
+    """The value of a per-time-point truth list at index ``ti`` (scalars pass through)."""
+    if isinstance(values, (list, tuple)):
+        return float(values[ti]) if len(values) > ti and values[ti] is not None else None
+    if isinstance(values, (int, float)):
+        return float(values)
+    return None

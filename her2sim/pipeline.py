@@ -1,0 +1,470 @@
+"""The virtual-study pipeline: phantom -> Monte Carlo -> Poisson -> OSEM -> SUV/PVC -> statistics -> report.
+
+Every step is a :class:`her2sim.stages.Stage` whose products are files in the study
+folder, so a killed run resumes where it stopped and a changed setting recomputes only
+what depends on it. Per patient there are four stages (``phantom_<id>``,
+``simulate_<id>``, ``recon_<id>``, ``quantify_<id>``); a ``calibration`` stage turns
+counts into Bq/mL (and measures IEC recovery coefficients); ``statistics`` and
+``report`` close the study.
+
+Study folder layout::
+
+    study.toml                      resolved configuration
+    calibration/                    phantom.h5 expected.h5 recon.h5 calibration.json
+    patients/<id>/phantom.h5        Phantom (truth table inside)
+    patients/<id>/t<H>h/            expected.h5, noisy_r<K>.h5, recon_r<K>.h5
+    patients/<id>/lesions.json      measured vs true lesion rows
+    results/lesions.csv, results/summary.json, results/figures/*.png
+    report.html
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from her2sim import __version__
+from her2sim.config import StudyConfig, save_study
+from her2sim.core.containers import Image, Phantom, Projections
+from her2sim.core.errors import ConfigError, DataError
+from her2sim.core.grid import Grid
+from her2sim.core.hdf5io import to_json
+from her2sim.stages import Stage, StageTask, run_stages, write_text_atomic
+
+#: bump when a stage's function changes what it writes (part of every stage key)
+PIPELINE_VERSION = 1
+HIGH_PRIORITY_KEYS = ("suvmax", "suvmean", "suvpeak")
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (study seed, patient index, stage code)."""
+    return int(np.random.SeedSequence([int(p) % (2 ** 32) for p in parts]).generate_state(2, np.uint32).view(np.uint64)[0]
+               >> np.uint64(1))
+
+
+def _time_tag(t_h: float) -> str:
+    return f"t{t_h:g}h"
+
+
+def _camera(params):
+    from her2sim.sim.camera import Camera
+    return Camera.from_dict(params["camera"])
+
+
+def _mc_settings(params, seed: int, histories: int | None = None):
+    from her2sim.sim.transport import MonteCarloSettings
+    mc = params["monte_carlo"]
+    threads = mc.get("threads") or None
+    return MonteCarloSettings(n_histories=int(histories or mc["histories"]), seed=seed, threads=threads)
+
+
+def _write_json(path: Path, obj) -> Path:
+    return write_text_atomic(path, json.dumps(json.loads(to_json(obj)), indent=2))
+
+
+def _grid(params) -> Grid:
+    g = params["grid"]
+    return Grid.centered(tuple(g["shape"]), tuple(g["spacing_mm"]))
+
+
+def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_bq=None, progress=False) -> Image:
+    from her2sim.recon import reconstruct
+    r = params["recon"]
+    cam = _camera(params)
+    scatter = r["scatter"]
+    names = [w.name for w in projections.windows]
+    if scatter == "dew" and "scatter" not in names:
+        scatter = "none"
+    return reconstruct(projections, mu_map if r["attenuation"] else None, grid, cam, iterations=r["iterations"],
+                       subsets=r["subsets"], psf=r["psf"], scatter=scatter,
+                       post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
+                       attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
+
+
+def _mu_map(phantom: Phantom, grid: Grid):
+    from her2sim.recon.attenuation import mu_map_from_ct
+    return mu_map_from_ct(phantom.ct_hu, phantom.grid, grid)
+
+
+# ------------------------------------------------------------------------------------------ stages
+def stage_calibration(task: StageTask) -> None:
+    """Simulate and reconstruct a calibration object; derive cps/Bq (and IEC recovery coefficients)."""
+    from her2sim.phantoms import iec_body_phantom, iec_sphere_centres_mm, uniform_cylinder_phantom
+    from her2sim.recon.calibration import sensitivity_cps_per_bq
+    from her2sim.sim.transport import simulate_projections
+
+    p = task.params
+    out = Path(task.outputs[0]).parent
+    grid = _grid(p)
+    kind = p["calibration"]["phantom"]
+    act_bq = p["calibration"]["activity_mbq"] * 1e6
+    if kind == "iec":
+        ph = iec_body_phantom(grid, background_bq_per_ml=1000.0, sphere_to_background=p["calibration"]["ratio"])
+    else:
+        ph = uniform_cylinder_phantom(grid, concentration_bq_per_ml=1000.0)
+    scale = act_bq / ph.total_activity_bq(0)
+    ph.activity_bq_per_ml *= np.float32(scale)
+    ph.save(out / "phantom.h5")
+    cam = _camera(p)
+    res = simulate_projections(ph, cam, _mc_settings(p, _seed(p["seed"], 0, 1), p["monte_carlo"]["calibration_histories"]))
+    proj = res.projections
+    proj.meta["scan_start_s"] = 0.0
+    proj.save(out / "expected.h5")
+    img = _reconstruct(proj, _mu_map(ph, grid), grid, p)
+    tpv = cam.protocol.time_per_view_s
+    duration = tpv * proj.geometry.n_views / 2
+    cps = sensitivity_cps_per_bq(img, act_bq, tpv, 0.0, duration)
+    img.save(out / "recon.h5")
+    cal = {"phantom": kind, "activity_mbq": p["calibration"]["activity_mbq"], "cps_per_bq": cps,
+           "sensitivity_cps_per_mbq": cps * 1e6, "mc_summary": res.summary(), "mc_stats": res.stats}
+    if kind == "iec":
+        from her2sim.analysis.pvc import measure_recovery_coefficients
+        from her2sim.recon.calibration import calibrate_image
+        bq = calibrate_image(img, cps, tpv, 0.0, duration, decay_reference="scan_start")
+        spheres = iec_sphere_centres_mm()
+        centres = [s["centre_mm"] for s in spheres]
+        diameters = [s["diameter_mm"] for s in spheres]
+        bg = 1000.0 * scale
+        cal["rc"], cal["rc_max"] = {}, {}
+        for c, d in zip(centres, diameters):
+            try:  # spheres smaller than a voxel have no voxel mostly inside them on coarse grids
+                rc = measure_recovery_coefficients(bq.array, grid, [c], [d], bg * p["calibration"]["ratio"],
+                                                   background_value=bg)
+            except DataError:
+                continue
+            cal["rc"][str(int(round(d)))] = float(rc["rc_mean"][0])
+            cal["rc_max"][str(int(round(d)))] = float(rc["rc_max"][0])
+    _write_json(task.outputs[0], cal)
+
+
+def stage_phantom(task: StageTask) -> None:
+    """Build one patient's phantom (activity per time point, CT, labels, truth) and its figure."""
+    from her2sim.phantoms import build_patient_phantom, plot_phantom
+
+    p = task.params
+    grid = _grid(p)
+    ph = build_patient_phantom(p["patient"], grid, seed=p["patient_seed"])
+    ph.meta["patient_id"] = p["patient"]["id"]
+    ph.save(task.outputs[0])
+    fig = Path(task.study_dir) / "results" / "figures" / f"phantom_{p['patient']['id']}.png"
+    plot_phantom(ph, fig)
+
+
+def stage_simulate(task: StageTask) -> None:
+    """Expected projections per time point by fast Monte Carlo, then Poisson realisations."""
+    from her2sim.sim.transport import poisson_realisations, simulate_projections
+
+    p = task.params
+    pdir = Path(task.study_dir) / "patients" / p["patient_id"]
+    ph = Phantom.load(pdir / "phantom.h5")
+    cam = _camera(p)
+    for fi, t_h in enumerate(ph.time_points_h):
+        tdir = pdir / _time_tag(t_h)
+        res = simulate_projections(ph, cam, _mc_settings(p, _seed(p["seed"], p["index"], 2, fi)), frame=fi)
+        proj = res.projections
+        proj.meta.update({"scan_start_s": t_h * 3600.0, "patient_id": p["patient_id"], "mc_summary": res.summary(),
+                          "mc_stats": res.stats})
+        proj.save(tdir / "expected.h5")
+        for k, noisy in enumerate(poisson_realisations(proj, p["monte_carlo"]["noise_realisations"],
+                                                       seed=_seed(p["seed"], p["index"], 3, fi))):
+            noisy.save(tdir / f"noisy_r{k}.h5")
+
+
+def stage_recon(task: StageTask) -> None:
+    """OSEM (AC, PSF, scatter) of every noisy realisation, calibrated to Bq/mL."""
+    p = task.params
+    pdir = Path(task.study_dir) / "patients" / p["patient_id"]
+    ph = Phantom.load(pdir / "phantom.h5")
+    grid = _grid(p)
+    mu = _mu_map(ph, grid)
+    cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
+    for t_h in ph.time_points_h:
+        tdir = pdir / _time_tag(t_h)
+        for k in range(p["monte_carlo"]["noise_realisations"]):
+            proj = Projections.load(tdir / f"noisy_r{k}.h5")
+            img = _reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"])
+            img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
+                             "height_cm": ph.meta.get("height_cm"), "scan_start_s": t_h * 3600.0,
+                             "patient_id": p["patient_id"], "time_h": t_h, "realisation": k})
+            img.save(tdir / f"recon_r{k}.h5")
+
+
+def stage_quantify(task: StageTask) -> None:
+    """SUV per lesion (max, mean, peak) with and without PVC, visual read, against the truth."""
+    from her2sim.analysis.lesion_table import lesion_rows
+    from her2sim.analysis.pvc import apply_pvc
+    from her2sim.analysis.suv import suv_image
+    from her2sim.analysis.threshold import visual_read
+    from her2sim.core.grid import resample
+
+    p = task.params
+    a = p["analysis"]
+    pdir = Path(task.study_dir) / "patients" / p["patient_id"]
+    ph = Phantom.load(pdir / "phantom.h5")
+    grid = _grid(p)
+    lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, grid, order=0)
+    body = resample((ph.density_g_cm3 > 0.5).astype(np.uint8), ph.grid, grid, order=0) > 0
+    cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
+    psf_fwhm = a.get("psf_fwhm_mm") or p["psf_fwhm_mm"]
+    rows = []
+    for fi, t_h in enumerate(ph.time_points_h):
+        tdir = pdir / _time_tag(t_h)
+        for k in range(p["monte_carlo"]["noise_realisations"]):
+            img = Image.load(tdir / f"recon_r{k}.h5")
+            suv = suv_image(img).array
+            base = lesion_rows(suv, grid, lesion_map, ph.truth, p["patient_id"], time_index=fi, margin_mm=grid.spacing_mm[1])
+            # background ring for the visual read: body voxels 10-25 mm around each lesion
+            from scipy import ndimage
+            for row in base:
+                lid = row["lesion_id"]
+                les = lesion_map == lid
+                r1 = max(1, int(round(10.0 / grid.spacing_mm[1])))
+                r2 = max(r1 + 1, int(round(25.0 / grid.spacing_mm[1])))
+                ring = ndimage.binary_dilation(les, iterations=r2) & ~ndimage.binary_dilation(les, iterations=r1) & body
+                ring &= lesion_map == 0
+                if ring.sum() >= 3:
+                    bg = suv[ring]
+                    vr = visual_read(row["suvmean"], float(bg.mean()), float(bg.std(ddof=1)), k=a["rose_k"])
+                    row.update({"background_suv": float(bg.mean()), "lbr": float(vr["ratio"]), "cnr": float(vr["cnr"]),
+                                "visual_positive": bool(vr["positive"])})
+                row.update({"time_h": t_h, "realisation": k})
+            for method in a["pvc_methods"]:
+                if method == "none":
+                    continue
+                if method == "rc":
+                    if "rc" not in cal:
+                        continue
+                    from her2sim.analysis.pvc import pvc_recovery_coefficient
+                    d = np.array([float(x) for x in cal["rc"]])
+                    rc = np.array(list(cal["rc"].values()))
+                    order = np.argsort(d)
+                    for row in base:
+                        bgv = row.get("background_suv", 0.0)
+                        rcv = float(np.interp(row["diameter_mm"], d[order], rc[order]))
+                        row["pvc_rc_suvmean"] = bgv + (row["suvmean"] - bgv) / max(rcv, 1e-3)
+                    continue
+                labels = lesion_map.astype(np.int32).copy()
+                labels[(labels == 0) & body] = 10000
+                corrected = apply_pvc(method, suv, grid, psf_fwhm, labels=labels)
+                if isinstance(corrected, dict):
+                    for row in base:
+                        row[f"pvc_{method}_suvmean"] = float(corrected.get(row["lesion_id"], np.nan))
+                else:
+                    for row in base:
+                        m = lesion_map == row["lesion_id"]
+                        row[f"pvc_{method}_suvmean"] = float(corrected[m].mean())
+                        row[f"pvc_{method}_suvmax"] = float(corrected[m].max())
+            rows.extend(base)
+    _write_json(task.outputs[0], rows)
+
+
+def _defined(fn, *args, **kwargs):
+    """Run an analysis function; a too-small or one-class sample gives {"undefined": reason}, not a crash."""
+    from her2sim.core.errors import Her2simError
+    try:
+        return fn(*args, **kwargs)
+    except Her2simError as exc:
+        return {"undefined": str(exc)}
+
+
+def stage_statistics(task: StageTask) -> None:
+    """Merge lesion rows; threshold statistics per metric; seed-paper statistics; figures; summary."""
+    from her2sim.analysis import figures
+    from her2sim.analysis.stats import bias_rmse, compare_groups, group_mean_sd, spearman_ihc
+    from her2sim.analysis.threshold import evaluate_threshold, write_lesion_csv
+
+    p = task.params
+    a = p["analysis"]
+    sd = Path(task.study_dir)
+    res = sd / "results"
+    figdir = res / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for pid in p["patient_ids"]:
+        rows.extend(json.loads((sd / "patients" / pid / "lesions.json").read_text()))
+    write_lesion_csv(rows, res / "lesions.csv")
+    summary = {"study": p["study_name"], "patients": len(p["patient_ids"]), "lesions": len(rows)}
+    thr = {}
+    metrics = [m for m in a["metrics"]] + [k for k in sorted({k for r in rows for k in r}) if k.startswith("pvc_")]
+    primary_rows = [r for r in rows if r.get("realisation", 0) == 0]
+    for t_h in sorted({r["time_h"] for r in primary_rows}):
+        sel = [r for r in primary_rows if r["time_h"] == t_h]
+        for m in metrics:
+            vals = [r.get(m) for r in sel]
+            if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in vals):
+                continue
+            ev = _defined(evaluate_threshold, [bool(r["her2_positive"]) for r in sel], vals, [r["patient_id"] for r in sel],
+                                    threshold=a["threshold"], n_boot=a["bootstrap"], seed=p["seed"])
+            thr[f"{m}@{t_h:g}h"] = ev
+    summary["threshold"] = thr
+    stats = {}
+    for t_h in sorted({r["time_h"] for r in primary_rows}):
+        sel = [r for r in primary_rows if r["time_h"] == t_h]
+        pos = [r["suvmax"] for r in sel if r["her2_positive"]]
+        neg = [r["suvmax"] for r in sel if not r["her2_positive"]]
+        entry = {}
+        if len(pos) >= 2 and len(neg) >= 2:
+            entry["her2pos_vs_neg"] = _defined(compare_groups, pos, neg)
+        ihc = [r["ihc"] for r in sel]
+        if len(set(ihc)) >= 2:
+            entry["spearman_suvmax_ihc"] = _defined(spearman_ihc, ihc, [r["suvmax"] for r in sel])
+        entry["suvmax_by_ihc"] = _defined(group_mean_sd, ihc, [r["suvmax"] for r in sel])
+        trues = [r.get("true_suv") for r in sel]
+        if all(t is not None for t in trues) and sel:
+            entry["suvmean_bias_rmse"] = _defined(bias_rmse, [r["suvmean"] for r in sel], trues)
+        stats[f"{t_h:g}h"] = entry
+    summary["statistics"] = stats
+    figs = []
+    if primary_rows:
+        t0 = min(r["time_h"] for r in primary_rows)
+        sel = [r for r in primary_rows if r["time_h"] == t0]
+        figs.append(str(figures.plot_suv_vs_ihc([r["suvmax"] for r in sel], [r["ihc"] for r in sel],
+                                                [bool(r["her2_positive"]) for r in sel], figdir / "suvmax_vs_ihc.png",
+                                                threshold=a["threshold"])))
+        trues = [r.get("true_suv") for r in sel]
+        if all(t is not None for t in trues):
+            figs.append(str(figures.plot_measured_vs_true(trues, [r["suvmean"] for r in sel],
+                                                          figdir / "measured_vs_true.png")))
+            figs.append(str(figures.plot_bias_vs_size([r["diameter_mm"] for r in sel], trues,
+                                                      [r["suvmean"] for r in sel], figdir / "bias_vs_size.png")))
+        labels = [bool(r["her2_positive"]) for r in sel]
+        if 0 < sum(labels) < len(labels):
+            figs.append(str(figures.plot_roc(labels, [r["suvmax"] for r in sel], figdir / "roc_suvmax.png",
+                                             patient_ids=[r["patient_id"] for r in sel], n_boot=a["bootstrap"],
+                                             seed=p["seed"])))
+    cal = json.loads((sd / "calibration" / "calibration.json").read_text())
+    if "rc" in cal:
+        d = sorted(float(k) for k in cal["rc"])
+        figs.append(str(figures.plot_recovery_curves(d, [cal["rc"][str(int(x))] for x in d],
+                                                     figdir / "rc_vs_diameter.png")))
+    figs.extend(str(f) for f in sorted(figdir.glob("phantom_*.png")))
+    summary["figures"] = figs
+    summary["calibration"] = {k: v for k, v in cal.items() if k not in ("mc_stats",)}
+    _write_json(task.outputs[0], summary)
+
+
+def stage_report(task: StageTask) -> None:
+    """HTML/Markdown report of the study."""
+    from her2sim.report import write_report
+    write_report(task.study_dir, fmt=task.params["format"])
+
+
+# ------------------------------------------------------------------------------------------ assembly
+def patient_specs(cfg: StudyConfig) -> list:
+    """The study's patients as phantom specs (cohort draw, or one patient from ``[phantom]``)."""
+    from her2sim.phantoms import generate_cohort
+
+    if cfg.cohort is not None:
+        cohort = generate_cohort(cfg.cohort.preset, seed=cfg.cohort.seed)
+        pats = cohort["patients"][: cfg.cohort.n_patients]
+    elif cfg.phantom.preset in ("demo", "torso"):
+        pats = [dict(generate_cohort("demo", seed=cfg.study.seed)["patients"][0])]
+        pats[0].update({"weight_kg": cfg.phantom.weight_kg, "height_cm": cfg.phantom.height_cm})
+        if isinstance(cfg.phantom.lesions, list) and cfg.phantom.lesions:
+            pats[0]["lesions"] = [dict(x) for x in cfg.phantom.lesions]
+    else:
+        raise ConfigError(f"phantom.preset = {cfg.phantom.preset!r}: the pipeline runs patient studies "
+                          "(demo, torso or a [cohort]); use the calibration section for test objects")
+    out = []
+    for p in pats:
+        p = dict(p)
+        p.pop("grid", None)
+        p["injected_mbq"] = p.get("injected_mbq", cfg.tracer.injected_mbq) if cfg.cohort else cfg.tracer.injected_mbq
+        p["time_points_h"] = list(cfg.tracer.time_points_h)
+        out.append(json.loads(to_json(p)))
+    return out
+
+
+def build_stages(cfg: StudyConfig) -> list:
+    """All stages of a study, with their parameters (the keys of resumability)."""
+    g = cfg.phantom.grid()
+    cam = cfg.camera
+    mc = cfg.monte_carlo
+    histories = int(mc.effective_photons)
+    common = {"version": PIPELINE_VERSION, "seed": int(cfg.mc_seed), "camera": cam.to_dict(),
+              "grid": {"shape": list(g.shape), "spacing_mm": list(g.spacing_mm)},
+              "monte_carlo": {"histories": histories, "calibration_histories": max(10_000, histories // 4),
+                              "noise_realisations": mc.noise_realisations, "threads": mc.threads},
+              "recon": {"iterations": cfg.recon.iterations, "subsets": cfg.recon.subsets, "psf": cfg.recon.psf,
+                        "scatter": cfg.recon.scatter, "attenuation": cfg.recon.attenuation,
+                        "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm}}
+    analysis = {"threshold": cfg.analysis.threshold, "metrics": list(cfg.analysis.metrics),
+                "pvc_methods": list(cfg.analysis.pvc_methods), "psf_fwhm_mm": cfg.analysis.psf_fwhm_mm,
+                "bootstrap": cfg.analysis.bootstrap, "rose_k": cfg.analysis.rose_k}
+    cal_kind = cfg.calibration.phantom if cfg.calibration.phantom in ("iec", "cylinder") else "cylinder"
+    stages = [Stage("calibration", [], dict(common, calibration={"phantom": cal_kind,
+                                                                   "activity_mbq": cfg.calibration.activity_mbq,
+                                                                   "ratio": 4.0}),
+                    stage_calibration, ["calibration/calibration.json"])]
+    # resolution for PVC when not configured: system FWHM at the orbit radius minus ~10 cm depth (recon with PSF
+    # recovers part of it; the user can set analysis.psf_fwhm_mm from a measured point source)
+    psf_fwhm = float(cam.system_fwhm_mm(max(cam.protocol.radius_mm - 100.0, 50.0)))
+    ids = []
+    for i, spec in enumerate(patient_specs(cfg)):
+        pid = spec["id"]
+        ids.append(pid)
+        pp = dict(common, patient=spec, patient_seed=int(spec.get("seed", _seed(cfg.study.seed, i, 0))), index=i,
+                  patient_id=pid)
+        stages.append(Stage(f"phantom_{pid}", [], {k: pp[k] for k in ("version", "grid", "patient", "patient_seed",
+                                                                          "patient_id")},
+                            stage_phantom, [f"patients/{pid}/phantom.h5"]))
+        stages.append(Stage(f"simulate_{pid}", [f"phantom_{pid}"],
+                            {k: pp[k] for k in ("version", "seed", "camera", "monte_carlo", "index", "patient_id")},
+                            stage_simulate, [f"patients/{pid}/{_time_tag(t)}/expected.h5"
+                                             for t in cfg.tracer.time_points_h]))
+        stages.append(Stage(f"recon_{pid}", [f"simulate_{pid}", "calibration"],
+                            {k: pp[k] for k in ("version", "camera", "grid", "recon", "monte_carlo", "patient_id")},
+                            stage_recon, [f"patients/{pid}/{_time_tag(t)}/recon_r0.h5" for t in cfg.tracer.time_points_h]))
+        stages.append(Stage(f"quantify_{pid}", [f"recon_{pid}", "calibration"],
+                            {"version": PIPELINE_VERSION, "grid": common["grid"], "analysis": analysis,
+                             "monte_carlo": common["monte_carlo"], "patient_id": pid, "psf_fwhm_mm": psf_fwhm},
+                            stage_quantify, [f"patients/{pid}/lesions.json"]))
+    stages.append(Stage("statistics", [f"quantify_{pid}" for pid in ids] + ["calibration"],
+                        {"version": PIPELINE_VERSION, "analysis": analysis, "patient_ids": ids,
+                         "study_name": cfg.study.name, "seed": int(cfg.study.seed)},
+                        stage_statistics, ["results/summary.json"]))
+    stages.append(Stage("report", ["statistics"], {"version": PIPELINE_VERSION, "format": cfg.output.report},
+                        stage_report, ["report.html" if cfg.output.report == "html" else "report.md"]))
+    return stages
+
+
+def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = True) -> dict:
+    """Run (or resume) a study; returns the JSON summary the CLI prints.
+
+    Parameters
+    ----------
+    cfg : StudyConfig
+    study_dir : path-like, optional
+        Defaults to ``cfg.study.output_dir``.
+    executor : concurrent.futures.Executor, optional
+        Where independent stages run (serial by default).
+    progress : bool
+    """
+    sd = Path(study_dir or cfg.study.output_dir)
+    sd.mkdir(parents=True, exist_ok=True)
+    save_study(cfg, sd / "study.toml")
+    stages = build_stages(cfg)
+    t0 = time.perf_counter()
+    results = run_stages(stages, sd, executor=executor, progress=progress)
+    summary_path = sd / "results" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    stage_seconds = {}
+    for name, r in results.items():
+        kind = name.split("_")[0]
+        stage_seconds[kind] = stage_seconds.get(kind, 0.0) + r.seconds
+    n_scans = len([1 for s in stages if s.name.startswith("simulate_")]) * len(cfg.tracer.time_points_h)
+    summary.update({
+        "patients": summary.get("patients"), "scans": n_scans, "stage_seconds": stage_seconds,
+        "stage_status": {n: r.status for n, r in results.items()}, "wall_seconds": time.perf_counter() - t0,
+        "outputs": {"study_dir": str(sd), "summary": str(summary_path), "lesions_csv": str(sd / "results" / "lesions.csv"),
+                    "report": str(sd / ("report.html" if cfg.output.report == "html" else "report.md")),
+                    "figures": summary.get("figures", []),
+                    "hdf5": sorted(str(p) for p in sd.glob("patients/*/**/*.h5"))},
+        "versions": {"her2sim": __version__, "numpy": np.__version__},
+        "seeds": {"study": cfg.study.seed, "monte_carlo": cfg.mc_seed},
+    })
+    return summary
