@@ -268,10 +268,7 @@ def register(sub) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_analyze)
 
-    try:
-        from her2sim.commands_io import register_io
-    except ImportError:  # pragma: no cover - during development only
-        return
+    from her2sim.commands_io import register_io
     register_io(sub)
 
 

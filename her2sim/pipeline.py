@@ -40,6 +40,19 @@ HIGH_PRIORITY_KEYS = ("suvmax", "suvmean", "suvpeak")
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _fault_injection_delay(stage: str) -> None:
+    """Sleep at the start of ``stage`` when ``HER2SIM_STAGE_DELAY_S="stage=seconds,..."`` is set.
+
+    Used by the kill-and-resume reliability tests to stop a run inside a given stage.
+    """
+    import os
+    spec = os.environ.get("HER2SIM_STAGE_DELAY_S", "")
+    for item in filter(None, spec.split(",")):
+        name, _, secs = item.partition("=")
+        if name.strip() == stage:
+            time.sleep(float(secs))
+
+
 def _seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (study seed, patient index, stage code)."""
     return int(np.random.SeedSequence([int(p) % (2 ** 32) for p in parts]).generate_state(2, np.uint32).view(np.uint64)[0]
@@ -93,6 +106,7 @@ def _mu_map(phantom: Phantom, grid: Grid):
 # ------------------------------------------------------------------------------------------ stages
 def stage_calibration(task: StageTask) -> None:
     """Simulate and reconstruct a calibration object; derive cps/Bq (and IEC recovery coefficients)."""
+    _fault_injection_delay(task.stage)
     from her2sim.phantoms import iec_body_phantom, iec_sphere_centres_mm, uniform_cylinder_phantom
     from her2sim.recon.calibration import sensitivity_cps_per_bq
     from her2sim.sim.transport import simulate_projections
@@ -143,6 +157,7 @@ def stage_calibration(task: StageTask) -> None:
 
 def stage_phantom(task: StageTask) -> None:
     """Build one patient's phantom (activity per time point, CT, labels, truth) and its figure."""
+    _fault_injection_delay(task.stage)
     from her2sim.phantoms import build_patient_phantom, plot_phantom
 
     p = task.params
@@ -156,6 +171,7 @@ def stage_phantom(task: StageTask) -> None:
 
 def stage_simulate(task: StageTask) -> None:
     """Expected projections per time point by fast Monte Carlo, then Poisson realisations."""
+    _fault_injection_delay(task.stage)
     from her2sim.sim.transport import poisson_realisations, simulate_projections
 
     p = task.params
@@ -176,6 +192,7 @@ def stage_simulate(task: StageTask) -> None:
 
 def stage_recon(task: StageTask) -> None:
     """OSEM (AC, PSF, scatter) of every noisy realisation, calibrated to Bq/mL."""
+    _fault_injection_delay(task.stage)
     p = task.params
     pdir = Path(task.study_dir) / "patients" / p["patient_id"]
     ph = Phantom.load(pdir / "phantom.h5")
@@ -195,6 +212,7 @@ def stage_recon(task: StageTask) -> None:
 
 def stage_quantify(task: StageTask) -> None:
     """SUV per lesion (max, mean, peak) with and without PVC, visual read, against the truth."""
+    _fault_injection_delay(task.stage)
     from her2sim.analysis.lesion_table import lesion_rows
     from her2sim.analysis.pvc import apply_pvc
     from her2sim.analysis.suv import suv_image
@@ -273,6 +291,7 @@ def _defined(fn, *args, **kwargs):
 
 def stage_statistics(task: StageTask) -> None:
     """Merge lesion rows; threshold statistics per metric; seed-paper statistics; figures; summary."""
+    _fault_injection_delay(task.stage)
     from her2sim.analysis import figures
     from her2sim.analysis.stats import bias_rmse, compare_groups, group_mean_sd, spearman_ihc
     from her2sim.analysis.threshold import evaluate_threshold, write_lesion_csv
@@ -311,8 +330,8 @@ def stage_statistics(task: StageTask) -> None:
             entry["her2pos_vs_neg"] = _defined(compare_groups, pos, neg)
         ihc = [r["ihc"] for r in sel]
         if len(set(ihc)) >= 2:
-            entry["spearman_suvmax_ihc"] = _defined(spearman_ihc, ihc, [r["suvmax"] for r in sel])
-        entry["suvmax_by_ihc"] = _defined(group_mean_sd, ihc, [r["suvmax"] for r in sel])
+            entry["spearman_suvmax_ihc"] = _defined(spearman_ihc, [r["suvmax"] for r in sel], ihc)
+        entry["suvmax_by_ihc"] = _defined(group_mean_sd, [r["suvmax"] for r in sel], ihc)
         trues = [r.get("true_suv") for r in sel]
         if all(t is not None for t in trues) and sel:
             entry["suvmean_bias_rmse"] = _defined(bias_rmse, [r["suvmean"] for r in sel], trues)
@@ -344,11 +363,31 @@ def stage_statistics(task: StageTask) -> None:
     figs.extend(str(f) for f in sorted(figdir.glob("phantom_*.png")))
     summary["figures"] = figs
     summary["calibration"] = {k: v for k, v in cal.items() if k not in ("mc_stats",)}
+    summary["mc_summary"] = cal.get("mc_summary", {})
+    first = sd / "patients" / p["patient_ids"][0]
+    for exp in sorted(first.glob("t*h/expected.h5"))[:1]:
+        summary["mc_summary"] = Projections.load(exp).meta.get("mc_summary", summary["mc_summary"])
+    summary["versions"] = _versions()
+    summary["seeds"] = {"study": p["seed"], "monte_carlo": p["mc_seed"]}
+    summary["config"] = p["config"]
     _write_json(task.outputs[0], summary)
+
+
+def _versions() -> dict:
+    """Versions of her2sim and the libraries whose numbers shape the results."""
+    import importlib.metadata as md
+    out = {"her2sim": __version__}
+    for pkg in ("numpy", "numba", "scipy", "h5py", "pydicom", "xraydb", "scikit-learn", "matplotlib"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def stage_report(task: StageTask) -> None:
     """HTML/Markdown report of the study."""
+    _fault_injection_delay(task.stage)
     from her2sim.report import write_report
     write_report(task.study_dir, fmt=task.params["format"])
 
@@ -425,7 +464,8 @@ def build_stages(cfg: StudyConfig) -> list:
                             stage_quantify, [f"patients/{pid}/lesions.json"]))
     stages.append(Stage("statistics", [f"quantify_{pid}" for pid in ids] + ["calibration"],
                         {"version": PIPELINE_VERSION, "analysis": analysis, "patient_ids": ids,
-                         "study_name": cfg.study.name, "seed": int(cfg.study.seed)},
+                         "study_name": cfg.study.name, "seed": int(cfg.study.seed), "mc_seed": int(cfg.mc_seed),
+                         "config": json.loads(to_json(cfg.to_dict()))},
                         stage_statistics, ["results/summary.json"]))
     stages.append(Stage("report", ["statistics"], {"version": PIPELINE_VERSION, "format": cfg.output.report},
                         stage_report, ["report.html" if cfg.output.report == "html" else "report.md"]))
@@ -464,7 +504,5 @@ def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = 
                     "report": str(sd / ("report.html" if cfg.output.report == "html" else "report.md")),
                     "figures": summary.get("figures", []),
                     "hdf5": sorted(str(p) for p in sd.glob("patients/*/**/*.h5"))},
-        "versions": {"her2sim": __version__, "numpy": np.__version__},
-        "seeds": {"study": cfg.study.seed, "monte_carlo": cfg.mc_seed},
     })
     return summary

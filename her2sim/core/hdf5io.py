@@ -84,12 +84,20 @@ def write_container(path, kind: str, arrays: dict, meta: dict, units: dict | Non
                     kw = {"compression": compression, "compression_opts": 4, "shuffle": True}
                 ds = g.create_dataset(name, data=a, **kw)
                 ds.attrs["units"] = (units or {}).get(name, "")
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask (mkstemp creates 0600 files; finished files get the usual permissions)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_container(path, kind: str) -> tuple[dict, dict, dict]:

@@ -1,0 +1,89 @@
+"""End-to-end pipeline on a tiny study: outputs, resumability, invalidation, kill-and-resume, determinism."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from her2sim.config import load_study, override_study
+from her2sim.pipeline import run_study
+
+STUDY = Path(__file__).parent / "data" / "tiny_study.toml"
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    summary = run_study(load_study(STUDY), out, progress=False)
+    return out, summary
+
+
+def test_outputs_and_summary_keys(finished):
+    out, s = finished
+    for key in ("patients", "scans", "stage_seconds", "outputs", "threshold"):
+        assert key in s
+    assert s["patients"] == 1 and s["scans"] == 1
+    assert Path(s["outputs"]["report"]).exists() and Path(s["outputs"]["lesions_csv"]).exists()
+    assert (out / "patients" / "P001" / "t1h" / "recon_r0.h5").exists()
+    rows = json.loads((out / "patients" / "P001" / "lesions.json").read_text())
+    assert {r["ihc"] for r in rows} == {0, 3}
+    # the HER2 3+ lesion (true class SUV 3.5) reads higher than the IHC 0 lesion (0.8)
+    by_ihc = {r["ihc"]: r for r in rows}
+    assert by_ihc[3]["suvmax"] > by_ihc[0]["suvmax"]
+    assert "suvmax@1h" in s["threshold"]
+
+
+def test_rerun_skips_every_stage(finished):
+    out, _ = finished
+    s = run_study(load_study(STUDY), out, progress=False)
+    assert set(s["stage_status"].values()) == {"skipped"}
+
+
+def test_changed_recon_setting_invalidates_exactly_downstream(finished, tmp_path):
+    out, _ = finished
+    cfg = override_study(load_study(STUDY), ["recon.iterations=3"])
+    s = run_study(cfg, out, progress=False)
+    ran = {k for k, v in s["stage_status"].items() if v == "ran"}
+    assert ran == {"calibration", "recon_P001", "quantify_P001", "statistics", "report"}
+
+
+def _arrays(path):
+    with h5py.File(path, "r") as f:
+        return {k: f["arrays"][k][()] for k in f["arrays"]}
+
+
+def test_same_seed_byte_identical_arrays(finished, tmp_path):
+    out, _ = finished
+    other = tmp_path / "again"
+    run_study(load_study(STUDY), other, progress=False)
+    for rel in ("patients/P001/phantom.h5", "patients/P001/t1h/expected.h5", "patients/P001/t1h/noisy_r0.h5"):
+        a, b = _arrays(out / rel), _arrays(other / rel)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k]), (rel, k)
+
+
+def test_sigkill_during_simulation_then_resume(tmp_path):
+    study = tmp_path / "killed"
+    env = dict(os.environ, HER2SIM_STAGE_DELAY_S="simulate_P001=30")
+    cmd = [sys.executable, "-m", "her2sim.cli", "run", str(STUDY), "--out", str(study), "--quiet"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest_dir = study / ".stages"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (manifest_dir / "phantom_P001.json").exists():
+        time.sleep(0.5)
+    time.sleep(2.0)  # inside the (delayed) simulate stage now
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (manifest_dir / "phantom_P001.json").exists()
+    assert not (manifest_dir / "simulate_P001.json").exists()
+    s = run_study(load_study(STUDY), study, progress=False)
+    assert s["stage_status"]["phantom_P001"] == "skipped"
+    assert s["stage_status"]["simulate_P001"] == "ran"
+    assert not list(study.rglob("*.tmp"))
