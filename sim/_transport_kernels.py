@@ -416,8 +416,8 @@ def _table_at(table, e0, de, e):
 @njit(parallel=True, cache=True)
 def forced_detection_view(vertices, isotropic, tau, tau_lower_z, tau_dz, tau_step, tau_n, cos_t, sin_t,
                           axis_x, axis_y, radius, u0, du, v0, dv, nu, nv, d0, dd, nd,
-                          e0, de, ff_q, ff2, mu_water_ratio, det_eff, win_lo, win_hi,
-                          eres0, eref, omega_eff, n_threads, buf, spectrum, spec_de):
+                          e0, de, ff_q, ff2, mu_water_ratio, det_eff, eff_acc, omega_eff, n_threads, buf,
+                          spectrum, spec_de):
     """Convolution-based forced detection of all vertices toward one view.
 
     Each vertex adds weight x angular pdf toward the head normal x 4 pi g (the collimator's
@@ -430,7 +430,8 @@ def forced_detection_view(vertices, isotropic, tau, tau_lower_z, tau_dz, tau_ste
     ``spectrum[thread, component, bin]`` accumulates the arrival energy x efficiency (unblurred).
     """
     nvert = vertices.shape[0]
-    nwin = win_lo.shape[0]
+    nwin = eff_acc.shape[0]
+    n_e = eff_acc.shape[1]
     half = 0.5 * (tau_n - 1)
     inv4pi = 1.0 / (4.0 * math.pi)
     nspec = spectrum.shape[2]
@@ -475,20 +476,22 @@ def forced_detection_view(vertices, isotropic, tau, tau_lower_z, tau_dz, tau_ste
                     p_r = 0.0
                 order = int(vertices[i, V_ORDER]) + 1
                 comp = order if order < 3 else 3
-            base_c = w * p_c * omega_eff * math.exp(-tau140 * _table_at(mu_water_ratio, e0, de, e_c)) \
-                * _table_at(det_eff, e0, de, e_c)
+            base_c = w * p_c * omega_eff * math.exp(-tau140 * _table_at(mu_water_ratio, e0, de, e_c))
             base_r = 0.0
             if p_r > 0.0:
-                base_r = w * p_r * omega_eff * math.exp(-tau140 * _table_at(mu_water_ratio, e0, de, e)) \
-                    * _table_at(det_eff, e0, de, e)
+                base_r = w * p_r * omega_eff * math.exp(-tau140 * _table_at(mu_water_ratio, e0, de, e))
+            fec = (e_c - e0) / de
+            jc = min(max(int(fec), 0), n_e - 2)
+            tc = fec - jc
+            fer = (e - e0) / de
+            jr = min(max(int(fer), 0), n_e - 2)
+            tr = fer - jr
             sb = int(e_c / spec_de)
             if sb < nspec:
-                spectrum[th, comp, sb] += base_c
+                spectrum[th, comp, sb] += base_c * (det_eff[jc] * (1 - tc) + det_eff[jc + 1] * tc)
             sb = int(e / spec_de)
             if base_r > 0.0 and sb < nspec:
-                spectrum[th, comp, sb] += base_r
-            sig_c = 1.4142135623730951 * eres0 * math.sqrt(eref * e_c) / 2.3548200450309493
-            sig_r = 1.4142135623730951 * eres0 * math.sqrt(eref * e) / 2.3548200450309493
+                spectrum[th, comp, sb] += base_r * (det_eff[jr] * (1 - tr) + det_eff[jr + 1] * tr)
             fd = (radius - q - d0) / dd
             fu = (u - u0) / du
             fv = (z - v0) / dv
@@ -499,9 +502,9 @@ def forced_detection_view(vertices, isotropic, tau, tau_lower_z, tau_dz, tau_ste
             iv0 = int(math.floor(fv))
             tvv = fv - iv0
             for wi in range(nwin):
-                val = base_c * 0.5 * (math.erf((win_hi[wi] - e_c) / sig_c) - math.erf((win_lo[wi] - e_c) / sig_c))
+                val = base_c * (eff_acc[wi, jc] * (1 - tc) + eff_acc[wi, jc + 1] * tc)
                 if base_r > 0.0:
-                    val += base_r * 0.5 * (math.erf((win_hi[wi] - e) / sig_r) - math.erf((win_lo[wi] - e) / sig_r))
+                    val += base_r * (eff_acc[wi, jr] * (1 - tr) + eff_acc[wi, jr + 1] * tr)
                 if val <= 0.0:
                     continue
                 for a in range(2):
@@ -546,3 +549,36 @@ def pencil_beam_unscattered(seed, n, start_x, y, z, shape, lower_mm, spacing_mm,
             if np.random.random() * mu_max < 0.1 * density[kz, ky, kx] * mu_t:
                 break
     return survived / n
+
+
+@njit(parallel=True, cache=True)
+def blur_sum_planes(stacks, kern_v, kern_u, half_v, half_u, nonempty, out):
+    """Blur every distance plane with its own separable kernel and sum the planes.
+
+    ``stacks`` (S, P, V, U) -> ``out`` (S, V, U); plane ``p`` uses ``kern_v[p, :2 half_v[p] + 1]``
+    along v and ``kern_u[p, :2 half_u[p] + 1]`` along u (zero padding). Planes with
+    ``nonempty[s, p] == 0`` are skipped.
+    """
+    n_s, n_p, nv, nu = stacks.shape
+    for s in prange(n_s):
+        tmp = np.zeros((nv, nu))
+        for p in range(n_p):
+            if nonempty[s, p] == 0:
+                continue
+            hu = half_u[p]
+            hv = half_v[p]
+            for iv in range(nv):
+                for iu in range(nu):
+                    acc = 0.0
+                    for k in range(-hu, hu + 1):
+                        j = iu + k
+                        if 0 <= j < nu:
+                            acc += kern_u[p, k + hu] * stacks[s, p, iv, j]
+                    tmp[iv, iu] = acc
+            for iv in range(nv):
+                for k in range(-hv, hv + 1):
+                    j = iv + k
+                    if 0 <= j < nv:
+                        wk = kern_v[p, k + hv]
+                        for iu in range(nu):
+                            out[s, iv, iu] += wk * tmp[j, iu]

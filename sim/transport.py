@@ -35,7 +35,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d
 
 from her2sim.core.containers import Phantom, Projections
 from her2sim.core.errors import ConfigError, DataError, PhysicsError, check_int, check_range
@@ -45,7 +44,7 @@ from her2sim.core.radionuclide import TC99M
 
 from . import _transport_kernels as K
 from .camera import Camera
-from .detector_response import full_energy_efficiency
+from .detector_response import full_energy_efficiency, window_acceptance
 from .xsections import E_MAX_KEV, E_MIN_KEV, E_STEP_KEV, build_table
 
 COMPONENTS = ("primary", "scatter1", "scatter2", "scatter3plus")
@@ -340,8 +339,9 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     mu_w = np.exp(np.logaddexp.reduce(log_mu[w_row], axis=0))
     mu_water_ratio = mu_w / table.mu_rho("water", e_emit)[0]
     det_eff = full_energy_efficiency(camera, table.energies_kev)
-    win_lo = np.array([w.lower_kev for w in camera.windows])
-    win_hi = np.array([w.upper_kev for w in camera.windows])
+    # detector efficiency x Gaussian window acceptance per window on the table's energy grid
+    eff_acc = np.stack([det_eff * window_acceptance(camera, w.lower_kev, w.upper_kev, table.energies_kev)
+                        for w in camera.windows])
     e_cut = setup.e_cut_kev
     omega_eff = 4.0 * math.pi * camera.collimator.geometric_efficiency(e_emit)
 
@@ -385,8 +385,7 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     nspec = int(SPECTRUM_MAX_KEV / SPECTRUM_BIN_KEV)
     spectrum = np.zeros((n_threads, ncomp, nspec))
     out_comp = np.zeros((ncomp, nwin, geometry.n_views, nv_pix, nu_pix), np.float64)
-    sum_b = np.zeros((nwin, geometry.n_views, nv_pix, nu_pix))
-    sumsq_b = np.zeros_like(sum_b)
+    sumsq_b = np.zeros((nwin, geometry.n_views, nv_pix, nu_pix))
     eff_s = view_effective_seconds(geometry, camera.protocol.time_per_view_s)
     plane_d = d0 + dd * np.arange(nd)
     sig_pix_u = camera.sigma_mm(np.maximum(plane_d, 0.0)) / du
@@ -397,27 +396,51 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
         from tqdm import tqdm
         iterator = tqdm(iterator, desc="forced detection", unit="view")
     t0 = time.perf_counter()
+    kern_v, half_v = _gaussian_kernels(sig_pix_v)
+    kern_u, half_u = _gaussian_kernels(sig_pix_u)
+
+    def blur(stack_list):
+        stacks = np.ascontiguousarray(np.stack(stack_list))
+        nonempty = stacks.reshape(stacks.shape[0], stacks.shape[1], -1).any(axis=2).astype(np.uint8)
+        out = np.zeros((stacks.shape[0], nv_pix, nu_pix))
+        K.blur_sum_planes(stacks, kern_v, kern_u, half_v, half_u, nonempty, out)
+        return out
+
+    t_kernel = t_blur = t_tau = 0.0
     for j in iterator:
         th = math.radians(geometry.angles_deg[j])
         ct, st = math.cos(th), math.sin(th)
+        ta = time.perf_counter()
         K.attenuation_to_face(mu_map, lower, spacing, axis_x, axis_y, tau_n, ct, st, step, tau)
+        t_tau += time.perf_counter() - ta
         radius = float(geometry.radii_mm[j])
         common = (tau, float(g.origin_mm[0]), float(g.spacing_mm[0]), step, tau_n, ct, st, axis_x, axis_y, radius,
                   u0, du, v0, dv, nu_pix, nv_pix, d0, dd, nd, e0, E_STEP_KEV, table.ff_q, table.ff2,
-                  mu_water_ratio, det_eff, win_lo, win_hi,
-                  camera.detector.energy_resolution, camera.detector.reference_kev, omega_eff, n_threads)
+                  mu_water_ratio, det_eff, eff_acc, omega_eff, n_threads)
         buf[:] = 0.0
+        ta = time.perf_counter()
         K.forced_detection_view(prim, True, *common, buf, spectrum, SPECTRUM_BIN_KEV)
-        out_comp[0, :, j] = _blur_planes(buf[:, :, 0], sig_pix_v, sig_pix_u)
+        t_kernel += time.perf_counter() - ta
+        ta = time.perf_counter()
+        out_comp[0, :, j] = blur([buf[:, wi, 0].sum(axis=0) for wi in range(nwin)])
+        t_blur += time.perf_counter() - ta
+        # batches accumulate into the scatter components; the blurred cumulative sums give each
+        # batch's own (blurred) total by difference, since the blur is linear
+        prev = np.zeros((nwin, nv_pix, nu_pix))
         batch_tot = np.zeros((settings.batches, nwin, nv_pix, nu_pix))
         for b, bv in enumerate(batch_vertices):
-            buf[:] = 0.0
+            ta = time.perf_counter()
             K.forced_detection_view(bv, False, *common, buf, spectrum, SPECTRUM_BIN_KEV)
-            for c in range(1, ncomp):
-                img = _blur_planes(buf[:, :, c], sig_pix_v, sig_pix_u)
-                out_comp[c, :, j] += img / settings.batches
-                batch_tot[b] += img
-        sum_b[:, j] = batch_tot.mean(axis=0)
+            t_kernel += time.perf_counter() - ta
+            ta = time.perf_counter()
+            cum = blur([buf[:, wi, 1:].sum(axis=(0, 1)) for wi in range(nwin)])
+            batch_tot[b] = cum - prev
+            prev = cum
+            t_blur += time.perf_counter() - ta
+        ta = time.perf_counter()
+        comps = blur([buf[:, wi, c].sum(axis=0) for c in range(1, ncomp) for wi in range(nwin)])
+        t_blur += time.perf_counter() - ta
+        out_comp[1:, :, j] = comps.reshape(ncomp - 1, nwin, nv_pix, nu_pix) / settings.batches
         sumsq_b[:, j] = batch_tot.var(axis=0, ddof=1) / settings.batches
         out_comp[:, :, j] *= eff_s[j]
         sumsq_b[:, j] *= eff_s[j] ** 2
@@ -446,6 +469,7 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     spectra = {name: _energy_blur(spec[i], e_cent, camera) / SPECTRUM_BIN_KEV for i, name in enumerate(COMPONENTS)}
     spectra["total"] = sum(spectra[n] for n in COMPONENTS)
     stats = {"seconds_total": time.perf_counter() - t_start, "seconds_trace": t_trace, "seconds_forced_detection": t_fd,
+             "seconds_fd_kernel": t_kernel, "seconds_fd_blur": t_blur, "seconds_attenuation_maps": t_tau,
              "n_histories": n_hist, "n_vertices": n_vertices, "n_primary_points": int(prim.shape[0]),
              "threads": n_threads, "e_cut_kev": e_cut,
              "unscattered_escape_fraction": float(escaped[:, 0].sum() / n_hist)}
@@ -469,16 +493,15 @@ def _primary_vertices(act: np.ndarray, g, supersample: int) -> np.ndarray:
     return out
 
 
-def _blur_planes(planes_by_thread: np.ndarray, sig_v: np.ndarray, sig_u: np.ndarray) -> np.ndarray:
-    """Sum threads, blur each distance plane with its Gaussian and sum planes -> (window, v, u)."""
-    planes = planes_by_thread.sum(axis=0)  # (window, plane, v, u)
-    out = np.zeros((planes.shape[0],) + planes.shape[2:])
-    for wi in range(planes.shape[0]):
-        nonempty = np.nonzero(planes[wi].reshape(planes.shape[1], -1).any(axis=1))[0]
-        for p in nonempty:
-            img = gaussian_filter1d(planes[wi, p], sig_v[p], axis=0, mode="constant", truncate=4.0)
-            out[wi] += gaussian_filter1d(img, sig_u[p], axis=1, mode="constant", truncate=4.0)
-    return out
+def _gaussian_kernels(sigma_px: np.ndarray, truncate: float = 4.0):
+    """Normalised sampled-Gaussian kernels (plane, taps) and their half-widths for sigmas in pixels."""
+    half = np.maximum(1, np.ceil(truncate * sigma_px)).astype(np.int64)
+    kern = np.zeros((sigma_px.size, 2 * int(half.max()) + 1))
+    for p, (sg, h) in enumerate(zip(sigma_px, half)):
+        x = np.arange(-h, h + 1)
+        k = np.exp(-0.5 * (x / max(sg, 1e-6)) ** 2)
+        kern[p, : 2 * h + 1] = k / k.sum()
+    return kern, half
 
 
 def _energy_blur(hist: np.ndarray, e_cent: np.ndarray, camera: Camera) -> np.ndarray:

@@ -138,7 +138,6 @@ def build_table(names: tuple = MATERIAL_NAMES) -> CrossSectionTable:
     tot = np.zeros((len(names), N_Q))
     ff2 = np.zeros((len(names), N_Q))
     rnorm = np.zeros((len(names), e.size))
-    cgrid = np.linspace(-1.0, 1.0, 801)
     for m, name in enumerate(names):
         mat = get_material(name)
         for c, kind in _KIND.items():
@@ -155,10 +154,14 @@ def build_table(names: tuple = MATERIAL_NAMES) -> CrossSectionTable:
         tot[m] = c_int
         cdf[m] = c_int / c_int[-1]
         ff2[m] = f2
-        # N(E) = 2 pi int_{-1}^{1} (1 + c^2)/2 F^2(x(c)) dc, x = (E/hc) sqrt((1 - c)/2)
-        xq = (e[:, None] / HC_KEV_A) * np.sqrt(0.5 * (1.0 - cgrid[None, :]))
-        integrand = 0.5 * (1.0 + cgrid ** 2)[None, :] * np.interp(xq, q, f2, right=0.0)
-        rnorm[m] = 2.0 * np.pi * np.trapezoid(integrand, cgrid, axis=1)
+        # N(E) = 2 pi int_{-1}^{1} (1 + c^2)/2 F^2(x(c)) dc with x = x_max sqrt((1 - c)/2), integrated in
+        # x (dc = -4 x dx / x_max^2) on a fine grid so the sharp forward peak is resolved
+        xmax = e / HC_KEV_A
+        t = np.linspace(0.0, 1.0, 2001)
+        xs = xmax[:, None] * t[None, :]
+        cs = 1.0 - 2.0 * t[None, :] ** 2
+        integrand = 0.5 * (1.0 + cs ** 2) * np.interp(xs, q, f2, right=0.0) * 4.0 * xs / xmax[:, None] ** 2
+        rnorm[m] = 2.0 * np.pi * np.trapezoid(integrand, xs, axis=1)
     return CrossSectionTable(tuple(names), e, log_mu, q, cdf, tot, ff2, rnorm)
 
 
