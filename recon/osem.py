@@ -1,0 +1,283 @@
+"""OSEM / MLEM reconstruction of SPECT projections (Hudson & Larkin, IEEE TMI 13:601, 1994).
+
+Model: ``y ~ Poisson(A x + s)`` with ``A`` the :class:`~her2sim.recon.projector.SpectSystemMatrix`
+(attenuation and depth-dependent PSF optional) and ``s`` an additive scatter estimate
+(DEW/TEW/array), so scatter is modelled, not subtracted. Update per subset S:
+
+    x <- x / (A_S^T w_S) * A_S^T( w_S y_S / (A_S x + s_S) )
+
+with ``w`` the pixel weights (1 used, 0 masked). MLEM is ``subsets=1``. Subsets take every
+``n_subsets``-th view in angular order and are visited so that consecutive subsets are as far
+apart in angle as possible.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from her2sim.core.containers import Image, Projections
+from her2sim.core.errors import ConfigError, DataError, check_int, check_range
+from her2sim.core.grid import Grid
+
+from .calibration import counts_to_bq_per_ml
+from .filters import butterworth_filter, gaussian_filter_fwhm
+from .projector import SpectSystemMatrix
+from .scatter import dew_scatter, tew_scatter
+
+SCATTER_METHODS = ("none", "dew", "tew")
+
+
+def subset_order(n_subsets: int) -> list:
+    """Visiting order of ``n_subsets`` interleaved subsets with maximal angular separation.
+
+    Greedy: next subset maximises its smallest circular distance to those already used,
+    then its distance to the previous one (ties: lowest index). 10 -> 0, 5, 2, 7, ...
+    """
+    n = check_int("subsets", n_subsets, 1, 1024)
+
+    def dist(a, b):
+        d = abs(a - b) % n
+        return min(d, n - d)
+
+    order = [0]
+    remaining = set(range(1, n))
+    while remaining:
+        best = max(remaining, key=lambda k: (min(dist(k, c) for c in order), dist(k, order[-1]), -k))
+        order.append(best)
+        remaining.remove(best)
+    return order
+
+
+def make_subsets(angles_deg, n_subsets: int) -> list:
+    """Lists of view indices, one per subset, in visiting order.
+
+    Subset k holds every ``n_subsets``-th view of the angle-sorted views starting at the k-th.
+    """
+    angles = np.asarray(angles_deg, dtype=float)
+    n_views = angles.size
+    n = check_int("subsets", n_subsets, 1, n_views)
+    by_angle = np.argsort(angles % 360.0, kind="stable")
+    return [np.sort(by_angle[k::n]) for k in subset_order(n)]
+
+
+def check_counts(counts: np.ndarray, expected_shape: tuple, field: str = "projections.counts") -> np.ndarray:
+    """Finite, non-negative projection data of the expected (view, v, u) shape, as float64."""
+    y = np.asarray(counts, dtype=np.float64)
+    if y.shape != tuple(expected_shape):
+        raise DataError(f"{field} has shape {y.shape}, expected {tuple(expected_shape)} (view, v, u)")
+    if not np.all(np.isfinite(y)):
+        raise DataError(f"{field} contains NaN or infinite values; counts must be finite and >= 0")
+    if y.size and y.min() < 0:
+        raise DataError(f"{field} has negative values (min {y.min():.4g}); counts must be >= 0")
+    return y
+
+
+def osem(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, subsets: int = 10,
+         scatter: np.ndarray | None = None, pixel_mask: np.ndarray | None = None,
+         initial: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
+    """Ordered-subsets expectation maximisation.
+
+    Parameters
+    ----------
+    system : SpectSystemMatrix
+        Forward model ``A``.
+    counts : numpy.ndarray
+        Measured counts (view, v, u) of one window.
+    iterations : int
+        Full passes over the data (1-1000).
+    subsets : int
+        Number of subsets (1 = MLEM; at most the number of views).
+    scatter : numpy.ndarray or None
+        Additive expected scatter counts (view, v, u).
+    pixel_mask : numpy.ndarray or None
+        Boolean/0-1 (view, v, u): 0 excludes a pixel (e.g. a dead or truncated region).
+    initial : numpy.ndarray or None
+        Start image (z, y, x) > 0; uniform with the data's total counts when ``None``.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    numpy.ndarray
+        Image (z, y, x) float64 in counts per voxel (per view time), >= 0.
+    """
+    it = check_int("iterations", iterations, 1, 1000)
+    n_views = system.n_views
+    if isinstance(subsets, bool) or not isinstance(subsets, (int, np.integer)) or not 1 <= subsets <= n_views:
+        raise ConfigError(f"subsets = {subsets!r} is outside the allowed range [1, {n_views}] (number of views)")
+    y = check_counts(counts, system.projection_shape)
+    s = None
+    if scatter is not None:
+        s = check_counts(scatter, system.projection_shape, "scatter")
+    w = None
+    if pixel_mask is not None:
+        w = np.asarray(pixel_mask)
+        if w.shape != y.shape:
+            raise DataError(f"pixel_mask has shape {w.shape}, expected {y.shape} (view, v, u)")
+        w = w.astype(np.float64)
+        if np.any((w != 0) & (w != 1)):
+            raise DataError("pixel_mask must contain only 0/1 (or False/True)")
+    groups = make_subsets(system.geometry.angles_deg, int(subsets))
+    sens = [system.sensitivity(v) if w is None else system.sensitivity(v, w[v]) for v in groups]
+    total_sens = float(sum(x.sum() for x in sens))
+    if total_sens <= 0:
+        raise DataError("the sensitivity image is zero everywhere: the grid is not seen by the detector")
+    if initial is None:
+        net = float(((y - s) if s is not None else y).clip(min=0.0).sum() if w is None else
+                    (((y - s) if s is not None else y).clip(min=0.0) * w).sum())
+        level = max(net, 1e-12 * y.size) / total_sens
+        x = np.full(system.grid.shape, level)
+    else:
+        system.grid.check_array("initial", initial)
+        x = np.asarray(initial, dtype=np.float64).copy()
+        if not np.all(np.isfinite(x)) or np.any(x < 0):
+            raise DataError("initial image must be finite and >= 0")
+    inv_sens = []
+    seen_any = np.zeros(system.grid.shape, dtype=bool)
+    for v in sens:
+        seen = v > 0
+        seen_any |= seen
+        inv = np.zeros_like(v)
+        np.divide(1.0, v, out=inv, where=seen)
+        inv_sens.append(inv)
+    x[~seen_any] = 0.0
+    bar = tqdm(total=it * len(groups), desc="OSEM", unit="subset", disable=not progress, leave=False)
+    for _ in range(it):
+        for k, views in enumerate(groups):
+            ybar = system.forward(x, views)
+            if s is not None:
+                ybar += s[views]
+            yk = y[views]
+            ratio = np.zeros_like(ybar)
+            np.divide(yk, ybar, out=ratio, where=ybar > 0)
+            if w is not None:
+                ratio *= w[views]
+            bp = system.backward(ratio, views)
+            bp *= inv_sens[k]  # 0 where this subset does not see a voxel
+            x *= bp
+            bar.update(1)
+    bar.close()
+    return x
+
+
+def _scatter_term(projections: Projections, scatter, window_index: int, smooth_fwhm_mm) -> np.ndarray | None:
+    if isinstance(scatter, str):
+        if scatter not in SCATTER_METHODS:
+            raise ConfigError(f"scatter = {scatter!r} is not allowed; choose one of {list(SCATTER_METHODS)} "
+                              f"or pass an array (view, v, u)")
+        pk = projections.windows[window_index].name
+        if scatter == "none":
+            return None
+        if scatter == "dew":
+            return dew_scatter(projections, photopeak=pk, smooth_fwhm_mm=smooth_fwhm_mm)
+        return tew_scatter(projections, photopeak=pk, smooth_fwhm_mm=smooth_fwhm_mm)
+    if scatter is None:
+        return None
+    return np.asarray(scatter, dtype=np.float64)
+
+
+def _window_index(projections: Projections, window: str | None) -> int:
+    if window is not None:
+        return projections.window_index(window)
+    names = [w.name for w in projections.windows]
+    if "photopeak" in names:
+        return names.index("photopeak")
+    if len(names) == 1:
+        return 0
+    raise ConfigError(f"window: projections have windows {names} and none is named 'photopeak'; pass window=")
+
+
+def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid: Grid, camera=None,
+                iterations: int = 4, subsets: int = 10, psf: bool = True, scatter="none",
+                post_filter_fwhm_mm: float | None = None, calibration_cps_per_bq: float | None = None, *,
+                attenuation_correction: bool = True, butterworth: tuple | None = None,
+                window: str | None = None, pixel_mask: np.ndarray | None = None,
+                scatter_smooth_fwhm_mm: float | None = None, decay_reference: str = "injection",
+                support="auto", n_threads: int | None = None, progress: bool = True) -> Image:
+    """Reconstruct SPECT projections into an activity image.
+
+    Parameters
+    ----------
+    projections : Projections
+        Measured or simulated projections (window, view, v, u) with their geometry.
+    mu_map_per_cm : numpy.ndarray or None
+        Attenuation map (z, y, x) on ``grid`` in 1/cm at 140.5 keV (see
+        :func:`her2sim.recon.attenuation.mu_map_from_ct`).
+    grid : Grid
+        Reconstruction grid; dx = dy = detector pixel, dz = row height (see the projector).
+    camera : her2sim.sim.camera.Camera or None
+        PSF model (default NM670 LEHR when ``psf``).
+    iterations, subsets : int
+        OSEM iterations and subsets (subsets=1: MLEM).
+    psf : bool
+        Resolution recovery (depth-dependent collimator-detector response).
+    scatter : {"none", "dew", "tew"} or numpy.ndarray
+        Additive scatter term: DEW/TEW estimate from the windows, or an array (view, v, u).
+    post_filter_fwhm_mm : float or None
+        3-D Gaussian post-filter FWHM (mm).
+    calibration_cps_per_bq : float or None
+        Planar sensitivity (counts/s per Bq). When given, the image is in Bq/mL (needs
+        ``projections.meta["time_per_view_s"]`` and, for ``decay_reference="injection"``,
+        ``projections.meta["scan_start_s"]``); else in counts per voxel.
+    attenuation_correction : bool
+        Model attenuation (requires ``mu_map_per_cm``).
+    butterworth : (cutoff_cycles_per_cm, order) or None
+        Butterworth post-filter.
+    window : str or None
+        Window to reconstruct ("photopeak" by default).
+    pixel_mask : numpy.ndarray or None
+        (view, v, u) 0/1 pixel weights.
+    scatter_smooth_fwhm_mm : float or None
+        Smoothing of DEW/TEW estimates (mm FWHM).
+    decay_reference : str
+        "injection", "scan_start" or "acquisition_mean" (calibrated images only).
+    support : see :class:`SpectSystemMatrix`
+    n_threads : int or None
+        Numba threads.
+    progress : bool
+        tqdm progress bar.
+
+    Returns
+    -------
+    Image
+        Units "Bq/mL" (calibrated) or "counts"; ``meta`` records the settings.
+    """
+    if not isinstance(projections, Projections):
+        raise DataError(f"projections must be a her2sim Projections container, got {type(projections).__name__}")
+    if attenuation_correction and mu_map_per_cm is None:
+        raise ConfigError("mu_map_per_cm is None but attenuation_correction=True; pass a mu map (1/cm) or set "
+                          "attenuation_correction=False")
+    iw = _window_index(projections, window)
+    system = SpectSystemMatrix(grid, projections.geometry, mu_map_per_cm if attenuation_correction else None,
+                               camera=camera, psf=psf, n_threads=n_threads, support=support)
+    s = _scatter_term(projections, scatter, iw, scatter_smooth_fwhm_mm)
+    x = osem(system, projections.counts[iw], iterations=iterations, subsets=subsets, scatter=s,
+             pixel_mask=pixel_mask, progress=progress)
+    if post_filter_fwhm_mm is not None:
+        x = gaussian_filter_fwhm(x, grid, post_filter_fwhm_mm)
+    if butterworth is not None:
+        try:
+            cutoff, order = butterworth
+        except (TypeError, ValueError):
+            raise ConfigError(f"butterworth = {butterworth!r} must be (cutoff_cycles_per_cm, order)") from None
+        x = butterworth_filter(x, grid, cutoff, order)
+    x = np.maximum(x, 0.0)
+    meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
+            "psf": bool(psf), "attenuation_correction": bool(attenuation_correction),
+            "scatter": scatter if isinstance(scatter, str) else "array",
+            "post_filter_fwhm_mm": post_filter_fwhm_mm, "butterworth": None if butterworth is None else list(butterworth),
+            "window": projections.windows[iw].name}
+    for key in ("injected_mbq", "scan_start_s", "time_per_view_s", "weight_kg"):
+        if key in projections.meta:
+            meta[key] = projections.meta[key]
+    if calibration_cps_per_bq is None:
+        return Image(x.astype(np.float32), grid, "counts", meta)
+    if "time_per_view_s" not in projections.meta:
+        raise DataError("projections.meta['time_per_view_s'] is missing; it is needed to calibrate to Bq/mL")
+    t_view = float(projections.meta["time_per_view_s"])
+    n_heads = max(1, int(np.unique(projections.geometry.heads).size))
+    duration = projections.geometry.n_views / n_heads * t_view
+    start = projections.meta.get("scan_start_s")
+    conc, cal_meta = counts_to_bq_per_ml(x, grid, calibration_cps_per_bq, t_view,
+                                         None if start is None else float(start), duration, decay_reference)
+    return Image(conc.astype(np.float32), grid, "Bq/mL", {**meta, **cal_meta})

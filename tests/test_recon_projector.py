@@ -1,0 +1,181 @@
+"""Tests of the SPECT system matrix (her2sim.recon.projector)."""
+import math
+
+import numpy as np
+import pytest
+
+from her2sim.core.errors import DataError
+from her2sim.core.grid import Grid
+from her2sim.core.projection_geometry import ProjectionGeometry
+from her2sim.recon import SpectSystemMatrix, grid_for_geometry
+from her2sim.sim.camera import Camera
+
+
+def _small(shape=(10, 20, 20), spacing=4.0, n_views=24, radius=120.0, detector=(10, 22), axis_xy=(0.0, 0.0),
+           origin=None):
+    g = Grid(shape, (spacing,) * 3, origin)
+    geo = ProjectionGeometry.dual_head(n_views=n_views, radius_mm=radius, shape_vu=detector,
+                                       pixel_mm=(spacing, spacing), axis_xy_mm=axis_xy)
+    return g, geo
+
+
+@pytest.mark.parametrize("psf", [False, True])
+@pytest.mark.parametrize("att", [False, True])
+def test_dot_product_adjoint(psf, att):
+    """<A x, y> = <x, A^T y> to 1e-5 relative for random x, y (exact transpose)."""
+    g, geo = _small()
+    z, y, x = g.mesh_mm()
+    mu = np.where(x ** 2 + y ** 2 < 30.0 ** 2, 0.15, 0.02) * np.ones(g.shape) if att else None
+    a = SpectSystemMatrix(g, geo, mu, psf=psf, support=None)
+    rng = np.random.default_rng(1)
+    xv = rng.random(g.shape)
+    yv = rng.random(a.projection_shape)
+    lhs = float(np.vdot(a.forward(xv), yv))
+    rhs = float(np.vdot(xv, a.backward(yv)))
+    assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
+
+
+def test_dot_product_with_support_subset_and_offset_grid():
+    """Adjoint also holds for an off-axis grid, a support mask and a subset of views."""
+    g = Grid((8, 18, 16), (4.0, 4.0, 4.0), (-14.0, -30.0, -20.0))
+    geo = ProjectionGeometry.dual_head(n_views=20, radius_mm=100.0, shape_vu=(12, 24), pixel_mm=(4.0, 4.0),
+                                       axis_xy_mm=(3.0, -5.0), axis_z_mm=0.0)
+    z, y, x = g.mesh_mm()
+    supp = (x ** 2 + (y + 10) ** 2 < 25.0 ** 2) & (z > -10) & (np.ones(g.shape) > 0)
+    a = SpectSystemMatrix(g, geo, 0.15 * supp, psf=True, support=supp)
+    rng = np.random.default_rng(2)
+    views = [3, 7, 11, 19]
+    xv = rng.random(g.shape)
+    yv = rng.random((len(views), 12, 24))
+    lhs = float(np.vdot(a.forward(xv, views), yv))
+    rhs = float(np.vdot(xv, a.backward(yv, views)))
+    assert abs(lhs - rhs) <= 1e-5 * abs(lhs)
+
+
+def test_point_source_lands_where_the_geometry_convention_says():
+    """Centroid of the projection of a voxel = u = (p - axis) . t, row = z (projection_geometry.py)."""
+    g, geo = _small(n_views=36, detector=(12, 30), axis_xy=(2.0, -2.0))
+    a = SpectSystemMatrix(g, geo, None, psf=False)
+    img = np.zeros(g.shape)
+    iz, iy, ix = 6, 4, 15
+    img[iz, iy, ix] = 1.0
+    p = a.forward(img)
+    zw, yw, xw = g.index_to_world([iz, iy, ix])
+    u_true, _, _ = geo.project_point(xw, yw, zw)
+    uc = geo.u_centers_mm()
+    vc = geo.v_centers_mm()
+    for k in range(geo.n_views):
+        u_cen = float((p[k].sum(0) * uc).sum() / p[k].sum())
+        v_cen = float((p[k].sum(1) * vc).sum() / p[k].sum())
+        assert abs(u_cen - u_true[k]) < 0.25 * 4.0
+        assert abs(v_cen - zw) < 1e-9
+        # every view sees about the whole voxel (no attenuation); bilinear weights of one voxel
+        # on a rotated lattice sum to 1 only on average over angles
+        assert 0.8 < p[k].sum() < 1.2
+    assert p.sum() / geo.n_views == pytest.approx(1.0, rel=0.03)
+
+
+def test_attenuation_of_a_point_matches_beer_lambert():
+    """A voxel at depth L in water (mu = 0.15/cm) is seen with exp(-mu L) at 0 deg."""
+    g, geo = _small(shape=(6, 20, 20), detector=(6, 22))
+    z, y, x = g.mesh_mm()
+    mu = 0.15 * np.ones(g.shape)
+    a = SpectSystemMatrix(g, geo, mu, psf=False, support=None)
+    img = np.zeros(g.shape)
+    iy = 15
+    img[3, iy, 10] = 1.0
+    p = a.forward(img, [0])  # view 0: detector at -y, so the path crosses voxels 0..iy-1 plus half of iy
+    depth_cm = (iy + 0.5) * 4.0 / 10.0
+    assert p.sum() == pytest.approx(math.exp(-0.15 * depth_cm), rel=1e-6)
+
+
+def test_psf_width_at_10_cm_matches_nm670_system_resolution():
+    """Projected point at 100 mm from the face: FWHM 7.1-7.4 mm (validation_targets.md, vendor/MC)."""
+    g = Grid.centered((21, 41, 41), 2.0)
+    geo = ProjectionGeometry.dual_head(n_views=4, radius_mm=100.0, shape_vu=(21, 41), pixel_mm=(2.0, 2.0))
+    a = SpectSystemMatrix(g, geo, None, psf=True, psf_variance_step_px2=0.0, support=None)
+    img = np.zeros(g.shape)
+    img[10, 20, 20] = 1.0  # on the axis: 100 mm from every face
+    p = a.forward(img, [0])[0]
+    uc = geo.u_centers_mm()
+    prof_u = p.sum(0)
+    prof_v = p.sum(1)
+    fwhm_u = 2.3548 * math.sqrt(float((prof_u * uc ** 2).sum() / prof_u.sum()))
+    vc = geo.v_centers_mm()
+    fwhm_v = 2.3548 * math.sqrt(float((prof_v * vc ** 2).sum() / prof_v.sum()))
+    assert 7.1 * 0.98 <= fwhm_u <= 7.4 * 1.02
+    assert 7.1 * 0.98 <= fwhm_v <= 7.4 * 1.02
+    assert fwhm_u == pytest.approx(2.3548 * float(Camera().sigma_mm(100.0)), rel=0.01)
+
+
+def test_psf_widens_with_distance():
+    g = Grid.centered((11, 41, 41), 2.0)
+    geo = ProjectionGeometry.dual_head(n_views=2, radius_mm=150.0, shape_vu=(11, 41), pixel_mm=(2.0, 2.0))
+    a = SpectSystemMatrix(g, geo, None, psf=True, support=None)
+    uc = geo.u_centers_mm()
+    widths = []
+    for iy in (5, 20, 35):  # view 0 looks from -y: larger iy = farther from the face
+        img = np.zeros(g.shape)
+        img[5, iy, 20] = 1.0
+        prof = a.forward(img, [0])[0].sum(0)
+        widths.append(math.sqrt(float((prof * uc ** 2).sum() / prof.sum())))
+    assert widths[0] < widths[1] < widths[2]
+
+
+def test_inconsistent_geometry_raises_naming_fields():
+    g = Grid.centered((10, 20, 20), 4.0)
+    geo = ProjectionGeometry.dual_head(n_views=8, radius_mm=120.0, shape_vu=(10, 20), pixel_mm=(4.0, 4.42))
+    with pytest.raises(DataError, match=r"pixel_mm\[1\].*spacing_mm\[2\]"):
+        SpectSystemMatrix(g, geo, None, psf=False)
+    geo = ProjectionGeometry.dual_head(n_views=8, radius_mm=120.0, shape_vu=(10, 20), pixel_mm=(3.0, 4.0))
+    with pytest.raises(DataError, match=r"pixel_mm\[0\]"):
+        SpectSystemMatrix(g, geo, None, psf=False)
+    geo = ProjectionGeometry.dual_head(n_views=8, radius_mm=120.0, shape_vu=(10, 20), pixel_mm=(4.0, 4.0),
+                                       axis_z_mm=1.5)
+    with pytest.raises(DataError, match=r"origin_mm\[0\].*axis_z_mm"):
+        SpectSystemMatrix(g, geo, None, psf=False)
+    g2 = Grid((10, 20, 20), (4.0, 4.0, 5.0))
+    with pytest.raises(DataError, match=r"spacing_mm"):
+        SpectSystemMatrix(g2, geo, None, psf=False)
+
+
+def test_bad_mu_map_raises():
+    g, geo = _small()
+    with pytest.raises(DataError, match="mu_map_per_cm"):
+        SpectSystemMatrix(g, geo, np.zeros((3, 3, 3)), psf=False)
+    bad = np.zeros(g.shape)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="mu_map_per_cm"):
+        SpectSystemMatrix(g, geo, bad, psf=False)
+    with pytest.raises(DataError, match="mu_map_per_cm"):
+        SpectSystemMatrix(g, geo, -np.ones(g.shape), psf=False)
+
+
+def test_grid_for_geometry_is_accepted_and_centred_on_the_axis():
+    geo = ProjectionGeometry.dual_head(n_views=8, radius_mm=200.0, shape_vu=(10, 24), pixel_mm=(4.42, 4.42),
+                                       axis_xy_mm=(5.0, -3.0), axis_z_mm=12.0)
+    g = grid_for_geometry(geo, 20)
+    assert g.shape == (10, 20, 20)
+    assert np.allclose(g.center_mm, (12.0, -3.0, 5.0))
+    assert np.allclose(g.axis_mm(0), geo.v_centers_mm())
+    SpectSystemMatrix(g, geo, None, psf=False)
+
+
+@pytest.mark.parametrize("pixel_mm", [2.0, 4.42])
+def test_projected_point_matches_pixel_integrated_gaussian(pixel_mm):
+    """Default settings: the profile of a point at 34-166 mm from the face is within 5 % (of the peak) of the
+    pixel-integrated Gaussian with the camera's sigma(d) (camera_nm670.md model)."""
+    from scipy.special import erf
+    n = 41
+    g = Grid.centered((21, n, n), pixel_mm)
+    geo = ProjectionGeometry.dual_head(n_views=4, radius_mm=100.0, shape_vu=(21, n), pixel_mm=(pixel_mm, pixel_mm))
+    a = SpectSystemMatrix(g, geo, None, psf=True, support=None)
+    edges = (np.arange(n + 1) - n / 2) * pixel_mm
+    for iy in (5, 20, 35):
+        img = np.zeros(g.shape)
+        img[10, iy, 20] = 1.0
+        prof = a.forward(img, [0])[0].sum(0)
+        d = 100.0 + float(g.axis_mm(1)[iy])  # view 0: n = (0, -1), d = radius - (p . n) = radius + y
+        sig = float(Camera().sigma_mm(d))
+        ref = np.diff(0.5 * erf(edges / (math.sqrt(2) * sig)))
+        assert np.abs(prof - ref).max() <= 0.05 * ref.max()
