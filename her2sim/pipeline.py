@@ -84,6 +84,13 @@ def _grid(params) -> Grid:
     return Grid.centered(tuple(g["shape"]), tuple(g["spacing_mm"]))
 
 
+def _recon_grid(params, phantom_grid: Grid) -> Grid:
+    """Reconstruction grid: slices on the detector rows, transaxial grid on the rotation axis."""
+    from her2sim.recon import grid_for_geometry
+    geo = _camera(params).projection_geometry(axis_z_mm=phantom_grid.center_mm[0])
+    return grid_for_geometry(geo)
+
+
 def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_bq=None, progress=False) -> Image:
     from her2sim.recon import reconstruct
     r = params["recon"]
@@ -128,7 +135,8 @@ def stage_calibration(task: StageTask) -> None:
     proj = res.projections
     proj.meta["scan_start_s"] = 0.0
     proj.save(out / "expected.h5")
-    img = _reconstruct(proj, _mu_map(ph, grid), grid, p)
+    rgrid = _recon_grid(p, grid)
+    img = _reconstruct(proj, _mu_map(ph, rgrid), rgrid, p)
     tpv = cam.protocol.time_per_view_s
     duration = tpv * proj.geometry.n_views / 2
     cps = sensitivity_cps_per_bq(img, act_bq, tpv, 0.0, duration)
@@ -146,7 +154,7 @@ def stage_calibration(task: StageTask) -> None:
         cal["rc"], cal["rc_max"] = {}, {}
         for c, d in zip(centres, diameters):
             try:  # spheres smaller than a voxel have no voxel mostly inside them on coarse grids
-                rc = measure_recovery_coefficients(bq.array, grid, [c], [d], bg * p["calibration"]["ratio"],
+                rc = measure_recovery_coefficients(bq.array, rgrid, [c], [d], bg * p["calibration"]["ratio"],
                                                    background_value=bg)
             except DataError:
                 continue
@@ -196,7 +204,7 @@ def stage_recon(task: StageTask) -> None:
     p = task.params
     pdir = Path(task.study_dir) / "patients" / p["patient_id"]
     ph = Phantom.load(pdir / "phantom.h5")
-    grid = _grid(p)
+    grid = _recon_grid(p, ph.grid)
     mu = _mu_map(ph, grid)
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
     for t_h in ph.time_points_h:
@@ -223,7 +231,7 @@ def stage_quantify(task: StageTask) -> None:
     a = p["analysis"]
     pdir = Path(task.study_dir) / "patients" / p["patient_id"]
     ph = Phantom.load(pdir / "phantom.h5")
-    grid = _grid(p)
+    grid = Image.load(pdir / _time_tag(ph.time_points_h[0]) / "recon_r0.h5").grid
     lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, grid, order=0)
     body = resample((ph.density_g_cm3 > 0.5).astype(np.uint8), ph.grid, grid, order=0) > 0
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
