@@ -7,7 +7,9 @@
 * :func:`plot_roc` - ROC curve with a pointwise bootstrap band (patient resampling);
 * :func:`plot_measured_vs_true` - scatter with the identity line;
 * :func:`plot_bias_vs_size` - relative bias against lesion diameter;
-* :func:`plot_bland_altman` - difference against mean with 95 % limits of agreement.
+* :func:`plot_bland_altman` - difference against mean with 95 % limits of agreement;
+* :func:`plot_true_vs_reconstructed` - anterior MIPs and a coronal slice of the true and the
+  reconstructed SUV side by side.
 """
 from __future__ import annotations
 
@@ -171,3 +173,39 @@ def plot_bland_altman(a, b, path, *, label_a: str = "A", label_b: str = "B") -> 
     ax.set_ylabel(f"{label_a} - {label_b}")
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def plot_true_vs_reconstructed(true_suv, recon_suv, spacing_mm, path, *, title: str = "",
+                               lesion_mask=None, vmax: float | None = None) -> Path:
+    """Anterior maximum-intensity projections and coronal slices of true and reconstructed SUV (z, y, x).
+
+    Both volumes must be on the same grid; ``spacing_mm`` is (dz, dy, dx). The coronal slice
+    passes through the hottest lesion voxel when ``lesion_mask`` is given, else the centre.
+    """
+    t = np.asarray(true_suv, dtype=float)
+    r = np.asarray(recon_suv, dtype=float)
+    if t.shape != r.shape or t.ndim != 3:
+        raise DataError(f"true and reconstructed volumes must share one 3-D shape, got {t.shape} and {r.shape}")
+    dz, dy, dx = spacing_mm
+    if lesion_mask is not None and np.any(lesion_mask):
+        iy = int(np.argwhere(lesion_mask)[np.argmax(r[lesion_mask > 0])][1])
+    else:
+        iy = t.shape[1] // 2
+    top = vmax if vmax is not None else float(np.percentile(t[t > 0], 99.0)) if np.any(t > 0) else 1.0
+    extent_cor = (0, t.shape[2] * dx, 0, t.shape[0] * dz)
+    fig, axes = plt.subplots(1, 4, figsize=(13, 4.2))
+    panels = [(t.max(axis=1), "true SUV, anterior MIP"), (r.max(axis=1), "reconstructed SUV, anterior MIP"),
+              (t[:, iy, :], f"true SUV, coronal y={iy}"), (r[:, iy, :], f"reconstructed SUV, coronal y={iy}")]
+    for ax, (img, name) in zip(axes, panels):
+        im = ax.imshow(img, origin="lower", cmap="hot", vmin=0, vmax=top, extent=extent_cor, aspect="equal")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("x (mm)")
+    axes[0].set_ylabel("z (mm)")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="SUV")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p

@@ -285,6 +285,15 @@ def stage_quantify(task: StageTask) -> None:
                         row[f"pvc_{method}_suvmean"] = float(corrected[m].mean())
                         row[f"pvc_{method}_suvmax"] = float(corrected[m].max())
             rows.extend(base)
+            if fi == 0 and k == 0:
+                from her2sim.analysis.figures import plot_true_vs_reconstructed
+                from her2sim.analysis.suv import suv_scale_factor
+                true_bq = resample(ph.activity_bq_per_ml[0], ph.grid, grid, order=1)
+                scale = suv_scale_factor(ph.meta["injected_mbq"] * 1e6, ph.meta["weight_kg"], elapsed_s=t_h * 3600.0)
+                plot_true_vs_reconstructed(true_bq * scale, suv, grid.spacing_mm,
+                                           Path(task.study_dir) / "results" / "figures" / f"recon_{p['patient_id']}.png",
+                                           title=f"{p['patient_id']} at {t_h:g} h: truth vs OSEM (SUV)",
+                                           lesion_mask=lesion_map > 0, vmax=4.0)
     _write_json(task.outputs[0], rows)
 
 
@@ -369,6 +378,7 @@ def stage_statistics(task: StageTask) -> None:
         figs.append(str(figures.plot_recovery_curves(d, [cal["rc"][str(int(x))] for x in d],
                                                      figdir / "rc_vs_diameter.png")))
     figs.extend(str(f) for f in sorted(figdir.glob("phantom_*.png")))
+    figs.extend(str(f) for f in sorted(figdir.glob("recon_*.png")))
     summary["figures"] = figs
     summary["calibration"] = {k: v for k, v in cal.items() if k not in ("mc_stats",)}
     summary["mc_summary"] = cal.get("mc_summary", {})
