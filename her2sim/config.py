@@ -51,7 +51,7 @@ MC_MODES = ("fast", "explicit")
 SCATTER_METHODS = ("none", "dew", "tew")
 PVC_METHODS = ("none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc")
 #: Per-lesion metrics the analysis can report.
-ANALYSIS_METRICS = ("suvmax", "suvmean", "suvpeak", "sul", "tbr", "recovery", "cnr", "auc")
+ANALYSIS_METRICS = ("suvmax", "suvmean", "suvpeak", "sul", "tbr", "recovery", "cnr")
 REPORT_FORMATS = ("html", "markdown")
 SECTION_ORDER = ("study", "phantom", "cohort", "tracer", "camera", "calibration", "monte_carlo", "recon",
                  "analysis", "output")

@@ -36,6 +36,9 @@ from her2sim.stages import Stage, StageTask, run_stages, write_text_atomic
 
 #: bump when a stage's function changes what it writes (part of every stage key)
 PIPELINE_VERSION = 1
+#: histories of the pilot run used to size a run for ``monte_carlo.target_relative_noise``
+PILOT_HISTORIES = 100_000
+MAX_HISTORIES = 100_000_000
 HIGH_PRIORITY_KEYS = ("suvmax", "suvmean", "suvpeak")
 
 
@@ -188,7 +191,7 @@ def stage_simulate(task: StageTask) -> None:
     cam = _camera(p)
     for fi, t_h in enumerate(ph.time_points_h):
         tdir = pdir / _time_tag(t_h)
-        res = simulate_projections(ph, cam, _mc_settings(p, _seed(p["seed"], p["index"], 2, fi)), frame=fi)
+        res = _simulate_to_target(ph, cam, p, _seed(p["seed"], p["index"], 2, fi), fi)
         proj = res.projections
         proj.meta.update({"scan_start_s": t_h * 3600.0, "patient_id": p["patient_id"], "mc_summary": res.summary(),
                           "mc_stats": res.stats})
@@ -196,6 +199,24 @@ def stage_simulate(task: StageTask) -> None:
         for k, noisy in enumerate(poisson_realisations(proj, p["monte_carlo"]["noise_realisations"],
                                                        seed=_seed(p["seed"], p["index"], 3, fi))):
             noisy.save(tdir / f"noisy_r{k}.h5")
+
+
+def _simulate_to_target(ph, cam, p, seed: int, frame: int):
+    """Fast-mode MC with ``monte_carlo.histories``, or, when a ``target_relative_noise`` is set, a pilot
+    run of ``PILOT_HISTORIES`` followed (if needed) by a run sized so that the relative MC standard error of
+    the photopeak total, sqrt(var)/counts, reaches the target (it falls as 1/sqrt(histories))."""
+    from her2sim.sim.transport import simulate_projections
+    mc = p["monte_carlo"]
+    if mc.get("histories"):
+        return simulate_projections(ph, cam, _mc_settings(p, seed), frame=frame)
+    target = mc["target_relative_noise"]
+    res = simulate_projections(ph, cam, _mc_settings(p, seed, PILOT_HISTORIES), frame=frame)
+    err = res.summary()["photopeak" if "photopeak" in [w.name for w in cam.windows] else cam.windows[0].name][
+        "relative_mc_error"] or 0.0
+    if err <= target:
+        return res
+    n = int(min(MAX_HISTORIES, math.ceil(PILOT_HISTORIES * (err / target) ** 2 * 1.1)))
+    return simulate_projections(ph, cam, _mc_settings(p, seed, n), frame=frame)
 
 
 def stage_recon(task: StageTask) -> None:
@@ -236,6 +257,8 @@ def stage_quantify(task: StageTask) -> None:
     body = resample((ph.density_g_cm3 > 0.5).astype(np.uint8), ph.grid, grid, order=0) > 0
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
     psf_fwhm = a.get("psf_fwhm_mm") or p["psf_fwhm_mm"]
+    from her2sim.analysis.suv import lean_body_mass_kg
+    lbm_kg = lean_body_mass_kg(ph.meta["weight_kg"], ph.meta["height_cm"], ph.meta.get("sex", "F"))
     rows = []
     for fi, t_h in enumerate(ph.time_points_h):
         tdir = pdir / _time_tag(t_h)
@@ -258,6 +281,11 @@ def stage_quantify(task: StageTask) -> None:
                     row.update({"background_suv": float(bg.mean()), "lbr": float(vr["ratio"]), "cnr": float(vr["cnr"]),
                                 "visual_positive": bool(vr["positive"])})
                 row.update({"time_h": t_h, "realisation": k})
+                if "lbr" in row:
+                    row["tbr"] = row["lbr"]
+                if row.get("true_suv"):
+                    row["recovery"] = row["suvmean"] / row["true_suv"]
+                row["sul"] = row["suvmax"] * lbm_kg / ph.meta["weight_kg"]
             for method in a["pvc_methods"]:
                 if method == "none":
                     continue
@@ -441,10 +469,11 @@ def build_stages(cfg: StudyConfig) -> list:
     g = cfg.phantom.grid()
     cam = cfg.camera
     mc = cfg.monte_carlo
-    histories = int(mc.effective_photons)
+    histories = int(mc.effective_photons) if mc.effective_photons else None
     common = {"version": PIPELINE_VERSION, "seed": int(cfg.mc_seed), "camera": cam.to_dict(),
               "grid": {"shape": list(g.shape), "spacing_mm": list(g.spacing_mm)},
-              "monte_carlo": {"histories": histories, "calibration_histories": max(10_000, histories // 4),
+              "monte_carlo": {"histories": histories, "target_relative_noise": mc.target_relative_noise,
+                              "calibration_histories": max(10_000, (histories or PILOT_HISTORIES) // 4),
                               "noise_realisations": mc.noise_realisations, "threads": mc.threads},
               "recon": {"iterations": cfg.recon.iterations, "subsets": cfg.recon.subsets, "psf": cfg.recon.psf,
                         "scatter": cfg.recon.scatter, "attenuation": cfg.recon.attenuation,
