@@ -419,6 +419,14 @@ def stage_statistics(task: StageTask) -> None:
     _write_json(task.outputs[0], summary)
 
 
+def stage_dicom(task: StageTask) -> None:
+    """Export every scan (NM projections, NM reconstruction in Bq/mL, CT) as DICOM series."""
+    _fault_injection_delay(task.stage)
+    from her2sim.commands_io import export_study_dicom
+    _, series = export_study_dicom(task.study_dir, Path(task.study_dir) / "dicom")
+    _write_json(task.outputs[0], [str(x) for x in series])
+
+
 def _versions() -> dict:
     """Versions of her2sim and the libraries whose numbers shape the results."""
     import importlib.metadata as md
@@ -516,6 +524,9 @@ def build_stages(cfg: StudyConfig) -> list:
                         stage_statistics, ["results/summary.json"]))
     stages.append(Stage("report", ["statistics"], {"version": PIPELINE_VERSION, "format": cfg.output.report},
                         stage_report, ["report.html" if cfg.output.report == "html" else "report.md"]))
+    if cfg.output.dicom:
+        stages.append(Stage("dicom", [f"recon_{pid}" for pid in ids], {"version": PIPELINE_VERSION},
+                            stage_dicom, ["dicom/series.json"]))
     return stages
 
 
@@ -548,6 +559,8 @@ def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = 
         "patients": summary.get("patients"), "scans": n_scans, "stage_seconds": stage_seconds,
         "stage_status": {n: r.status for n, r in results.items()}, "wall_seconds": time.perf_counter() - t0,
         "outputs": {"study_dir": str(sd), "summary": str(summary_path), "lesions_csv": str(sd / "results" / "lesions.csv"),
+                    "dicom": json.loads((sd / "dicom" / "series.json").read_text())
+                    if (sd / "dicom" / "series.json").exists() and cfg.output.dicom else [],
                     "report": str(sd / ("report.html" if cfg.output.report == "html" else "report.md")),
                     "figures": summary.get("figures", []),
                     "hdf5": sorted(str(p) for p in sd.glob("patients/*/**/*.h5"))},
