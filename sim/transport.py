@@ -45,6 +45,7 @@ from her2sim.core.radionuclide import TC99M
 from . import _transport_kernels as K
 from .camera import Camera
 from .detector_response import full_energy_efficiency, window_acceptance
+from .penetration import penetration_table
 from .xsections import E_MAX_KEV, E_MIN_KEV, E_STEP_KEV, build_table
 
 COMPONENTS = ("primary", "scatter1", "scatter2", "scatter3plus")
@@ -72,6 +73,8 @@ class MonteCarloSettings:
         Numba threads (None = all cores).
     primary_supersample : int
         Sub-positions per voxel axis for the deterministic primary (1 = voxel centres).
+    penetration : bool
+        Add the septal-penetration tail tabulated from the explicit mode (:mod:`her2sim.sim.penetration`).
     """
 
     n_histories: int = 200_000
@@ -81,6 +84,7 @@ class MonteCarloSettings:
     max_order: int = 30
     threads: int | None = None
     primary_supersample: int = 1
+    penetration: bool = True
 
     def __post_init__(self):
         check_int("monte_carlo.n_histories", self.n_histories, 1, 10 ** 10)
@@ -388,6 +392,7 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     nspec = int(SPECTRUM_MAX_KEV / SPECTRUM_BIN_KEV)
     spectrum = np.zeros((n_threads, ncomp, nspec))
     out_comp = np.zeros((ncomp, nwin, geometry.n_views, nv_pix, nu_pix), np.float64)
+    pen_out = np.zeros((nwin, geometry.n_views, nv_pix, nu_pix), np.float64)
     sumsq_b = np.zeros((nwin, geometry.n_views, nv_pix, nu_pix))
     eff_s = view_effective_seconds(geometry, camera.protocol.time_per_view_s)
     plane_d = d0 + dd * np.arange(nd)
@@ -403,11 +408,25 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     var_v = np.maximum.accumulate(sig_pix_v ** 2)
     var_u = np.maximum.accumulate(sig_pix_u ** 2)
 
-    def blur(stack_list):
+    # septal-penetration tail: a fraction f(d) of each plane goes to a broad Gaussian sigma_pen(d)
+    if settings.penetration:
+        pen_f, pen_sig = penetration_table(camera).at(np.maximum(plane_d, 0.0))
+    else:
+        pen_f, pen_sig = np.zeros(nd), camera.sigma_mm(np.maximum(plane_d, 0.0))
+    var_pv = np.maximum.accumulate(np.maximum((pen_sig / dv) ** 2, var_v))
+    var_pu = np.maximum.accumulate(np.maximum((pen_sig / du) ** 2, var_u))
+
+    def blur(stack_list, with_penetration=False):
+        """Blurred plane sums (geometric core); with penetration also returns the tail part."""
         stacks = np.ascontiguousarray(np.stack(stack_list))
         out = np.zeros((stacks.shape[0], nv_pix, nu_pix))
-        K.incremental_blur_sum(stacks, var_v, var_u, out)
-        return out
+        if not with_penetration or not np.any(pen_f > 0):
+            K.incremental_blur_sum(stacks, var_v, var_u, out)
+            return (out, np.zeros_like(out)) if with_penetration else out
+        K.incremental_blur_sum(np.ascontiguousarray(stacks * (1.0 - pen_f)[None, :, None, None]), var_v, var_u, out)
+        tail = np.zeros_like(out)
+        K.incremental_blur_sum(np.ascontiguousarray(stacks * pen_f[None, :, None, None]), var_pv, var_pu, tail)
+        return out + tail, tail
 
     t_kernel = t_blur = t_tau = 0.0
     for j in iterator:
@@ -425,7 +444,7 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
         K.forced_detection_view(prim, True, *common, buf, spectrum, SPECTRUM_BIN_KEV)
         t_kernel += time.perf_counter() - ta
         ta = time.perf_counter()
-        out_comp[0, :, j] = blur([buf[:, wi, 0].sum(axis=0) for wi in range(nwin)])
+        out_comp[0, :, j], tail0 = blur([buf[:, wi, 0].sum(axis=0) for wi in range(nwin)], True)
         t_blur += time.perf_counter() - ta
         # batches accumulate into the scatter components; the blurred cumulative sums give each
         # batch's own (blurred) total by difference, since the blur is linear
@@ -441,7 +460,9 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
             prev = cum
             t_blur += time.perf_counter() - ta
         ta = time.perf_counter()
-        comps = blur([buf[:, wi, c].sum(axis=0) for c in range(1, ncomp) for wi in range(nwin)])
+        comps, tails = blur([buf[:, wi, c].sum(axis=0) for c in range(1, ncomp) for wi in range(nwin)], True)
+        pen_out[:, j] = (tail0 + tails.reshape(ncomp - 1, nwin, nv_pix, nu_pix).sum(axis=0) / settings.batches
+                         ) * eff_s[j]
         t_blur += time.perf_counter() - ta
         out_comp[1:, :, j] = comps.reshape(ncomp - 1, nwin, nv_pix, nu_pix) / settings.batches
         sumsq_b[:, j] = batch_tot.var(axis=0, ddof=1) / settings.batches
@@ -451,6 +472,7 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
 
     counts_exp = out_comp.sum(axis=0)
     components = {name: out_comp[i] for i, name in enumerate(COMPONENTS)}
+    components["penetration"] = pen_out
     acq_s = float(camera.protocol.time_per_view_s * geometry.n_views / 2)
     meta = {
         "mode": "fast", "seed": settings.seed, "n_histories": n_hist, "n_vertices": n_vertices,

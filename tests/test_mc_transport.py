@@ -7,6 +7,7 @@ import pytest
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.grid import Grid
 from her2sim.sim.camera import Camera, Detector, Protocol
+from her2sim.sim.explicit_camera import lsf_fwhm_mm
 from her2sim.sim.transport import (MonteCarloSettings, pencil_beam_transmission, poisson_realisations,
                                    simulate_projections)
 from her2sim.sim.xsections import mass_attenuation_cm2_g
@@ -65,11 +66,8 @@ def test_point_in_air_fwhm_vendor_spec():
     cam = Camera(protocol=Protocol(n_views=2, radius_mm=100.0, matrix=128, pixel_mm=0.5, time_per_view_s=1.0))
     res = simulate_projections(ph, cam, MonteCarloSettings(n_histories=10, seed=1))
     prof = res.projections.counts[0, 0].sum(axis=0).astype(float)
-    # FWHM from the second moment of the Gaussian line-spread profile
-    u = (np.arange(prof.size) - 0.5 * (prof.size - 1)) * 0.5
-    mean = (prof * u).sum() / prof.sum()
-    sd = math.sqrt((prof * (u - mean) ** 2).sum() / prof.sum())
-    fwhm = 2.3548 * math.sqrt(max(sd ** 2 - 0.5 ** 2 / 12, 0))  # remove the pixel's own width
+    # NEMA-style FWHM of the line-spread profile (half-maximum crossings, linear interpolation)
+    fwhm = lsf_fwhm_mm(prof, 0.5)
     assert 7.1 <= fwhm <= 7.4 * 1.05
 
 
