@@ -116,11 +116,15 @@ def cmd_phantom(args) -> int:
     else:
         print(f"phantom {spec['id']} of preset {args.preset} (seed {args.seed}): grid {ph.grid.shape} x "
               f"{ph.grid.spacing_mm[0]:g} mm")
-        tot = s.get("total_activity_mbq", {})
-        print("  activity in FOV: " + ", ".join(f"{k} h: {v:.1f} MBq" for k, v in tot.items()))
+        tot = s.get("total_activity_mbq", [])
+        print("  activity in FOV: " + ", ".join(f"{t:g} h: {v:.1f} MBq" for t, v in zip(s["time_points_h"], tot)))
+        for name, org in sorted(s.get("organs", {}).items()):
+            vol = org.get("volume_ml") if isinstance(org, dict) else org
+            if vol:
+                print(f"  organ {name:<22} {vol:9.1f} mL")
         for les in s.get("lesions", []):
             print(f"  lesion {les.get('id')}: {les.get('type')} IHC {les.get('ihc')} "
-                  f"{les.get('volume_ml', 0):.2f} mL")
+                  f"{les.get('volume_ml') or 0:.2f} mL, HER2 {'+' if les.get('her2_positive') else '-'}")
         if args.out:
             print(f"  wrote {s['outputs']['hdf5']} and {s['outputs']['png']}")
     return 0
