@@ -143,21 +143,6 @@ def rayleigh_pdf_per_sr(e_kev, cost, m, ff_q, ff2, rnorm, e0, de):
 
 
 @njit(cache=True)
-def majorant_per_mm(log_mu, e0, de, rho_max, e_kev):
-    """Woodcock majorant mu_max(E) in 1/mm: max over materials of rho_max(m) mu/rho_m(E)."""
-    best = 0.0
-    for m in range(rho_max.shape[0]):
-        if rho_max[m] > 0:
-            mu = 0.0
-            for c in range(3):
-                mu += mu_lookup(log_mu, e0, de, m, c, e_kev)
-            mu *= 0.1 * rho_max[m]
-            if mu > best:
-                best = mu
-    return best
-
-
-@njit(cache=True)
 def _voxel_of(x, y, z, lo_x, lo_y, lo_z, dx, dy, dz, nx, ny, nz):
     ix = int(math.floor((x - lo_x) / dx))
     iy = int(math.floor((y - lo_y) / dy))
@@ -165,6 +150,40 @@ def _voxel_of(x, y, z, lo_x, lo_y, lo_z, dx, dy, dz, nx, ny, nz):
     if ix < 0 or iy < 0 or iz < 0 or ix >= nx or iy >= ny or iz >= nz:
         return -1, -1, -1
     return iz, iy, ix
+
+
+@njit(cache=True)
+def linear_tables(log_mu, rho_max):
+    """Linear mu/rho tables (material, channel 0-2 + total, energy) and the Woodcock majorant per energy bin.
+
+    ``majorant[i]`` (1/mm) bounds rho_max(m) mu_m(E) for every material on [E_i, E_i+1]: the larger of
+    the two node values (mu falls with energy between absorption edges, and an edge inside a bin is
+    covered by taking both nodes), with a 0.1 % margin.
+    """
+    n_m, _, n_e = log_mu.shape
+    lin = np.zeros((n_m, 4, n_e))
+    for m in range(n_m):
+        for c in range(3):
+            for i in range(n_e):
+                v = math.exp(log_mu[m, c, i])
+                lin[m, c, i] = v
+                lin[m, 3, i] += v
+    maj = np.zeros(n_e)
+    for i in range(n_e - 1):
+        best = 0.0
+        for m in range(n_m):
+            if rho_max[m] > 0:
+                v = 0.1 * rho_max[m] * max(lin[m, 3, i], lin[m, 3, i + 1])
+                if v > best:
+                    best = v
+        maj[i] = best * 1.001
+    maj[n_e - 1] = maj[n_e - 2]
+    return lin, maj
+
+
+@njit(cache=True)
+def _lin(lin, m, c, i, t):
+    return lin[m, c, i] * (1.0 - t) + lin[m, c, i + 1] * t
 
 
 @njit(parallel=True, cache=True)
@@ -195,6 +214,8 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
     cap = vertices.shape[0] // n_chunks
     nvox = src_cdf.shape[0]
     cap_e = escapes.shape[0] // n_chunks
+    lin, maj = linear_tables(log_mu, rho_max)
+    n_e = lin.shape[2]
     for c in prange(n_chunks):
         np.random.seed(chunk_seeds[c])
         base = c * cap
@@ -223,7 +244,10 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
             w = 1.0
             order = 0
             while True:
-                mu_max = majorant_per_mm(log_mu, e0, de, rho_max, e)
+                fe = (e - e0) / de
+                ie = min(max(int(fe), 0), n_e - 2)
+                te = fe - ie
+                mu_max = maj[ie]
                 # --- Woodcock delta tracking to the next real interaction
                 inside = True
                 if mu_max <= 1e-12:  # nothing but vacuum: leave from the current point
@@ -241,10 +265,7 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
                     rho = density[kz, ky, kx]
                     if rho <= 0.0:
                         continue
-                    mu_t = 0.0
-                    for ch in range(3):
-                        mu_t += mu_lookup(log_mu, e0, de, m, ch, e)
-                    mu_real = 0.1 * rho * mu_t
+                    mu_real = 0.1 * rho * _lin(lin, m, 3, ie, te)
                     if np.random.random() * mu_max < mu_real:
                         break
                 if not inside:
@@ -280,9 +301,9 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
                     nv += 1
                 else:
                     escaped[c, 1] += 1.0
-                mu_pe = mu_lookup(log_mu, e0, de, m, PHOTO, e)
-                mu_in = mu_lookup(log_mu, e0, de, m, INCOH, e)
-                mu_co = mu_lookup(log_mu, e0, de, m, COH, e)
+                mu_pe = _lin(lin, m, PHOTO, ie, te)
+                mu_in = _lin(lin, m, INCOH, ie, te)
+                mu_co = _lin(lin, m, COH, ie, te)
                 w *= (mu_in + mu_co) / (mu_pe + mu_in + mu_co)
                 if np.random.random() * (mu_in + mu_co) < mu_in:
                     eps, cost = sample_klein_nishina(e)
@@ -528,10 +549,17 @@ def forced_detection_view(vertices, isotropic, tau, tau_lower_z, tau_dz, tau_ste
 @njit(cache=True)
 def pencil_beam_unscattered(seed, n, start_x, y, z, shape, lower_mm, spacing_mm, material, density, log_mu, e0,
                             de, rho_max, e_kev):
-    """Fraction of a +x pencil beam leaving the volume with no real interaction (Woodcock tracking)."""
+    """Fraction of a +x pencil beam leaving the volume with no real interaction.
+
+    Uses the same linear tables, majorant and Woodcock rejection as :func:`trace_histories`.
+    """
     np.random.seed(seed)
     nz, ny, nx = shape[0], shape[1], shape[2]
-    mu_max = majorant_per_mm(log_mu, e0, de, rho_max, e_kev)
+    lin, maj = linear_tables(log_mu, rho_max)
+    fe = (e_kev - e0) / de
+    ie = min(max(int(fe), 0), lin.shape[2] - 2)
+    te = fe - ie
+    mu_max = maj[ie]
     survived = 0
     for _ in range(n):
         x = start_x
@@ -543,10 +571,7 @@ def pencil_beam_unscattered(seed, n, start_x, y, z, shape, lower_mm, spacing_mm,
                 survived += 1
                 break
             m = material[kz, ky, kx]
-            mu_t = 0.0
-            for ch in range(3):
-                mu_t += mu_lookup(log_mu, e0, de, m, ch, e_kev)
-            if np.random.random() * mu_max < 0.1 * density[kz, ky, kx] * mu_t:
+            if np.random.random() * mu_max < 0.1 * density[kz, ky, kx] * _lin(lin, m, 3, ie, te):
                 break
     return survived / n
 
