@@ -189,9 +189,10 @@ def stage_simulate(task: StageTask) -> None:
     pdir = Path(task.study_dir) / "patients" / p["patient_id"]
     ph = Phantom.load(pdir / "phantom.h5")
     cam = _camera(p)
+    geometry = _orbit(ph, cam)
     for fi, t_h in enumerate(ph.time_points_h):
         tdir = pdir / _time_tag(t_h)
-        res = _simulate_to_target(ph, cam, p, _seed(p["seed"], p["index"], 2, fi), fi)
+        res = _simulate_to_target(ph, cam, p, _seed(p["seed"], p["index"], 2, fi), fi, geometry)
         proj = res.projections
         proj.meta.update({"scan_start_s": t_h * 3600.0, "patient_id": p["patient_id"], "mc_summary": res.summary(),
                           "mc_stats": res.stats})
@@ -201,22 +202,36 @@ def stage_simulate(task: StageTask) -> None:
             noisy.save(tdir / f"noisy_r{k}.h5")
 
 
-def _simulate_to_target(ph, cam, p, seed: int, frame: int):
+#: clearance between the body outline and the collimator face on a body-contour orbit (mm, assumption)
+CONTOUR_MARGIN_MM = 20.0
+
+
+def _orbit(ph: Phantom, cam):
+    """The acquisition orbit: circular, or body contour + margin when ``protocol.orbit = "contour"``."""
+    geo = cam.projection_geometry(axis_z_mm=ph.grid.center_mm[0])
+    if cam.protocol.orbit != "contour":
+        return geo
+    from her2sim.sim.transport import body_reach_mm
+    radii = np.maximum(body_reach_mm(ph, geo) + CONTOUR_MARGIN_MM, 50.0)
+    return cam.projection_geometry(axis_z_mm=ph.grid.center_mm[0], radii_mm=radii)
+
+
+def _simulate_to_target(ph, cam, p, seed: int, frame: int, geometry=None):
     """Fast-mode MC with ``monte_carlo.histories``, or, when a ``target_relative_noise`` is set, a pilot
     run of ``PILOT_HISTORIES`` followed (if needed) by a run sized so that the relative MC standard error of
     the photopeak total, sqrt(var)/counts, reaches the target (it falls as 1/sqrt(histories))."""
     from her2sim.sim.transport import simulate_projections
     mc = p["monte_carlo"]
     if mc.get("histories"):
-        return simulate_projections(ph, cam, _mc_settings(p, seed), frame=frame)
+        return simulate_projections(ph, cam, _mc_settings(p, seed), frame=frame, geometry=geometry)
     target = mc["target_relative_noise"]
-    res = simulate_projections(ph, cam, _mc_settings(p, seed, PILOT_HISTORIES), frame=frame)
+    res = simulate_projections(ph, cam, _mc_settings(p, seed, PILOT_HISTORIES), frame=frame, geometry=geometry)
     err = res.summary()["photopeak" if "photopeak" in [w.name for w in cam.windows] else cam.windows[0].name][
         "relative_mc_error"] or 0.0
     if err <= target:
         return res
     n = int(min(MAX_HISTORIES, math.ceil(PILOT_HISTORIES * (err / target) ** 2 * 1.1)))
-    return simulate_projections(ph, cam, _mc_settings(p, seed, n), frame=frame)
+    return simulate_projections(ph, cam, _mc_settings(p, seed, n), frame=frame, geometry=geometry)
 
 
 def stage_recon(task: StageTask) -> None:

@@ -277,12 +277,21 @@ class Camera:
         """Analytic single-septum transmission exp(-mu w_min) (definition: one septum crossed at the minimum path)."""
         return self.collimator.septal_transmission(energy_kev)
 
-    def projection_geometry(self, radius_mm: float | None = None, axis_z_mm: float = 0.0) -> ProjectionGeometry:
-        """The dual-head circular orbit of ``protocol`` as a :class:`ProjectionGeometry`."""
+    def projection_geometry(self, radius_mm: float | None = None, axis_z_mm: float = 0.0,
+                            radii_mm=None) -> ProjectionGeometry:
+        """The dual-head orbit of ``protocol`` as a :class:`ProjectionGeometry`.
+
+        Circular at ``radius_mm`` (default ``protocol.radius_mm``), or a body-contour orbit when
+        per-view ``radii_mm`` are given (e.g. :func:`her2sim.phantoms.body_radius_mm` + a margin).
+        """
         p = self.protocol
-        return ProjectionGeometry.dual_head(p.n_views, p.radius_mm if radius_mm is None else radius_mm,
-                                            (p.matrix, p.matrix), (p.pixel_mm, p.pixel_mm), p.start_deg,
-                                            (0.0, 0.0), axis_z_mm)
+        geo = ProjectionGeometry.dual_head(p.n_views, p.radius_mm if radius_mm is None else radius_mm,
+                                           (p.matrix, p.matrix), (p.pixel_mm, p.pixel_mm), p.start_deg,
+                                           (0.0, 0.0), axis_z_mm)
+        if radii_mm is None:
+            return geo
+        return ProjectionGeometry(geo.angles_deg, np.asarray(radii_mm, dtype=float), geo.shape_vu, geo.pixel_mm,
+                                  geo.axis_xy_mm, geo.axis_z_mm, geo.heads)
 
     def report(self, distances_mm=(0, 50, 100, 150, 200)) -> dict:
         """Analytic camera figures (SIMIND-like summary) as a JSON-ready dict."""

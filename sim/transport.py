@@ -177,6 +177,22 @@ def body_extent_mm(phantom: Phantom, axis_xy_mm=(0.0, 0.0), density_threshold: f
     return float(r.max() + half_vox)
 
 
+def body_reach_mm(phantom: Phantom, geometry: ProjectionGeometry, density_threshold: float = 0.01) -> np.ndarray:
+    """Per view, the largest distance (mm) from the axis toward the head of any non-air or active voxel corner."""
+    g = phantom.grid
+    occupied = (phantom.density_g_cm3 > density_threshold) | np.any(phantom.activity_bq_per_ml > 0, axis=0)
+    occ2 = occupied.any(axis=0)
+    if not occ2.any():
+        return np.zeros(geometry.n_views)
+    _, y, x = g.mesh_mm(np.float64)
+    yy, xx = np.broadcast_arrays(y[0], x[0])
+    px = xx[occ2] - geometry.axis_xy_mm[0]
+    py = yy[occ2] - geometry.axis_xy_mm[1]
+    n = geometry.normals_xy()
+    half = 0.5 * (g.spacing_mm[2] * np.abs(n[:, 0]) + g.spacing_mm[1] * np.abs(n[:, 1]))
+    return (px[:, None] * n[None, :, 0] + py[:, None] * n[None, :, 1]).max(axis=0) + half
+
+
 def view_effective_seconds(geometry: ProjectionGeometry, time_per_view_s: float) -> np.ndarray:
     """Decay-weighted acquisition time per view (s) relative to the activity at scan start.
 
@@ -240,9 +256,13 @@ def prepare_transport(phantom: Phantom, camera: Camera | None, settings: MonteCa
     if geometry is None:
         geometry = camera.projection_geometry(axis_z_mm=g.center_mm[0])
     r_body = body_extent_mm(phantom, geometry.axis_xy_mm)
-    if r_body >= geometry.radii_mm.min():
-        raise ConfigError(f"phantom does not fit inside the orbit: body extends {r_body:.1f} mm from the axis but "
-                          f"protocol.radius_mm = {geometry.radii_mm.min():.1f} mm (must be larger)")
+    reach = body_reach_mm(phantom, geometry)
+    bad = np.nonzero(reach >= geometry.radii_mm)[0]
+    if bad.size:
+        j = int(bad[0])
+        raise ConfigError(f"phantom does not fit inside the orbit: at view {j} ({geometry.angles_deg[j]:g} deg) the body "
+                          f"reaches {reach[j]:.1f} mm toward the head but protocol.radius_mm = "
+                          f"{geometry.radii_mm[j]:.1f} mm (must be larger)")
     # always set the thread count, so a previous run's setting does not leak into this one
     numba.set_num_threads(min(settings.threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS))
     table = build_table()

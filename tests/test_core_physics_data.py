@@ -89,3 +89,17 @@ def test_compton_kinematics():
     assert compton_energy_kev(140.5, np.pi / 2) == pytest.approx(110.2, abs=0.1)
     assert compton_energy_kev(140.5, np.pi) == pytest.approx(90.65, abs=0.1)
     assert compton_energy_kev(140.5, np.deg2rad(53.4)) == pytest.approx(126.45, abs=0.2)
+
+
+def test_hu_to_material_and_density():
+    from her2sim.core.errors import DataError
+    from her2sim.core.hu import hu_to_material_density
+    from her2sim.core.materials import MATERIAL_IDS
+    ids, rho = hu_to_material_density([-1000.0, -750.0, -100.0, 0.0, 40.0, 1500.0])
+    names = {v: k for k, v in MATERIAL_IDS.items()}
+    assert [names[i] for i in ids] == ["air", "lung", "adipose", "soft_tissue", "soft_tissue", "cortical_bone"]
+    # inflated lung 0.26 g/cm^3 at about -750 HU (physics.md), water 1.0, ICRU-44 cortical bone 1.92
+    assert rho[1] == pytest.approx(0.25, abs=0.02)
+    assert rho[3] == pytest.approx(1.0) and rho[5] == pytest.approx(1.92, rel=1e-4)
+    with pytest.raises(DataError, match="ct_hu"):
+        hu_to_material_density([np.nan])
