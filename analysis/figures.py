@@ -193,7 +193,7 @@ def plot_true_vs_reconstructed(true_suv, recon_suv, spacing_mm, path, *, title: 
         iy = t.shape[1] // 2
     top = vmax if vmax is not None else float(np.percentile(t[t > 0], 99.0)) if np.any(t > 0) else 1.0
     extent_cor = (0, t.shape[2] * dx, 0, t.shape[0] * dz)
-    fig, axes = plt.subplots(1, 4, figsize=(13, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.9), constrained_layout=True)
     panels = [(t.max(axis=1), "true SUV, anterior MIP"), (r.max(axis=1), "reconstructed SUV, anterior MIP"),
               (t[:, iy, :], f"true SUV, coronal y={iy}"), (r[:, iy, :], f"reconstructed SUV, coronal y={iy}")]
     for ax, (img, name) in zip(axes, panels):
@@ -201,7 +201,7 @@ def plot_true_vs_reconstructed(true_suv, recon_suv, spacing_mm, path, *, title: 
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("x (mm)")
     axes[0].set_ylabel("z (mm)")
-    fig.colorbar(im, ax=axes, shrink=0.8, label="SUV")
+    fig.colorbar(im, ax=axes, shrink=0.9, label="SUV")
     if title:
         fig.suptitle(title, fontsize=10)
     p = Path(path)
