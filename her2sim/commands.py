@@ -59,12 +59,26 @@ def cmd_run(args) -> int:
     cfg = load_study(args.study)
     if args.set:
         cfg = override_study(cfg, args.set)
+    _setup_log(args.log)
     summary = run_study(cfg, args.out, executor=_executor(args), progress=not (args.quiet or args.json))
     if args.json:
         _print_json(summary)
     else:
         _print_study_summary(summary)
     return 0
+
+
+def _setup_log(path) -> None:
+    """Send the stage log (start, skip, finish, seconds) to ``path`` when given."""
+    if not path:
+        return
+    import logging
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("her2sim")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def cmd_demo(args) -> int:
@@ -216,6 +230,7 @@ def register(sub) -> None:
     s.add_argument("--dask", metavar="SCHEDULER_ADDRESS", help="run stages on a Dask distributed cluster")
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--log", type=Path, help="write the stage log to this file")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("cohort", help="draw a virtual cohort and print its summary")

@@ -349,6 +349,50 @@ def _defined(fn, *args, **kwargs):
         return {"undefined": str(exc)}
 
 
+def _size_bin(d) -> str:
+    if d is None:
+        return "unknown"
+    for hi in (10, 15, 20, 30):
+        if d < hi:
+            return f"<{hi} mm"
+    return ">=30 mm"
+
+
+def _call_rates(rows: list, threshold: float) -> dict:
+    """P(measured SUVmax >= threshold | true HER2 class, lesion size, time point), all noise realisations."""
+    from her2sim.analysis.threshold import call_rate_by_group
+    out = {}
+    for metric in sorted({k for r in rows for k in r if k == "suvmax" or (k.startswith("pvc_") and k.endswith("suvmax"))}):
+        sel = [r for r in rows if r.get(metric) is not None and math.isfinite(r[metric])]
+        if not sel:
+            continue
+        groups = [f"HER2{'+' if r['her2_positive'] else '-'} {_size_bin(r.get('diameter_mm'))} {r['time_h']:g}h"
+                  for r in sel]
+        res = _defined(call_rate_by_group, [r[metric] for r in sel], groups, threshold)
+        out[metric] = {str(k): v for k, v in res.items()} if isinstance(res, dict) else res
+    return out
+
+
+def _call_stability(rows: list, threshold: float) -> dict:
+    """How often a lesion's SUVmax call (>= threshold) is the same across time points and noise realisations."""
+    calls = {}
+    for r in rows:
+        calls.setdefault((r["patient_id"], r["lesion_id"]), {})[(r["time_h"], r.get("realisation", 0))] = \
+            bool(r["suvmax"] >= threshold)
+    lesions = [c for c in calls.values() if len(c) > 1]
+    if not lesions:
+        return {"undefined": "every lesion was measured once (one time point, one realisation)"}
+    same = sum(1 for c in lesions if len(set(c.values())) == 1)
+    times = sorted({t for c in lesions for (t, _) in c})
+    out = {"lesions": len(lesions), "consistent_fraction": same / len(lesions)}
+    if len(times) > 1:
+        per = [c for c in lesions if {t for (t, _) in c} >= set(times[:2])]
+        agree = [c[(times[0], 0)] == c[(times[1], 0)] for c in per if (times[0], 0) in c and (times[1], 0) in c]
+        if agree:
+            out[f"agreement_{times[0]:g}h_vs_{times[1]:g}h"] = sum(agree) / len(agree)
+    return out
+
+
 def stage_statistics(task: StageTask) -> None:
     """Merge lesion rows; threshold statistics per metric; seed-paper statistics; figures; summary."""
     _fault_injection_delay(task.stage)
@@ -397,6 +441,8 @@ def stage_statistics(task: StageTask) -> None:
             entry["suvmean_bias_rmse"] = _defined(bias_rmse, [r["suvmean"] for r in sel], trues)
         stats[f"{t_h:g}h"] = entry
     summary["statistics"] = stats
+    summary["call_rates"] = _call_rates(rows, a["threshold"])
+    summary["call_stability"] = _call_stability(rows, a["threshold"])
     figs = []
     if primary_rows:
         t0 = min(r["time_h"] for r in primary_rows)

@@ -41,6 +41,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -52,6 +53,7 @@ from her2sim.config import canonical_json
 from her2sim.core.errors import ConfigError, DataError
 
 MANIFEST_DIR = ".stages"
+LOG = logging.getLogger("her2sim.stages")
 STATUS_DONE, STATUS_STALE, STATUS_MISSING = "done", "stale", "missing"
 
 
@@ -373,6 +375,7 @@ def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None 
         m = read_manifest(study_dir, s.name)
         if s.name not in force and m is not None and m["key"] == keys[s.name] and _outputs_intact(study_dir, m):
             results[s.name] = StageResult(s.name, "skipped", keys[s.name], 0.0, [o["path"] for o in m["outputs"]])
+            LOG.info("stage %s: up to date, skipped", s.name)
         else:
             todo.append(s)
     n_tasks = sum(len(s.items) if s.items is not None else 1 for s in todo)
@@ -394,6 +397,7 @@ def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None 
         outs = tuple(_resolve(study_dir, p) for p in s.outputs)
         items = [(None, None)] if s.items is None else list(zip(s.items, range(len(s.items))))
         started[s.name] = time.perf_counter()
+        LOG.info("stage %s: started", s.name)
         remaining[s.name] = set()
         for item, idx in items:
             task = StageTask(s.name, s.params, outs, inputs, study_dir, item, idx)
@@ -421,6 +425,7 @@ def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None 
                     for other in running:
                         other.cancel()
                     exc.add_note(f"in her2sim stage {name!r}")
+                    LOG.error("stage %s: failed: %s", name, exc)
                     raise exc
                 bar.update(1)
                 remaining[name].discard(fut)
@@ -429,6 +434,7 @@ def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None 
                     outs = _write_manifest(study_dir, s, keys[name], keys, started[name])
                     results[name] = StageResult(name, "ran", keys[name],
                                                 time.perf_counter() - started[name], outs)
+                    LOG.info("stage %s: done in %.1f s", name, results[name].seconds)
     finally:
         bar.close()
     return {s.name: results[s.name] for s in ordered}

@@ -69,21 +69,30 @@ def test_same_seed_byte_identical_arrays(finished, tmp_path):
             assert np.array_equal(a[k], b[k]), (rel, k)
 
 
-def test_sigkill_during_simulation_then_resume(tmp_path):
+@pytest.mark.parametrize("victim,before", [("simulate_P001", "phantom_P001"), ("recon_P001", "simulate_P001")])
+def test_sigkill_then_resume(tmp_path, finished, victim, before):
     study = tmp_path / "killed"
-    env = dict(os.environ, HER2SIM_STAGE_DELAY_S="simulate_P001=30")
-    cmd = [sys.executable, "-m", "her2sim.cli", "run", str(STUDY), "--out", str(study), "--quiet"]
+    env = dict(os.environ, HER2SIM_STAGE_DELAY_S=f"{victim}=60")
+    cmd = [sys.executable, "-m", "her2sim.cli", "run", str(STUDY), "--out", str(study), "--quiet",
+           "--log", str(tmp_path / "run.log")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest_dir = study / ".stages"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (manifest_dir / "phantom_P001.json").exists():
+    deadline = time.time() + 600
+    while time.time() < deadline and not (manifest_dir / f"{before}.json").exists():
         time.sleep(0.5)
-    time.sleep(2.0)  # inside the (delayed) simulate stage now
+    time.sleep(3.0)  # inside the (delayed) victim stage now
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (manifest_dir / "phantom_P001.json").exists()
-    assert not (manifest_dir / "simulate_P001.json").exists()
+    assert (manifest_dir / f"{before}.json").exists()
+    assert not (manifest_dir / f"{victim}.json").exists()
+    assert f"stage {before}: done" in (tmp_path / "run.log").read_text()
     s = run_study(load_study(STUDY), study, progress=False)
-    assert s["stage_status"]["phantom_P001"] == "skipped"
-    assert s["stage_status"]["simulate_P001"] == "ran"
+    assert s["stage_status"][before] == "skipped"
+    assert s["stage_status"][victim] == "ran"
     assert not list(study.rglob("*.tmp"))
+    # the resumed study equals an uninterrupted one
+    out, _ = finished
+    for rel in ("patients/P001/t1h/noisy_r0.h5", "patients/P001/t1h/recon_r0.h5"):
+        a, b = _arrays(out / rel), _arrays(study / rel)
+        for k in a:
+            assert np.array_equal(a[k], b[k]), (rel, k)
