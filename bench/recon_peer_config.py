@@ -116,11 +116,26 @@ def main(argv=None) -> dict:
     rec = osem(system, counts, iterations=args.iterations, subsets=args.subsets, progress=False)
     osem_s = time.perf_counter() - t0
 
+    # bandwidth floor of one forward pass: every view must at least read the image and the mu map once
+    # (float64) and write its projection; the floor is those bytes at the measured copy bandwidth
+    big = np.ones(64 * 1024 * 1024 // 8 * 4)  # 256 MiB
+    dst = np.empty_like(big)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        np.copyto(dst, big)
+    bw_bytes_per_s = 3 * 2 * big.nbytes / (time.perf_counter() - t0)  # read + write
+    del big, dst
+    pass_bytes = geo.n_views * (2 * act.size * 8 + int(np.prod(system.projection_shape[1:])) * 8)
+    floor_s = pass_bytes / bw_bytes_per_s
+
     img = rec / scale  # same units as the phantom (background 1)
     rc = {k: float(img[m].mean() / CONTRAST) for k, m in masks.items()}
     result = {
         "osem_seconds": round(osem_s, 3),
         "forward_projection_seconds": round(fwd_s, 3),
+        "forward_bandwidth_floor_seconds": round(floor_s, 3),
+        "forward_vs_bandwidth_floor": round(fwd_s / floor_s, 2),
+        "memory_bandwidth_gib_s": round(bw_bytes_per_s / 2 ** 30, 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
         "rc": {k: round(v, 4) for k, v in rc.items()},
         "background_ratio": round(float(img[bkg].mean()), 4),
