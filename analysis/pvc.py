@@ -178,8 +178,14 @@ def analytic_rc_mean(diameter_mm, fwhm_mm):
     return float(out[0]) if np.ndim(diameter_mm) == 0 else out
 
 
-def pvc_recovery_coefficient(measured, diameter_mm, rc_diameters_mm, rc_values, *, extrapolate: bool = False):
-    """Recovery-coefficient correction ``measured / RC(diameter)``.
+def pvc_recovery_coefficient(measured, diameter_mm, rc_diameters_mm, rc_values, *, extrapolate: bool = False,
+                             background=None):
+    """Recovery-coefficient correction ``measured / RC(diameter)``, or its contrast form.
+
+    With ``background`` (the surrounding concentration), the contrast is corrected instead:
+    ``background + (measured - background) / RC``, which is how contrast recovery coefficients
+    (measured on a phantom with background, e.g. IEC) are meant to be applied; it leaves a
+    region at background unchanged and works for cold regions too.
 
     RC is linearly interpolated in diameter from the curve ``(rc_diameters_mm, rc_values)``
     (e.g. NEMA spheres 10-37 mm, or :func:`analytic_rc_mean`).
@@ -208,7 +214,9 @@ def pvc_recovery_coefficient(measured, diameter_mm, rc_diameters_mm, rc_values, 
     if not extrapolate and (np.any(d < d_curve[0]) or np.any(d > d_curve[-1])):
         raise ConfigError(f"diameter_mm = {np.round(d, 3).tolist()} is outside the RC curve range "
                           f"[{d_curve[0]:.6g}, {d_curve[-1]:.6g}] mm (pass extrapolate=True to clamp)")
-    out = np.asarray(measured, dtype=float) / np.interp(d, d_curve, rc)
+    m = np.asarray(measured, dtype=float)
+    r = np.interp(d, d_curve, rc)
+    out = m / r if background is None else np.asarray(background, dtype=float) + (m - background) / r
     return float(out) if out.ndim == 0 else out
 
 

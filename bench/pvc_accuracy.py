@@ -49,12 +49,15 @@ def corrected_means(method: str, image, labels, grid, fwhm) -> dict:
     if method == "vc":
         return pvc.regional_means(pvc.pvc_van_cittert(image, fwhm, grid, n_iter=10), labels, LESIONS)
     if method == "rc":
-        observed = pvc.regional_means(image, labels, LESIONS)
+        # contrast form: corrected = bg + (observed - bg) / RC, with the analytic mean recovery of an
+        # equal-volume sphere and the measured body background
+        observed = pvc.regional_means(image, labels, LESIONS + (BODY,))
+        bg = observed[BODY]
         f_eff = float(np.prod(fwhm) ** (1.0 / 3.0))
         out = {}
         for k in LESIONS:
             d = pvc.equivalent_sphere_diameter_mm(labels == k, grid)
-            out[k] = observed[k] / pvc.analytic_rc_mean(d, f_eff)
+            out[k] = bg + (observed[k] - bg) / pvc.analytic_rc_mean(d, f_eff)
         return out
     raise ValueError(method)
 

@@ -311,10 +311,12 @@ def stage_quantify(task: StageTask) -> None:
                     d = np.array([float(x) for x in cal["rc"]])
                     rc = np.array(list(cal["rc"].values()))
                     order = np.argsort(d)
+                    if d.size < 2:
+                        continue
                     for row in base:
-                        bgv = row.get("background_suv", 0.0)
-                        rcv = float(np.interp(row["diameter_mm"], d[order], rc[order]))
-                        row["pvc_rc_suvmean"] = bgv + (row["suvmean"] - bgv) / max(rcv, 1e-3)
+                        row["pvc_rc_suvmean"] = pvc_recovery_coefficient(
+                            row["suvmean"], row["diameter_mm"], d[order], np.clip(rc[order], 1e-3, 2.0),
+                            extrapolate=True, background=row.get("background_suv", 0.0))
                     continue
                 labels = lesion_map.astype(np.int32).copy()
                 labels[(labels == 0) & body] = 10000
