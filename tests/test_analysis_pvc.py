@@ -164,3 +164,13 @@ def test_apply_pvc_dispatch(phantom):
         pvc.apply_pvc("iy", obs, grid, MATCHED)
     with pytest.raises(ConfigError, match="method"):
         pvc.apply_pvc("magic", obs, grid, MATCHED)
+
+
+def test_recovery_coefficient_contrast_form_restores_truth():
+    # a sphere of true T in background B measured as B + RC (T - B): the contrast form returns T exactly,
+    # for hot and for cold spheres
+    from her2sim.analysis.pvc import pvc_recovery_coefficient
+    d, rc = [10.0, 20.0, 40.0], [0.3, 0.6, 0.9]
+    for t in (8.0, 0.5):
+        measured = 2.0 + 0.6 * (t - 2.0)
+        assert pvc_recovery_coefficient(measured, 20.0, d, rc, background=2.0) == pytest.approx(t)
