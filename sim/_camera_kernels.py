@@ -19,6 +19,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._transport_kernels import _rotate
+from ._transport_kernels import sample_klein_nishina as _kn_fraction
 from .xsections import COH, INCOH, PHOTO
 
 SQRT3_2 = math.sqrt(3.0) / 2.0
@@ -240,45 +242,14 @@ def march_lead(x0_mm, y0_mm, n0_mm, cu, cv, cn, length_mm, hole_mm, pitch_mm, ta
 
 
 @njit(cache=True)
-def _rotate(cu, cv, cn, cos_t, phi):
-    """Direction after scattering by polar angle acos(cos_t) and azimuth phi about (cu, cv, cn)."""
-    sin_t = math.sqrt(max(0.0, 1.0 - cos_t * cos_t))
-    cp = math.cos(phi)
-    sp = math.sin(phi)
-    if abs(cn) > 0.99999:
-        sgn = 1.0 if cn > 0.0 else -1.0
-        return sin_t * cp, sin_t * sp, sgn * cos_t
-    tmp = math.sqrt(1.0 - cn * cn)
-    nu = cu * cos_t + sin_t * (cu * cn * cp - cv * sp) / tmp
-    nv = cv * cos_t + sin_t * (cv * cn * cp + cu * sp) / tmp
-    nn = cn * cos_t - sin_t * cp * tmp
-    norm = math.sqrt(nu * nu + nv * nv + nn * nn)
-    return nu / norm, nv / norm, nn / norm
-
-
-@njit(cache=True)
 def sample_klein_nishina(e_kev):
     """Scattered energy (keV) and cos(theta) of a Compton event, free electron (Klein-Nishina).
 
-    Composition/rejection of the Geant4 ``G4KleinNishinaCompton`` model (Butcher & Messel 1960).
+    The sampler of :func:`her2sim.sim._transport_kernels.sample_klein_nishina` (Butcher & Messel
+    composition/rejection of Geant4's ``G4KleinNishinaCompton``), returning E' instead of E'/E.
     """
-    k = e_kev / ELECTRON_REST_KEV
-    eps0 = 1.0 / (1.0 + 2.0 * k)
-    eps0sq = eps0 * eps0
-    alpha1 = -math.log(eps0)
-    alpha2 = alpha1 + 0.5 * (1.0 - eps0sq)
-    while True:
-        if alpha1 > alpha2 * np.random.random():
-            eps = math.exp(-alpha1 * np.random.random())
-            epssq = eps * eps
-        else:
-            epssq = eps0sq + (1.0 - eps0sq) * np.random.random()
-            eps = math.sqrt(epssq)
-        onecost = (1.0 - eps) / (eps * k)
-        sint2 = onecost * (2.0 - onecost)
-        greject = 1.0 - eps * sint2 / (1.0 + epssq)
-        if greject >= np.random.random():
-            return eps * e_kev, 1.0 - onecost
+    eps, cos_t = _kn_fraction(e_kev)
+    return eps * e_kev, cos_t
 
 
 @njit(cache=True)
