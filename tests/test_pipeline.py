@@ -1,6 +1,7 @@
 """End-to-end pipeline on a tiny study: outputs, resumability, invalidation, kill-and-resume, determinism."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def test_rerun_skips_every_stage(finished):
 
 
 def test_changed_recon_setting_invalidates_exactly_downstream(finished, tmp_path):
-    out, _ = finished
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)  # keep the shared finished study unchanged for the other tests
     cfg = override_study(load_study(STUDY), ["recon.iterations=3"])
     s = run_study(cfg, out, progress=False)
     ran = {k for k, v in s["stage_status"].items() if v == "ran"}
