@@ -26,7 +26,11 @@ def plot_spectra(result: MonteCarloResult, path, log: bool = True) -> Path:
     for w in result.projections.windows:
         ax.axvspan(w.lower_kev, w.upper_kev, alpha=0.12, color="grey")
         ax.text(w.center_kev, 1.0, w.name, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8)
-    ax.set_xlim(60, 170)
+    cut = result.stats.get("e_cut_kev")
+    if cut:
+        ax.axvline(cut, color="k", ls=":", lw=1)
+        ax.text(cut, 0.02, " tracking cut-off\n (no window below)", transform=ax.get_xaxis_transform(), fontsize=7)
+    ax.set_xlim(80, 170)
     if log:
         ax.set_yscale("log")
         top = max(float(np.max(result.spectra["total"])), 1e-30)
