@@ -609,12 +609,12 @@ def blur_sum_planes(stacks, kern_v, kern_u, half_v, half_u, nonempty, out):
                             out[s, iv, iu] += wk * tmp[j, iu]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _three_tap(src, dst, a, axis):
     """dst = src convolved with [a, 1 - 2a, a] along ``axis`` (0 = v, 1 = u), zero padding."""
     nv, nu = src.shape
     c = 1.0 - 2.0 * a
-    for iv in prange(nv):
+    for iv in range(nv):
         for iu in range(nu):
             s = c * src[iv, iu]
             if axis == 1:
@@ -642,22 +642,21 @@ def _add_variance(acc, tmp, var_px2, axis):
         acc[:, :] = tmp
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def incremental_blur_sum(stacks, var_v, var_u, out):
     """Depth-dependent blur of distance planes by incremental blurring, summed over planes.
 
-    Plane ``p`` of ``stacks[s]`` must end up blurred by variance ``var_v[p]`` (along v) and
-    ``var_u[p]`` (along u), in px^2, with variances non-decreasing in ``p``. Planes are added
+    Plane ``p`` of ``stacks[s]`` must end up blurred by variance ``var_v[s, p]`` (along v) and
+    ``var_u[s, p]`` (along u), in px^2, with variances non-decreasing in ``p``. Planes are added
     from the largest variance down, and the running sum is blurred by the variance
     difference to the next plane (3-tap passes whose variances add up exactly), so every
     plane receives exactly its own variance (McCarthy-Miller style incremental blurring, as
     in rotation-based SPECT projectors). Empty far planes cost nothing.
     """
     n_s, n_p, nv, nu = stacks.shape
-    acc = np.zeros((nv, nu))
-    tmp = np.zeros((nv, nu))
-    for s in range(n_s):
-        acc[:, :] = 0.0
+    for s in prange(n_s):  # stacks are independent: one per thread
+        acc = np.zeros((nv, nu))
+        tmp = np.zeros((nv, nu))
         started = False
         for p in range(n_p - 1, -1, -1):
             plane = stacks[s, p]
@@ -674,9 +673,9 @@ def incremental_blur_sum(stacks, var_v, var_u, out):
                 started = True
             if started:
                 if p > 0:
-                    _add_variance(acc, tmp, var_v[p] - var_v[p - 1], 0)
-                    _add_variance(acc, tmp, var_u[p] - var_u[p - 1], 1)
+                    _add_variance(acc, tmp, var_v[s, p] - var_v[s, p - 1], 0)
+                    _add_variance(acc, tmp, var_u[s, p] - var_u[s, p - 1], 1)
                 else:
-                    _add_variance(acc, tmp, var_v[0], 0)
-                    _add_variance(acc, tmp, var_u[0], 1)
+                    _add_variance(acc, tmp, var_v[s, 0], 0)
+                    _add_variance(acc, tmp, var_u[s, 0], 1)
         out[s] += acc

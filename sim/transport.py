@@ -437,16 +437,23 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     var_pu = np.maximum.accumulate(np.maximum((pen_sig / du) ** 2, var_u))
 
     def blur(stack_list, with_penetration=False):
-        """Blurred plane sums (geometric core); with penetration also returns the tail part."""
-        stacks = np.ascontiguousarray(np.stack(stack_list))
-        out = np.zeros((stacks.shape[0], nv_pix, nu_pix))
+        """Blurred plane sums (geometric core); with penetration also returns the tail part.
+
+        Geometric and tail stacks go through one parallel call with their own variance schedules.
+        """
+        stacks = np.stack(stack_list)
+        n = stacks.shape[0]
         if not with_penetration or not np.any(pen_f > 0):
-            K.incremental_blur_sum(stacks, var_v, var_u, out)
+            out = np.zeros((n, nv_pix, nu_pix))
+            K.incremental_blur_sum(np.ascontiguousarray(stacks), np.broadcast_to(var_v, (n, nd)).copy(),
+                                   np.broadcast_to(var_u, (n, nd)).copy(), out)
             return (out, np.zeros_like(out)) if with_penetration else out
-        K.incremental_blur_sum(np.ascontiguousarray(stacks * (1.0 - pen_f)[None, :, None, None]), var_v, var_u, out)
-        tail = np.zeros_like(out)
-        K.incremental_blur_sum(np.ascontiguousarray(stacks * pen_f[None, :, None, None]), var_pv, var_pu, tail)
-        return out + tail, tail
+        both = np.concatenate([stacks * (1.0 - pen_f)[None, :, None, None], stacks * pen_f[None, :, None, None]])
+        vv = np.concatenate([np.broadcast_to(var_v, (n, nd)), np.broadcast_to(var_pv, (n, nd))])
+        vu = np.concatenate([np.broadcast_to(var_u, (n, nd)), np.broadcast_to(var_pu, (n, nd))])
+        out = np.zeros((2 * n, nv_pix, nu_pix))
+        K.incremental_blur_sum(np.ascontiguousarray(both), np.ascontiguousarray(vv), np.ascontiguousarray(vu), out)
+        return out[:n] + out[n:], out[n:]
 
     t_kernel = t_blur = t_tau = 0.0
     for j in iterator:
