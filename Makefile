@@ -17,8 +17,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/her2sim demo --out demo_out
 
+# pytest exits 5 when it collects no test: reported and treated as a failure
 test: $(STAMP)
-	NUMBA_CACHE_DIR=$(CURDIR)/.numba_cache $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	NUMBA_CACHE_DIR=$(CURDIR)/.numba_cache $(BIN)/python -m pytest -q -n 2 --dist loadfile; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 bench: $(STAMP)
 	$(BIN)/python bench/mc_validation.py --json
