@@ -576,39 +576,6 @@ def pencil_beam_unscattered(seed, n, start_x, y, z, shape, lower_mm, spacing_mm,
     return survived / n
 
 
-@njit(parallel=True, cache=True)
-def blur_sum_planes(stacks, kern_v, kern_u, half_v, half_u, nonempty, out):
-    """Blur every distance plane with its own separable kernel and sum the planes.
-
-    ``stacks`` (S, P, V, U) -> ``out`` (S, V, U); plane ``p`` uses ``kern_v[p, :2 half_v[p] + 1]``
-    along v and ``kern_u[p, :2 half_u[p] + 1]`` along u (zero padding). Planes with
-    ``nonempty[s, p] == 0`` are skipped.
-    """
-    n_s, n_p, nv, nu = stacks.shape
-    for s in prange(n_s):
-        tmp = np.zeros((nv, nu))
-        for p in range(n_p):
-            if nonempty[s, p] == 0:
-                continue
-            hu = half_u[p]
-            hv = half_v[p]
-            for iv in range(nv):
-                for iu in range(nu):
-                    acc = 0.0
-                    for k in range(-hu, hu + 1):
-                        j = iu + k
-                        if 0 <= j < nu:
-                            acc += kern_u[p, k + hu] * stacks[s, p, iv, j]
-                    tmp[iv, iu] = acc
-            for iv in range(nv):
-                for k in range(-hv, hv + 1):
-                    j = iv + k
-                    if 0 <= j < nv:
-                        wk = kern_v[p, k + hv]
-                        for iu in range(nu):
-                            out[s, iv, iu] += wk * tmp[j, iu]
-
-
 @njit(cache=True)
 def _three_tap(src, dst, a, axis):
     """dst = src convolved with [a, 1 - 2a, a] along ``axis`` (0 = v, 1 = u), zero padding."""
@@ -643,33 +610,40 @@ def _add_variance(acc, tmp, var_px2, axis):
 
 
 @njit(parallel=True, cache=True)
-def incremental_blur_sum(stacks, var_v, var_u, out):
-    """Depth-dependent blur of distance planes by incremental blurring, summed over planes.
+def blur_from_buffer(buf, sel_win, sel_c0, sel_c1, weight, var_v, var_u, out):
+    """Incremental depth-dependent blur straight from the forced-detection buffer.
 
-    Plane ``p`` of ``stacks[s]`` must end up blurred by variance ``var_v[s, p]`` (along v) and
-    ``var_u[s, p]`` (along u), in px^2, with variances non-decreasing in ``p``. Planes are added
-    from the largest variance down, and the running sum is blurred by the variance
-    difference to the next plane (3-tap passes whose variances add up exactly), so every
-    plane receives exactly its own variance (McCarthy-Miller style incremental blurring, as
-    in rotation-based SPECT projectors). Empty far planes cost nothing.
+    Output stack ``s`` is the sum over threads and components ``sel_c0[s] <= c < sel_c1[s]`` of window
+    ``sel_win[s]`` of ``buf[thread, window, component, plane, v, u]``, each plane ``p`` scaled by
+    ``weight[s, p]`` and blurred by variance ``var_v[s, p]`` / ``var_u[s, p]`` (px^2, non-decreasing in
+    ``p``); the result is added to ``out[s]``.
+
+    Incremental blurring: planes are added from the largest variance down and the running sum is
+    blurred by the variance difference to the next plane (3-tap passes whose variances add up
+    exactly), so every plane receives exactly its own variance, as in rotation-based SPECT
+    projectors. Empty far planes cost nothing.
     """
-    n_s, n_p, nv, nu = stacks.shape
-    for s in prange(n_s):  # stacks are independent: one per thread
+    n_th = buf.shape[0]
+    n_p, nv, nu = buf.shape[3], buf.shape[4], buf.shape[5]
+    for s in prange(out.shape[0]):
         acc = np.zeros((nv, nu))
         tmp = np.zeros((nv, nu))
+        wi = sel_win[s]
         started = False
         for p in range(n_p - 1, -1, -1):
-            plane = stacks[s, p]
+            wgt = weight[s, p]
             has = False
-            for iv in range(nv):
-                for iu in range(nu):
-                    if plane[iv, iu] != 0.0:
-                        has = True
-                        break
-                if has:
-                    break
+            if wgt != 0.0:
+                for th in range(n_th):
+                    for c in range(sel_c0[s], sel_c1[s]):
+                        plane = buf[th, wi, c, p]
+                        for iv in range(nv):
+                            for iu in range(nu):
+                                x = plane[iv, iu]
+                                if x != 0.0:
+                                    acc[iv, iu] += wgt * x
+                                    has = True
             if has:
-                acc += plane
                 started = True
             if started:
                 if p > 0:

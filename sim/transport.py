@@ -436,24 +436,30 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
     var_pv = np.maximum.accumulate(np.maximum((pen_sig / dv) ** 2, var_v))
     var_pu = np.maximum.accumulate(np.maximum((pen_sig / du) ** 2, var_u))
 
-    def blur(stack_list, with_penetration=False):
-        """Blurred plane sums (geometric core); with penetration also returns the tail part.
-
-        Geometric and tail stacks go through one parallel call with their own variance schedules.
-        """
-        stacks = np.stack(stack_list)
-        n = stacks.shape[0]
+    def blur(selections, with_penetration=False):
+        """Blurred sums of buffer selections [(window, c0, c1), ...] -> (S, v, u); with penetration the
+        geometric core and the tail go through one parallel call and (total, tail) are returned."""
+        n = len(selections)
+        win = np.array([x[0] for x in selections], np.int64)
+        c0 = np.array([x[1] for x in selections], np.int64)
+        c1 = np.array([x[2] for x in selections], np.int64)
         if not with_penetration or not np.any(pen_f > 0):
             out = np.zeros((n, nv_pix, nu_pix))
-            K.incremental_blur_sum(np.ascontiguousarray(stacks), np.broadcast_to(var_v, (n, nd)).copy(),
-                                   np.broadcast_to(var_u, (n, nd)).copy(), out)
+            K.blur_from_buffer(buf, win, c0, c1, np.ones((n, nd)), var_v2[:n], var_u2[:n], out)
             return (out, np.zeros_like(out)) if with_penetration else out
-        both = np.concatenate([stacks * (1.0 - pen_f)[None, :, None, None], stacks * pen_f[None, :, None, None]])
-        vv = np.concatenate([np.broadcast_to(var_v, (n, nd)), np.broadcast_to(var_pv, (n, nd))])
-        vu = np.concatenate([np.broadcast_to(var_u, (n, nd)), np.broadcast_to(var_pu, (n, nd))])
+        weight = np.concatenate([np.broadcast_to(1.0 - pen_f, (n, nd)), np.broadcast_to(pen_f, (n, nd))])
+        vv = np.concatenate([var_v2[:n], var_pv2[:n]])
+        vu = np.concatenate([var_u2[:n], var_pu2[:n]])
         out = np.zeros((2 * n, nv_pix, nu_pix))
-        K.incremental_blur_sum(np.ascontiguousarray(both), np.ascontiguousarray(vv), np.ascontiguousarray(vu), out)
+        K.blur_from_buffer(buf, np.concatenate([win, win]), np.concatenate([c0, c0]), np.concatenate([c1, c1]),
+                           np.ascontiguousarray(weight), np.ascontiguousarray(vv), np.ascontiguousarray(vu), out)
         return out[:n] + out[n:], out[n:]
+
+    n_max = nwin * ncomp
+    var_v2 = np.ascontiguousarray(np.broadcast_to(var_v, (n_max, nd)))
+    var_u2 = np.ascontiguousarray(np.broadcast_to(var_u, (n_max, nd)))
+    var_pv2 = np.ascontiguousarray(np.broadcast_to(var_pv, (n_max, nd)))
+    var_pu2 = np.ascontiguousarray(np.broadcast_to(var_pu, (n_max, nd)))
 
     t_kernel = t_blur = t_tau = 0.0
     for j in iterator:
@@ -471,7 +477,7 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
         K.forced_detection_view(prim, True, *common, buf, spectrum, SPECTRUM_BIN_KEV)
         t_kernel += time.perf_counter() - ta
         ta = time.perf_counter()
-        out_comp[0, :, j], tail0 = blur([buf[:, wi, 0].sum(axis=0) for wi in range(nwin)], True)
+        out_comp[0, :, j], tail0 = blur([(wi, 0, 1) for wi in range(nwin)], True)
         t_blur += time.perf_counter() - ta
         # batches accumulate into the scatter components; the blurred cumulative sums give each
         # batch's own (blurred) total by difference, since the blur is linear
@@ -482,12 +488,12 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
             K.forced_detection_view(bv, False, *common, buf, spectrum, SPECTRUM_BIN_KEV)
             t_kernel += time.perf_counter() - ta
             ta = time.perf_counter()
-            cum = blur([buf[:, wi, 1:].sum(axis=(0, 1)) for wi in range(nwin)])
+            cum = blur([(wi, 1, ncomp) for wi in range(nwin)])
             batch_tot[b] = cum - prev
             prev = cum
             t_blur += time.perf_counter() - ta
         ta = time.perf_counter()
-        comps, tails = blur([buf[:, wi, c].sum(axis=0) for c in range(1, ncomp) for wi in range(nwin)], True)
+        comps, tails = blur([(wi, c, c + 1) for c in range(1, ncomp) for wi in range(nwin)], True)
         pen_out[:, j] = (tail0 + tails.reshape(ncomp - 1, nwin, nv_pix, nu_pix).sum(axis=0) / settings.batches
                          ) * eff_s[j]
         t_blur += time.perf_counter() - ta
@@ -543,34 +549,6 @@ def _primary_vertices(act: np.ndarray, g, supersample: int) -> np.ndarray:
     out[:, K.V_E] = TC99M.gamma_kev
     out[:, K.V_W] = np.repeat(photons / s ** 3, s ** 3)
     return out
-
-
-def _plane_groups(sig_v: np.ndarray, sig_u: np.ndarray, tolerance: float = 0.02):
-    """Group consecutive planes whose sigmas stay within ``tolerance`` (relative) of the group's first.
-
-    Returns the group start indices (for ``numpy.add.reduceat``) and the group sigmas (v, u), taken
-    at the group's middle plane. Summing before blurring changes a plane's width by < tolerance/2.
-    """
-    starts = [0]
-    for p in range(1, sig_v.size):
-        s0 = starts[-1]
-        if abs(sig_v[p] - sig_v[s0]) > tolerance * sig_v[s0] or abs(sig_u[p] - sig_u[s0]) > tolerance * sig_u[s0]:
-            starts.append(p)
-    starts = np.array(starts)
-    ends = np.append(starts[1:], sig_v.size)
-    mid = (starts + ends - 1) // 2
-    return starts, sig_v[mid], sig_u[mid]
-
-
-def _gaussian_kernels(sigma_px: np.ndarray, truncate: float = 4.0):
-    """Normalised sampled-Gaussian kernels (plane, taps) and their half-widths for sigmas in pixels."""
-    half = np.maximum(1, np.ceil(truncate * sigma_px)).astype(np.int64)
-    kern = np.zeros((sigma_px.size, 2 * int(half.max()) + 1))
-    for p, (sg, h) in enumerate(zip(sigma_px, half)):
-        x = np.arange(-h, h + 1)
-        k = np.exp(-0.5 * (x / max(sg, 1e-6)) ** 2)
-        kern[p, : 2 * h + 1] = k / k.sum()
-    return kern, half
 
 
 def _energy_blur(hist: np.ndarray, e_cent: np.ndarray, camera: Camera) -> np.ndarray:
