@@ -46,8 +46,9 @@ def _print_study_summary(s: dict) -> None:
     print(f"  {'metric':<26}{'Se':>6}{'Sp':>6}{'AUC':>7}  Youden cut-off")
     for name, t in s.get("threshold", {}).items():
         fmt = lambda x: "  n/a" if x is None else f"{x:6.2f}"  # noqa: E731
+        yt = t.get("youden_threshold")
         print(f"  {name:<26}{fmt(t.get('sensitivity'))}{fmt(t.get('specificity'))} {fmt(t.get('auc'))}  "
-              f"{t.get('youden_threshold')}")
+              f"{'n/a' if yt is None else f'{yt:.2f}'}")
     out = s.get("outputs", {})
     print(f"  report: {out.get('report')}\n  lesion table: {out.get('lesions_csv')}")
 
