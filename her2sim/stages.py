@@ -372,19 +372,19 @@ def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None 
         raise ConfigError(f"force = {sorted(unknown)} names no stage; known stages {sorted(keys)}")
     executor = executor or SerialExecutor()
 
-    results, todo = {}, []
+    results, to_run = {}, []
     for s in ordered:
         m = read_manifest(study_dir, s.name)
         if s.name not in force and m is not None and m["key"] == keys[s.name] and _outputs_intact(study_dir, m):
             results[s.name] = StageResult(s.name, "skipped", keys[s.name], 0.0, [o["path"] for o in m["outputs"]])
             LOG.info("stage %s: up to date, skipped", s.name)
         else:
-            todo.append(s)
-    n_tasks = sum(len(s.items) if s.items is not None else 1 for s in todo)
+            to_run.append(s)
+    n_tasks = sum(len(s.items) if s.items is not None else 1 for s in to_run)
     bar = tqdm(total=n_tasks, desc="stages", unit="task", disable=not progress or n_tasks == 0)
 
     by_name = {s.name: s for s in ordered}
-    pending = {s.name: s for s in todo}
+    pending = {s.name: s for s in to_run}
     running: dict = {}     # future -> stage name
     remaining: dict = {}   # stage name -> open futures
     started: dict = {}
