@@ -84,6 +84,47 @@ def nearest_cell(x_mm, y_mm, pitch_mm):
 
 
 @njit(cache=True)
+def _cell_crossing(rx, ry, dx, dy, half_hole, half_cell):
+    """Crossing of a straight line with one hexagonal lattice cell and its hole.
+
+    The line starts at (rx, ry) relative to the cell centre with in-plane direction (dx, dy).
+    Returns (t_exit, exit_k, exit_s, h_in, h_out): the parameter at which the line leaves the
+    cell, through which face pair ``exit_k`` and on which side ``exit_s`` (+1/-1), and the
+    parameter interval [h_in, h_out] it spends inside the hexagonal hole (empty when h_in > h_out).
+    """
+    t_exit = 1e300
+    exit_k = -1
+    exit_s = 0
+    h_in = -1e300
+    h_out = 1e300
+    for k in range(3):
+        r = rx * _NX[k] + ry * _NY[k]
+        d = dx * _NX[k] + dy * _NY[k]
+        if d > 1e-14 or d < -1e-14:
+            if d > 0.0:
+                te = (half_cell - r) / d
+                sg = 1
+            else:
+                te = (-half_cell - r) / d
+                sg = -1
+            if te < t_exit:
+                t_exit = te
+                exit_k = k
+                exit_s = sg
+            a = (-half_hole - r) / d
+            b = (half_hole - r) / d
+            if a > b:
+                a, b = b, a
+            if a > h_in:
+                h_in = a
+            if b < h_out:
+                h_out = b
+        elif r > half_hole or r < -half_hole:
+            h_in = 1e300  # parallel to this face pair and outside the hole: never inside
+    return t_exit, exit_k, exit_s, h_in, h_out
+
+
+@njit(cache=True)
 def lead_depth_mm(x0_mm, y0_mm, dx, dy, length_mm, hole_mm, pitch_mm, max_depth_mm):
     """Depth-length of lead crossed by a straight ray through the hexagonal-hole collimator.
 
@@ -108,35 +149,7 @@ def lead_depth_mm(x0_mm, y0_mm, dx, dy, length_mm, hole_mm, pitch_mm, max_depth_
         cy = pitch_mm * SQRT3_2 * j
         rx = x0_mm - cx
         ry = y0_mm - cy
-        t_exit = 1e300
-        exit_k = -1
-        exit_s = 0
-        h_in = -1e300
-        h_out = 1e300
-        for k in range(3):
-            r = rx * _NX[k] + ry * _NY[k]
-            d = dx * _NX[k] + dy * _NY[k]
-            if d > 1e-14 or d < -1e-14:
-                if d > 0.0:
-                    te = (half_cell - r) / d
-                    s = 1
-                else:
-                    te = (-half_cell - r) / d
-                    s = -1
-                if te < t_exit:
-                    t_exit = te
-                    exit_k = k
-                    exit_s = s
-                a = (-half_hole - r) / d
-                b = (half_hole - r) / d
-                if a > b:
-                    a, b = b, a
-                if a > h_in:
-                    h_in = a
-                if b < h_out:
-                    h_out = b
-            elif r > half_hole or r < -half_hole:
-                h_in = 1e300  # parallel to this face pair and outside the hole: never inside
+        t_exit, exit_k, exit_s, h_in, h_out = _cell_crossing(rx, ry, dx, dy, half_hole, half_cell)
         seg_end = t_exit if t_exit < length_mm else length_mm
         seg = seg_end - t
         if seg > 0.0:
@@ -187,35 +200,7 @@ def march_lead(x0_mm, y0_mm, n0_mm, cu, cv, cn, length_mm, hole_mm, pitch_mm, ta
         cy = pitch_mm * SQRT3_2 * j
         rx = x0_mm - cx
         ry = y0_mm - cy
-        t_exit = 1e300
-        exit_k = -1
-        exit_s = 0
-        h_in = -1e300
-        h_out = 1e300
-        for k in range(3):
-            r = rx * _NX[k] + ry * _NY[k]
-            d = cu * _NX[k] + cv * _NY[k]
-            if d > 1e-14 or d < -1e-14:
-                if d > 0.0:
-                    te = (half_cell - r) / d
-                    sg = 1
-                else:
-                    te = (-half_cell - r) / d
-                    sg = -1
-                if te < t_exit:
-                    t_exit = te
-                    exit_k = k
-                    exit_s = sg
-                a = (-half_hole - r) / d
-                b = (half_hole - r) / d
-                if a > b:
-                    a, b = b, a
-                if a > h_in:
-                    h_in = a
-                if b < h_out:
-                    h_out = b
-            elif r > half_hole or r < -half_hole:
-                h_in = 1e300
+        t_exit, exit_k, exit_s, h_in, h_out = _cell_crossing(rx, ry, cu, cv, half_hole, half_cell)
         seg_end = t_exit if t_exit < s_end else s_end
         if seg_end > s:
             lo = h_in if h_in > s else s
