@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage, optimize, special
 from scipy import integrate
 
-from her2sim.core.errors import ConfigError, DataError, check_int, check_range
+from her2sim.core.errors import ConfigError, DataError, check_int, check_range, check_zyx
 from her2sim.core.grid import Grid
 
 #: FWHM = 2 sqrt(2 ln 2) sigma.
@@ -47,25 +47,11 @@ FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 def _spacing(grid_or_spacing) -> np.ndarray:
     if isinstance(grid_or_spacing, Grid):
         return np.asarray(grid_or_spacing.spacing_mm, dtype=float)
-    sp = np.atleast_1d(np.asarray(grid_or_spacing, dtype=float))
-    if sp.size == 1:
-        sp = np.repeat(sp, 3)
-    if sp.size != 3:
-        raise ConfigError(f"spacing_mm = {tuple(sp)} must be a scalar or 3 values (z, y, x) in mm")
-    for i, s in enumerate(sp):
-        check_range(f"spacing_mm[{i}]", s, 0.0, 1000.0, lo_open=True)
-    return sp
+    return check_zyx("spacing_mm", grid_or_spacing, 0.0, 1000.0, lo_open=True)
 
 
 def _fwhm(fwhm_mm) -> np.ndarray:
-    f = np.atleast_1d(np.asarray(fwhm_mm, dtype=float))
-    if f.size == 1:
-        f = np.repeat(f, 3)
-    if f.size != 3:
-        raise ConfigError(f"fwhm_mm = {tuple(f)} must be a scalar or 3 values (z, y, x) in mm")
-    for i, v in enumerate(f):
-        check_range(f"fwhm_mm[{i}]", v, 0.0, 500.0)
-    return f
+    return check_zyx("fwhm_mm", fwhm_mm, 0.0, 500.0)
 
 
 def sigma_voxels(fwhm_mm, grid_or_spacing) -> tuple:

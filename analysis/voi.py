@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from her2sim.core.errors import ConfigError, DataError, check_int, check_range
+from her2sim.core.errors import ConfigError, DataError, check_int, check_range, check_zyx
 from her2sim.core.grid import Grid
 
 #: PERCIST SUVpeak sphere: 1 cm^3, diameter (6 / pi)^(1/3) cm = 12.41 mm (Wahl 2009).
@@ -107,13 +107,7 @@ def ellipsoid_mask(grid: Grid, center_mm, semi_axes_mm, supersample: int = 5) ->
     c = np.asarray(center_mm, dtype=float).reshape(-1)
     if c.size != 3 or not np.all(np.isfinite(c)):
         raise ConfigError(f"center_mm = {tuple(c)} must be 3 finite values (z, y, x) in mm")
-    ax = np.atleast_1d(np.asarray(semi_axes_mm, dtype=float))
-    if ax.size == 1:
-        ax = np.repeat(ax, 3)
-    if ax.size != 3:
-        raise ConfigError(f"semi_axes_mm = {tuple(ax)} must be a scalar or 3 values (z, y, x) in mm")
-    for i, a in enumerate(ax):
-        check_range(f"semi_axes_mm[{i}]", a, 0.0, 1e5, lo_open=True)
+    ax = check_zyx("semi_axes_mm", semi_axes_mm, 0.0, 1e5, lo_open=True)
     sp = np.asarray(grid.spacing_mm)
     shape = np.asarray(grid.shape)
     ci = grid.world_to_index(c)

@@ -93,3 +93,21 @@ def _range_text(lo, hi, lo_open, hi_open) -> str:
     a = "-inf" if lo is None else _fmt(lo)
     b = "+inf" if hi is None else _fmt(hi)
     return f"{left}{a}, {b}{right}"
+
+
+def check_zyx(field: str, value: Any, lo: float | None = None, hi: float | None = None,
+              *, lo_open: bool = False, error: type[Her2simError] = ConfigError):
+    """A scalar or three values (z, y, x), each checked with :func:`check_range`; returns a float array of 3.
+
+    A scalar is repeated for the three axes (isotropic). Messages name ``field[i]``.
+    """
+    import numpy as np
+
+    v = np.atleast_1d(np.asarray(value, dtype=float)).ravel()
+    if v.size == 1:
+        v = np.repeat(v, 3)
+    if v.size != 3:
+        raise error(f"{field} = {tuple(v)} must be a scalar or 3 values (z, y, x) in mm")
+    for i, x in enumerate(v):
+        check_range(f"{field}[{i}]", x, lo, hi, lo_open=lo_open, error=error)
+    return v
