@@ -55,13 +55,19 @@ def _print_study_summary(s: dict) -> None:
 
 def cmd_run(args) -> int:
     from her2sim.config import load_study, override_study
-    from her2sim.pipeline import run_study
 
     cfg = load_study(args.study)
     if args.set:
         cfg = override_study(cfg, args.set)
     _setup_log(args.log)
-    summary = run_study(cfg, args.out, executor=_executor(args), progress=not (args.quiet or args.json))
+    return _run_and_report(cfg, args.out, _executor(args), args)
+
+
+def _run_and_report(cfg, out, executor, args) -> int:
+    """Run (or resume) a study and print its summary as text or JSON."""
+    from her2sim.pipeline import run_study
+
+    summary = run_study(cfg, out, executor=executor, progress=not (args.quiet or args.json))
     if args.json:
         _print_json(summary)
     else:
@@ -84,16 +90,8 @@ def _setup_log(path) -> None:
 
 def cmd_demo(args) -> int:
     from her2sim.config import load_study, preset_path
-    from her2sim.pipeline import run_study
 
-    cfg = load_study(preset_path("demo"))
-    out = Path(args.out)
-    summary = run_study(cfg, out, executor=None, progress=not (args.quiet or args.json))
-    if args.json:
-        _print_json(summary)
-    else:
-        _print_study_summary(summary)
-    return 0
+    return _run_and_report(load_study(preset_path("demo")), Path(args.out), None, args)
 
 
 def cmd_cohort(args) -> int:
