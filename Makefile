@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench
+.PHONY: demo test venv clean bench peer-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,5 +28,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/recon_peer_config.py --json
 	$(BIN)/python bench/pvc_accuracy.py --json
 
+# optional: PyTomography peer for bench/recon_peer_config.py (separate venv, about 1 min)
+peer-env: .venv-peer/.installed
+.venv-peer/.installed: bench/peer-requirements.txt
+	test -x .venv-peer/bin/python || $(PY) -m venv .venv-peer
+	.venv-peer/bin/python -m pip install -q -r bench/peer-requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) .numba_cache demo_out
+	rm -rf $(VENV) .venv-peer .numba_cache demo_out

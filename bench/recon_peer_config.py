@@ -10,19 +10,31 @@ forward projector, scaled to 5e6 total counts and Poisson-sampled (seeded).
 ``peer_seconds`` = 177 s is the reference time of the peer implementation for this
 configuration (given in the project brief); ``speedup_vs_peer`` = 177 / osem_seconds.
 
+Peer in the same run: when an interpreter with PyTorch + PyTomography is available
+(``make peer-env`` builds ``.venv-peer``; or ``--peer-python PATH``), the same phantom,
+mu map, PSF model and Poisson projections are reconstructed by PyTomography's OSEM
+(``_peer_pytomography.py``) and scored with the same sphere masks: ``peer`` holds its
+``osem_seconds``, ``peak_rss_mib``, ``rc`` and ``background_ratio``;
+``speedup_vs_peer_measured`` and ``rc_max_abs_diff_vs_peer`` compare the two.
+``--no-peer`` skips it (the peer takes about 5 min on 2 cores).
+
 Usage::
 
     python bench/recon_peer_config.py --json
     python bench/recon_peer_config.py --out-dir /tmp/peer       # also writes the .npy inputs
     python bench/recon_peer_config.py --projections proj.npy   # reconstruct given (view, v, u) counts
+    python bench/recon_peer_config.py --json --peer-python .venv-peer/bin/python
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +51,8 @@ RING_RADIUS_MM = 55.0
 TOTAL_COUNTS = 5e6
 MU_WATER_PER_CM = 0.15
 CONTRAST = 4.0
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PEER_PYTHON = REPO / ".venv-peer" / "bin" / "python"
 
 
 def build_phantom(grid: Grid):
@@ -82,7 +96,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=20240614)
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--subsets", type=int, default=10)
+    ap.add_argument("--peer-python", type=Path, default=None,
+                    help=f"interpreter with pytomography (default {DEFAULT_PEER_PYTHON.relative_to(REPO)} if present)")
+    ap.add_argument("--no-peer", action="store_true", help="do not run the PyTomography peer")
     args = ap.parse_args(argv)
+    peer_python = None
+    if not args.no_peer:
+        peer_python = args.peer_python or (DEFAULT_PEER_PYTHON if DEFAULT_PEER_PYTHON.exists() else None)
+        if peer_python is not None and not Path(peer_python).exists():
+            sys.exit(f"--peer-python: {peer_python} does not exist (build it with `make peer-env`)")
 
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     threads = numba.get_num_threads()
@@ -105,11 +127,21 @@ def main(argv=None) -> dict:
     else:
         rng = np.random.default_rng(args.seed)
         counts = rng.poisson(expected * scale).astype(np.float64)
-    if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        np.save(args.out_dir / "phantom_activity_zyx.npy", act.astype(np.float32))
-        np.save(args.out_dir / "mu_map_per_cm_zyx.npy", mu.astype(np.float32))
-        np.save(args.out_dir / "projections_view_v_u.npy", counts.astype(np.float32))
+    tmp = None
+    out_dir = args.out_dir
+    if out_dir is None and peer_python is not None:
+        tmp = tempfile.TemporaryDirectory(prefix="her2sim_peer_")
+        out_dir = Path(tmp.name)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.save(out_dir / "phantom_activity_zyx.npy", act.astype(np.float32))
+        np.save(out_dir / "mu_map_per_cm_zyx.npy", mu.astype(np.float32))
+        np.save(out_dir / "projections_view_v_u.npy", counts.astype(np.float32))
+        (out_dir / "geometry.json").write_text(json.dumps({
+            "voxel_mm": grid.spacing_mm[0], "angles_deg": [float(a) for a in geo.angles_deg],
+            "radii_mm": [float(r) for r in geo.radii_mm], "pixel_mm": [float(p) for p in geo.pixel_mm],
+            "sigma_model_mm": [float(v) for v in system.camera.sigma_model_mm(system.energy_kev)],
+            "axes": "images (z, y, x), projections (view, v, u), her2sim LPS conventions"}, indent=1))
 
     t0 = time.perf_counter()
     system = SpectSystemMatrix(grid, geo, mu, psf=True)
@@ -134,6 +166,14 @@ def main(argv=None) -> dict:
 
     img = rec / scale  # same units as the phantom (background 1)
     rc = {k: float(img[m].mean() / CONTRAST) for k, m in masks.items()}
+    peer = None
+    if peer_python is not None:
+        peer = run_peer(peer_python, out_dir, args)
+        peer_img = np.load(out_dir / "peer_recon_zyx.npy").astype(np.float64) / scale
+        peer["rc"] = {k: round(float(peer_img[m].mean() / CONTRAST), 4) for k, m in masks.items()}
+        peer["background_ratio"] = round(float(peer_img[bkg].mean()), 4)
+    if tmp is not None:
+        tmp.cleanup()
     result = {
         "osem_seconds": round(osem_s, 3),
         "forward_projection_seconds": round(fwd_s, 3),
@@ -149,7 +189,11 @@ def main(argv=None) -> dict:
         "total_counts": float(counts.sum()),
         "iterations": args.iterations,
         "subsets": args.subsets,
+        "peer": peer,
     }
+    if peer is not None:
+        result["speedup_vs_peer_measured"] = round(peer["osem_seconds"] / osem_s, 2)
+        result["rc_max_abs_diff_vs_peer"] = round(max(abs(rc[k] - peer["rc"][k]) for k in rc), 4)
     if args.json:
         print(json.dumps(result))
     else:
@@ -158,7 +202,27 @@ def main(argv=None) -> dict:
               f"one forward pass {fwd_s:.2f} s, peak RSS {result['peak_rss_mib']} MiB")
         print("  RC (mean/true): " + ", ".join(f"{k} mm {v:.3f}" for k, v in rc.items())
               + f"; background ratio {result['background_ratio']:.3f}")
+        if peer is not None:
+            print(f"peer {peer['name']} {peer['version']} (torch {peer['torch_version']}, {peer['threads']} threads) "
+                  f"on the same projections: osem {peer['osem_seconds']:.1f} s "
+                  f"(her2sim {result['speedup_vs_peer_measured']:.1f}x faster), peak RSS {peer['peak_rss_mib']} MiB")
+            print("  RC (mean/true): " + ", ".join(f"{k} mm {v:.3f}" for k, v in peer["rc"].items())
+                  + f"; background ratio {peer['background_ratio']:.3f}; "
+                  f"largest |RC difference| {result['rc_max_abs_diff_vs_peer']:.3f}")
     return result
+
+
+def run_peer(peer_python: Path, data_dir: Path, args) -> dict:
+    """Run ``_peer_pytomography.py`` under ``peer_python`` on ``data_dir``; its JSON as a dict."""
+    script = Path(__file__).resolve().parent / "_peer_pytomography.py"
+    cmd = [str(peer_python), str(script), str(data_dir), "--iterations", str(args.iterations),
+           "--subsets", str(args.subsets), "--threads", str(args.threads)]
+    print(f"running the PyTomography peer ({' '.join(cmd)}) ...", file=sys.stderr)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"peer failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
