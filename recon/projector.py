@@ -104,9 +104,11 @@ class SpectSystemMatrix:
         thread); ``None`` keeps the current ``numba.get_num_threads()``.
     support : numpy.ndarray, str or None
         Boolean (z, y, x) mask of where activity may be. Only its transaxial footprint
-        (union over slices, plus one voxel) and its slice range are used: samples whose
-        bilinear neighbourhood misses the footprint are skipped in both directions, so
-        voxels far outside it are neither projected nor reconstructed (it only saves time).
+        (union over slices, plus one voxel) and its slice range are used. The operator is
+        A diag(support): voxels outside it are zero in both directions (the footprint's
+        edge voxels would otherwise be reached by only the samples on the footprint side,
+        which shifts them inwards and let air beside the body soak up edge activity), and
+        samples whose bilinear neighbourhood misses the footprint are skipped (speed).
         ``"auto"`` (default): ``mu > 0`` when a mu map is given, else the whole grid;
         ``None``: the whole grid.
     psf_variance_step_px2 : float
@@ -192,6 +194,7 @@ class SpectSystemMatrix:
         if mask is None or not mask.any():
             self._supp2d = np.ones(shape[1:], dtype=np.bool_)
             self._zrange = (0, shape[0])
+            self._masked = False
             return
         foot = mask.any(axis=0)
         grown = foot.copy()  # one-voxel margin in x and y
@@ -201,6 +204,7 @@ class SpectSystemMatrix:
         grown[:, :-1] |= foot[:, 1:]
         zs = np.flatnonzero(mask.any(axis=(1, 2)))
         self._supp2d = np.ascontiguousarray(grown)
+        self._masked = not bool(grown.all())
         self._zrange = (max(int(zs[0]) - 1, 0), min(int(zs[-1]) + 2, shape[0]))
 
     def _setup_lattice(self) -> None:
@@ -294,6 +298,8 @@ class SpectSystemMatrix:
         """
         self.grid.check_array("image", image)
         x = np.ascontiguousarray(np.asarray(image, dtype=np.float64).transpose(1, 2, 0))
+        if self._masked:
+            x *= self._supp2d[:, :, None]  # voxels outside the support are not part of the model
         v = self._views(views)
         nv, nu = self.geometry.shape_vu
         out = np.zeros((v.size, nu, nv))
@@ -313,6 +319,8 @@ class SpectSystemMatrix:
         total = outs[0]
         for o in outs[1:]:
             total += o
+        if self._masked:
+            total *= self._supp2d[:, :, None]
         return np.ascontiguousarray(total.transpose(2, 0, 1))
 
     def sensitivity(self, views=None, weights=None) -> np.ndarray:
