@@ -35,7 +35,7 @@ from her2sim.core.hdf5io import to_json
 from her2sim.stages import Stage, StageTask, run_stages, write_text_atomic
 
 #: bump when a stage's function changes what it writes (part of every stage key)
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: exact recon support (recon outputs change)
 #: histories of the pilot run used to size a run for ``monte_carlo.target_relative_noise``
 PILOT_HISTORIES = 100_000
 MAX_HISTORIES = 100_000_000
