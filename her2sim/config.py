@@ -10,7 +10,7 @@ A study file has one table per section::
     [protocol]     optional shortcut for [camera.protocol]
     [calibration]  phantom, activity_mbq                          (counts -> Bq/mL calibration scan)
     [monte_carlo]  mode, photons | target_relative_noise, seed, threads, noise_realisations
-    [recon]        iterations, subsets, psf, scatter, attenuation, post_filter_fwhm_mm
+    [recon]        iterations, subsets, psf, scatter, scatter_histories, attenuation, mu_map, post_filter_fwhm_mm
     [analysis]     threshold, metrics, pvc_methods, psf_fwhm_mm, bootstrap, rose_k
     [output]       dicom, report, figures
 
@@ -48,7 +48,8 @@ from her2sim.core.grid import Grid
 PHANTOM_PRESETS = ("demo", "torso", "iec", "cylinder", "point")
 CALIBRATION_PHANTOMS = ("iec", "cylinder", "point", "none")
 MC_MODES = ("fast", "explicit")
-SCATTER_METHODS = ("none", "dew", "tew")
+SCATTER_METHODS = ("none", "dew", "tew", "mc")
+MU_MAP_SOURCES = ("ct", "materials")
 PVC_METHODS = ("none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc")
 #: Per-lesion metrics the analysis can report.
 ANALYSIS_METRICS = ("suvmax", "suvmean", "suvpeak", "sul", "tbr", "recovery", "cnr")
@@ -342,9 +343,17 @@ class ReconSection:
     psf : bool
         Model the distance-dependent collimator-detector response.
     scatter : str
-        ``"none"``, ``"dew"`` (needs a window named ``scatter``) or ``"tew"`` (needs ``tew_lower``/``tew_upper``).
+        ``"none"``, ``"dew"`` (needs a window named ``scatter``), ``"tew"`` (needs ``tew_lower``/``tew_upper``)
+        or ``"mc"``: Monte Carlo scatter correction (:mod:`her2sim.mc_scatter`: a first DEW, or uncorrected
+        when there is no ``scatter`` window, reconstruction is simulated through the CT; needs ``phantom.ct``).
+    scatter_histories : int
+        Histories of each Monte Carlo scatter estimate (``scatter = "mc"``).
     attenuation : bool
         CT-based attenuation correction (needs ``phantom.ct``).
+    mu_map : str
+        ``"ct"``: the scanner's bilinear HU -> mu map (Bai 2003, GE CT540 at 120 kVp) applied to the
+        phantom's CT, as a clinic would; ``"materials"``: the ideal map from the phantom's own materials
+        and densities (isolates the attenuation-map error).
     post_filter_fwhm_mm : float
         Gaussian post-filter FWHM (mm), 0 = none.
     """
@@ -353,7 +362,9 @@ class ReconSection:
     subsets: int = 10
     psf: bool = True
     scatter: str = "dew"
+    scatter_histories: int = 100_000
     attenuation: bool = True
+    mu_map: str = "ct"
     post_filter_fwhm_mm: float = 0.0
 
 
@@ -407,7 +418,8 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
                         "seed": v_int(0, 2**63 - 1), "threads": v_int(0, 1024),
                         "noise_realisations": v_int(1, 100_000)},
     ReconSection: {"iterations": v_int(1, 1000), "subsets": v_int(1, 1024), "psf": v_bool,
-                   "scatter": v_choice(SCATTER_METHODS), "attenuation": v_bool,
+                   "scatter": v_choice(SCATTER_METHODS), "scatter_histories": v_int(1000, 10**9),
+                   "attenuation": v_bool, "mu_map": v_choice(MU_MAP_SOURCES),
                    "post_filter_fwhm_mm": v_float(0.0, 100.0)},
     AnalysisSection: {"threshold": v_float(0.0, 100.0, lo_open=True), "metrics": v_choice_list(ANALYSIS_METRICS),
                       "pvc_methods": v_choice_list(PVC_METHODS), "psf_fwhm_mm": v_float(0.0, 100.0, lo_open=True),
@@ -583,6 +595,9 @@ class StudyConfig:
         if self.recon.scatter == "tew" and not {"tew_lower", "tew_upper"} <= set(names):
             raise ConfigError(f"recon.scatter = 'tew' needs windows 'tew_lower' and 'tew_upper' in camera.windows "
                               f"(got {names}); add them or choose 'dew'/'none'")
+        if self.recon.scatter == "mc" and not self.phantom.ct:
+            raise ConfigError("recon.scatter = 'mc' simulates scatter through the CT but phantom.ct = false; "
+                              "set phantom.ct = true or choose recon.scatter = 'dew'/'tew'/'none'")
         if self.recon.attenuation and not self.phantom.ct:
             raise ConfigError("recon.attenuation = true needs a CT but phantom.ct = false; "
                               "set phantom.ct = true or recon.attenuation = false")

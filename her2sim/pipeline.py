@@ -94,7 +94,8 @@ def _recon_grid(params, phantom_grid: Grid) -> Grid:
     return grid_for_geometry(geo)
 
 
-def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_bq=None, progress=False) -> Image:
+def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_bq=None, progress=False,
+                 phantom: Phantom | None = None, seed: int = 0) -> Image:
     from her2sim.recon import reconstruct
     r = params["recon"]
     cam = _camera(params)
@@ -102,15 +103,48 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
     names = [w.name for w in projections.windows]
     if scatter == "dew" and "scatter" not in names:
         scatter = "none"
-    return reconstruct(projections, mu_map if r["attenuation"] else None, grid, cam, iterations=r["iterations"],
-                       subsets=r["subsets"], psf=r["psf"], scatter=scatter,
-                       post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
-                       attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
+    kwargs = dict(iterations=r["iterations"], subsets=r["subsets"], psf=r["psf"],
+                  post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
+                  attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
+    mu = mu_map if r["attenuation"] else None
+    if scatter == "mc":
+        from her2sim.mc_scatter import reconstruct_with_mc_scatter
+        if phantom is None:
+            raise ConfigError("recon.scatter = 'mc' needs the phantom's CT for the scatter simulation")
+        return reconstruct_with_mc_scatter(projections, mu, grid, cam, phantom.ct_hu, phantom.grid,
+                                           first_scatter="dew" if "scatter" in names else "none",
+                                           n_histories=r.get("scatter_histories", 100_000), seed=seed, **kwargs)
+    return reconstruct(projections, mu, grid, cam, scatter=scatter, **kwargs)
 
 
-def _mu_map(phantom: Phantom, grid: Grid):
+def _mu_map(phantom: Phantom, grid: Grid, params=None):
+    """Attenuation map (1/cm at 140.5 keV) on the recon grid.
+
+    ``recon.mu_map = "ct"`` (default): the scanner's bilinear HU -> mu map applied to the CT, as a clinic
+    would; ``"materials"``: the ideal map, mu of the phantom's own materials and densities (what the Monte
+    Carlo transports), to separate attenuation-map error from the other errors of a study.
+    """
+    if params is not None and params["recon"].get("mu_map", "ct") == "materials":
+        return mu_map_from_materials(phantom, grid)
     from her2sim.recon.attenuation import mu_map_from_ct
     return mu_map_from_ct(phantom.ct_hu, phantom.grid, grid)
+
+
+def mu_map_from_materials(phantom: Phantom, grid: Grid, energy_kev: float | None = None) -> np.ndarray:
+    """mu (1/cm) of the phantom's materials x densities at ``energy_kev`` (99mTc line), resampled to ``grid``.
+
+    Cross-sections are the Monte Carlo's own (xraydb, :func:`her2sim.sim.xsections.mass_attenuation_cm2_g`).
+    """
+    from her2sim.core.grid import resample
+    from her2sim.core.radionuclide import TC99M
+    from her2sim.sim.xsections import mass_attenuation_cm2_g
+
+    e = TC99M.gamma_kev if energy_kev is None else float(energy_kev)
+    mu_rho = np.zeros(256)
+    for i, name in enumerate(phantom.material_names):
+        mu_rho[i] = mass_attenuation_cm2_g(name, e)
+    mu = mu_rho[phantom.material_ids.astype(np.intp)] * phantom.density_g_cm3.astype(np.float64)
+    return np.maximum(resample(mu, phantom.grid, grid, order=1, cval=0.0), 0.0)
 
 
 # ------------------------------------------------------------------------------------------ stages
@@ -139,7 +173,7 @@ def stage_calibration(task: StageTask) -> None:
     proj.meta["scan_start_s"] = 0.0
     proj.save(out / "expected.h5")
     rgrid = _recon_grid(p, grid)
-    img = _reconstruct(proj, _mu_map(ph, rgrid), rgrid, p)
+    img = _reconstruct(proj, _mu_map(ph, rgrid, p), rgrid, p, phantom=ph, seed=_seed(p["seed"], 0, 4))
     tpv = cam.protocol.time_per_view_s
     duration = tpv * proj.geometry.n_views / 2
     cps = sensitivity_cps_per_bq(img, act_bq, tpv, 0.0, duration)
@@ -241,13 +275,14 @@ def stage_recon(task: StageTask) -> None:
     pdir = Path(task.study_dir) / "patients" / p["patient_id"]
     ph = Phantom.load(pdir / "phantom.h5")
     grid = _recon_grid(p, ph.grid)
-    mu = _mu_map(ph, grid)
+    mu = _mu_map(ph, grid, p)
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
     for t_h in ph.time_points_h:
         tdir = pdir / _time_tag(t_h)
         for k in range(p["monte_carlo"]["noise_realisations"]):
             proj = Projections.load(tdir / f"noisy_r{k}.h5")
-            img = _reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"])
+            img = _reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"], phantom=ph,
+                               seed=_seed(p["seed"], p["index"], 4, int(round(t_h * 3600)), k))
             img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
                              "height_cm": ph.meta.get("height_cm"), "scan_start_s": t_h * 3600.0,
                              "patient_id": p["patient_id"], "time_h": t_h, "realisation": k})
@@ -547,8 +582,9 @@ def build_stages(cfg: StudyConfig) -> list:
                               "calibration_histories": max(10_000, (histories or PILOT_HISTORIES) // 4),
                               "noise_realisations": mc.noise_realisations, "threads": mc.threads},
               "recon": {"iterations": cfg.recon.iterations, "subsets": cfg.recon.subsets, "psf": cfg.recon.psf,
-                        "scatter": cfg.recon.scatter, "attenuation": cfg.recon.attenuation,
-                        "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm}}
+                        "scatter": cfg.recon.scatter, "scatter_histories": cfg.recon.scatter_histories,
+                        "mu_map": cfg.recon.mu_map,
+                        "attenuation": cfg.recon.attenuation, "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm}}
     analysis = {"threshold": cfg.analysis.threshold, "metrics": list(cfg.analysis.metrics),
                 "pvc_methods": list(cfg.analysis.pvc_methods), "psf_fwhm_mm": cfg.analysis.psf_fwhm_mm,
                 "bootstrap": cfg.analysis.bootstrap, "rose_k": cfg.analysis.rose_k}
@@ -574,7 +610,8 @@ def build_stages(cfg: StudyConfig) -> list:
                             stage_simulate, [f"patients/{pid}/{_time_tag(t)}/expected.h5"
                                              for t in cfg.tracer.time_points_h]))
         stages.append(Stage(f"recon_{pid}", [f"simulate_{pid}", "calibration"],
-                            {k: pp[k] for k in ("version", "camera", "grid", "recon", "monte_carlo", "patient_id")},
+                            {k: pp[k] for k in ("version", "seed", "index", "camera", "grid", "recon", "monte_carlo",
+                                                "patient_id")},
                             stage_recon, [f"patients/{pid}/{_time_tag(t)}/recon_r0.h5" for t in cfg.tracer.time_points_h]))
         stages.append(Stage(f"quantify_{pid}", [f"recon_{pid}", "calibration"],
                             {"version": PIPELINE_VERSION, "grid": common["grid"], "analysis": analysis,

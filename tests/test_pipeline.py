@@ -55,6 +55,23 @@ def test_changed_recon_setting_invalidates_exactly_downstream(finished, tmp_path
     assert ran == {"calibration", "recon_P001", "quantify_P001", "statistics", "report"}
 
 
+def test_mc_scatter_reruns_calibration_and_recon_and_lowers_the_calibration(finished, tmp_path):
+    """recon.scatter = "mc" reruns exactly the stages that reconstruct; the images say how they were
+    corrected, and removing the scatter DEW leaves lowers the reconstructed calibration (cps/MBq)."""
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    s = run_study(override_study(load_study(STUDY), ["recon.scatter=mc", "recon.scatter_histories=20000"]), out,
+                  progress=False)
+    ran = {k for k, v in s["stage_status"].items() if v == "ran"}
+    assert ran == {"calibration", "recon_P001", "quantify_P001", "statistics", "report"}
+    from her2sim.core.containers import Image
+    meta = Image.load(out / "patients" / "P001" / "t1h" / "recon_r0.h5").meta
+    assert meta.get("scatter") == "mc" and meta.get("scatter_first") == "dew"
+    dew = json.loads((finished[0] / "calibration" / "calibration.json").read_text())["sensitivity_cps_per_mbq"]
+    mc = json.loads((out / "calibration" / "calibration.json").read_text())["sensitivity_cps_per_mbq"]
+    assert mc < dew
+
+
 def _arrays(path):
     with h5py.File(path, "r") as f:
         return {k: f["arrays"][k][()] for k in f["arrays"]}
@@ -98,3 +115,24 @@ def test_sigkill_then_resume(tmp_path, finished, victim, before):
         a, b = _arrays(out / rel), _arrays(study / rel)
         for k in a:
             assert np.array_equal(a[k], b[k]), (rel, k)
+
+
+def test_ideal_mu_map_from_materials_matches_xcom_and_exposes_the_bilinear_lung_bias():
+    """recon.mu_map = "materials": water at 140.5 keV is 0.1538 1/cm (NIST XCOM, physics.md) in the IEC
+    background; in the lung insert (ICRU lung, 0.26 g/cm^3 -> 0.040 1/cm) the clinical bilinear map of the
+    CT (-750 HU -> 0.029 1/cm with the GE CT540 slope) is > 20 % lower, which is why the option exists."""
+    from her2sim.core.grid import Grid
+    from her2sim.core.materials import MATERIAL_IDS
+    from her2sim.phantoms import iec_body_phantom
+    from her2sim.pipeline import _mu_map
+
+    g = Grid.centered((16, 48, 48), 6.0)
+    ph = iec_body_phantom(g)
+    ideal = _mu_map(ph, g, {"recon": {"mu_map": "materials"}})
+    ct = _mu_map(ph, g, {"recon": {"mu_map": "ct"}})
+    water = ph.material_ids == MATERIAL_IDS["water"]
+    lung = ph.material_ids == MATERIAL_IDS["lung"]
+    interior_water = water & (np.abs(np.gradient(ph.material_ids.astype(float), axis=2)) == 0)
+    assert np.median(ideal[interior_water]) == pytest.approx(0.1538, abs=0.001)
+    assert np.median(ideal[lung]) == pytest.approx(0.040, abs=0.003)
+    assert np.median(ct[lung]) < 0.8 * np.median(ideal[lung])

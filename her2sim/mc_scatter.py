@@ -1,0 +1,168 @@
+"""Monte Carlo scatter correction: the scatter of the current estimate, simulated through the CT.
+
+Window-based estimates (DEW, TEW) only see the counts of neighbouring energy windows and
+under-correct the photopeak scatter of 99mTc (point in water: total activity 1.22x with DEW,
+``tests/test_recon_mc.py``). Model-based scatter correction simulates instead: the first
+reconstruction is taken as the activity, the patient's CT as the attenuating medium, and a
+Monte Carlo of that object through the same camera gives the photopeak scatter, which enters
+the next OSEM as the additive term of the forward model (the approach of SIMIND/
+PyTomography's Monte Carlo-hybrid system matrix and of vendor MC scatter corrections such as
+Siemens xSPECT; Dewaraja et al., J Nucl Med 53:1310, 2012, MIRD 23 section on scatter).
+
+The simulated photopeak is scaled so that its total equals the measured photopeak total, so
+the estimate needs no calibration and does not depend on decay correction of the image.
+This module is part of the front door because it uses both ``her2sim.sim`` (the transport)
+and ``her2sim.recon`` (OSEM).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from her2sim.core.containers import Image, Phantom, Projections
+from her2sim.core.errors import DataError, check_int
+from her2sim.core.grid import Grid, resample
+from her2sim.core.hu import hu_to_material_density
+from her2sim.core.materials import MATERIAL_NAMES
+
+#: MC components that are scatter (``her2sim.sim.transport.COMPONENTS`` minus the primary)
+SCATTER_COMPONENTS = ("scatter1", "scatter2", "scatter3plus")
+
+
+def scatter_phantom(activity_bq_per_ml: np.ndarray, grid: Grid, ct_hu: np.ndarray, ct_grid: Grid) -> Phantom:
+    """The object of the scatter simulation: the activity estimate in the patient's CT.
+
+    Parameters
+    ----------
+    activity_bq_per_ml : numpy.ndarray
+        (z, y, x) activity estimate on ``grid`` (any unit proportional to Bq/mL; negative
+        values are clipped to 0).
+    grid : Grid
+        Grid of the estimate (the reconstruction grid).
+    ct_hu : numpy.ndarray
+        CT (HU) on ``ct_grid``, resampled trilinearly onto ``grid`` (air outside it).
+    ct_grid : Grid
+
+    Returns
+    -------
+    Phantom
+        One time frame; materials and densities from :func:`her2sim.core.hu.hu_to_material_density`.
+    """
+    grid.check_array("activity_bq_per_ml", activity_bq_per_ml)
+    ct_grid.check_array("ct_hu", ct_hu)
+    act = np.asarray(activity_bq_per_ml, dtype=np.float64)
+    if not np.all(np.isfinite(act)):
+        raise DataError("activity_bq_per_ml contains NaN or infinite values")
+    act = np.clip(act, 0.0, None).astype(np.float32)
+    if not act.any():
+        raise DataError("activity_bq_per_ml is zero everywhere: there is nothing to simulate scatter from")
+    hu = resample(np.asarray(ct_hu, dtype=np.float64), ct_grid, grid, order=1, cval=-1000.0).astype(np.float32)
+    ids, rho = hu_to_material_density(hu)
+    return Phantom(grid, act[None], (0.0,), hu, np.zeros(grid.shape, np.uint8), ids, rho,
+                   label_names={0: "body"}, material_names=list(MATERIAL_NAMES),
+                   meta={"source": "her2sim.mc_scatter: activity estimate for the scatter simulation"})
+
+
+def monte_carlo_scatter(projections: Projections, activity_bq_per_ml: np.ndarray, grid: Grid, ct_hu: np.ndarray,
+                        ct_grid: Grid, camera, n_histories: int = 100_000, seed: int = 0,
+                        window: str = "photopeak", n_threads: int | None = None) -> np.ndarray:
+    """Expected photopeak scatter counts (view, v, u) of ``projections`` by Monte Carlo.
+
+    Parameters
+    ----------
+    projections : Projections
+        Measured (or simulated) counts; their geometry (orbit, contour radii) is simulated.
+    activity_bq_per_ml, grid : numpy.ndarray, Grid
+        Current activity estimate (z, y, x), e.g. a first OSEM reconstruction.
+    ct_hu, ct_grid : numpy.ndarray, Grid
+        Patient CT (HU) and its grid.
+    camera : her2sim.sim.camera.Camera
+        Camera and windows of the acquisition.
+    n_histories : int
+        Photon histories per view-independent emission batch of the fast-mode Monte Carlo
+        (forced detection makes the scatter estimate smooth with 1e5).
+    seed : int
+        Seed of the simulation (same seed, same estimate).
+    window : str
+        Window whose scatter is estimated (must be in both ``projections`` and ``camera``).
+    n_threads : int
+        Threads of the transport (None = all).
+
+    Returns
+    -------
+    numpy.ndarray
+        (view, v, u) float64 expected scatter counts, scaled so that the simulated window total
+        equals the measured one.
+    """
+    from her2sim.sim.transport import MonteCarloSettings, simulate_projections
+
+    n_histories = check_int("n_histories", n_histories, 1000, 10**10)
+    names = [w.name for w in projections.windows]
+    if window not in names:
+        raise DataError(f"window = {window!r} is not among the projection windows {names}")
+    measured = np.asarray(projections.counts[names.index(window)], dtype=np.float64)
+    if measured.sum() <= 0:
+        raise DataError(f"the {window!r} window of the projections has no counts")
+    ph = scatter_phantom(activity_bq_per_ml, grid, ct_hu, ct_grid)
+    res = simulate_projections(ph, camera, MonteCarloSettings(n_histories=n_histories, seed=seed, threads=n_threads),
+                               geometry=projections.geometry)
+    sim = res.projections
+    sim_names = [w.name for w in sim.windows]
+    if window not in sim_names:
+        raise DataError(f"window = {window!r} is not among the camera windows {sim_names}")
+    k = sim_names.index(window)
+    total = np.asarray(sim.counts[k], dtype=np.float64)
+    if total.shape != measured.shape:
+        raise DataError(f"simulated projections {total.shape} do not match the measured {measured.shape} "
+                        "(view, v, u): the camera protocol differs from the acquisition")
+    scatter = sum(np.asarray(sim.components[c][k], dtype=np.float64) for c in SCATTER_COMPONENTS)
+    return scatter * (measured.sum() / total.sum())
+
+
+def reconstruct_with_mc_scatter(projections: Projections, mu_map_per_cm, grid: Grid, camera, ct_hu: np.ndarray,
+                                ct_grid: Grid, first_scatter: str = "dew", updates: int = 1,
+                                n_histories: int = 100_000, seed: int = 0, **recon_kwargs) -> Image:
+    """OSEM with Monte Carlo scatter correction.
+
+    A first reconstruction (``first_scatter``: ``"dew"``, ``"tew"`` or ``"none"``) is the
+    activity estimate; :func:`monte_carlo_scatter` simulates its photopeak scatter, and OSEM is
+    rerun from scratch with that additive term. ``updates`` > 1 repeats the estimate on the
+    newest image.
+
+    Parameters
+    ----------
+    projections, mu_map_per_cm, grid, camera
+        As :func:`her2sim.recon.reconstruct`.
+    ct_hu, ct_grid : numpy.ndarray, Grid
+        Patient CT for the scatter simulation.
+    first_scatter : str
+        Scatter model of the first reconstruction.
+    updates : int
+        Number of scatter estimates (1-5).
+    n_histories, seed
+        Monte Carlo histories per estimate and seed (estimate i uses ``seed + i``).
+    **recon_kwargs
+        Passed to :func:`her2sim.recon.reconstruct` (iterations, subsets, psf, calibration...).
+
+    Returns
+    -------
+    Image
+        The reconstruction with the last scatter estimate; ``meta["scatter"] = "mc"``.
+    """
+    from her2sim.recon import reconstruct
+
+    updates = check_int("updates", updates, 1, 5)
+    recon_kwargs = dict(recon_kwargs)
+    recon_kwargs.pop("scatter", None)
+    img = reconstruct(projections, mu_map_per_cm, grid, camera, scatter=first_scatter, **recon_kwargs)
+    for i in range(updates):
+        s = monte_carlo_scatter(projections, img.array, grid, ct_hu, ct_grid, camera, n_histories=n_histories,
+                                seed=seed + i, window=recon_kwargs.get("window") or "photopeak")
+        img = reconstruct(projections, mu_map_per_cm, grid, camera, scatter=s, **recon_kwargs)
+    img.meta["scatter"] = "mc"
+    img.meta["scatter_first"] = first_scatter
+    img.meta["scatter_updates"] = updates
+    img.meta["scatter_histories"] = n_histories
+    return img
+
+
+__all__ = ["scatter_phantom", "monte_carlo_scatter", "reconstruct_with_mc_scatter", "SCATTER_COMPONENTS"]
