@@ -347,7 +347,8 @@ class ReconSection:
         or ``"mc"``: Monte Carlo scatter correction (:mod:`her2sim.mc_scatter`: a first DEW, or uncorrected
         when there is no ``scatter`` window, reconstruction is simulated through the CT; needs ``phantom.ct``).
     scatter_histories : int
-        Histories of each Monte Carlo scatter estimate (``scatter = "mc"``).
+        Histories of each Monte Carlo scatter estimate (``scatter = "mc"``); its per-pixel noise on
+        the demo patient is 12 % at 1e5 and 5.6 % at 4e5 (:func:`her2sim.mc_scatter.monte_carlo_scatter`).
     attenuation : bool
         CT-based attenuation correction (needs ``phantom.ct``).
     mu_map : str
@@ -362,7 +363,7 @@ class ReconSection:
     subsets: int = 10
     psf: bool = True
     scatter: str = "dew"
-    scatter_histories: int = 100_000
+    scatter_histories: int = 400_000
     attenuation: bool = True
     mu_map: str = "ct"
     post_filter_fwhm_mm: float = 0.0

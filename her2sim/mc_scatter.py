@@ -17,9 +17,10 @@ and ``her2sim.recon`` (OSEM).
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from her2sim.core.containers import Image, Phantom, Projections
-from her2sim.core.errors import DataError, check_int
+from her2sim.core.errors import DataError, check_int, check_range
 from her2sim.core.grid import Grid, resample
 from her2sim.core.hu import hu_to_material_density
 from her2sim.core.materials import MATERIAL_NAMES
@@ -35,7 +36,7 @@ def scatter_phantom(activity_bq_per_ml: np.ndarray, grid: Grid, ct_hu: np.ndarra
     ----------
     activity_bq_per_ml : numpy.ndarray
         (z, y, x) activity estimate on ``grid`` (any unit proportional to Bq/mL; negative
-        values are clipped to 0).
+        values and values outside the body, density < 0.01 g/cm^3, are set to 0).
     grid : Grid
         Grid of the estimate (the reconstruction grid).
     ct_hu : numpy.ndarray
@@ -52,11 +53,13 @@ def scatter_phantom(activity_bq_per_ml: np.ndarray, grid: Grid, ct_hu: np.ndarra
     act = np.asarray(activity_bq_per_ml, dtype=np.float64)
     if not np.all(np.isfinite(act)):
         raise DataError("activity_bq_per_ml contains NaN or infinite values")
-    act = np.clip(act, 0.0, None).astype(np.float32)
-    if not act.any():
-        raise DataError("activity_bq_per_ml is zero everywhere: there is nothing to simulate scatter from")
     hu = resample(np.asarray(ct_hu, dtype=np.float64), ct_grid, grid, order=1, cval=-1000.0).astype(np.float32)
     ids, rho = hu_to_material_density(hu)
+    # activity only inside the body: reconstructed counts in the air around it are not a source
+    act = np.where(rho >= 0.01, np.clip(act, 0.0, None), 0.0).astype(np.float32)
+    if not act.any():
+        raise DataError("activity_bq_per_ml is zero everywhere inside the body: there is nothing to simulate "
+                        "scatter from")
     return Phantom(grid, act[None], (0.0,), hu, np.zeros(grid.shape, np.uint8), ids, rho,
                    label_names={0: "body"}, material_names=list(MATERIAL_NAMES),
                    meta={"source": "her2sim.mc_scatter: activity estimate for the scatter simulation"})
@@ -64,7 +67,8 @@ def scatter_phantom(activity_bq_per_ml: np.ndarray, grid: Grid, ct_hu: np.ndarra
 
 def monte_carlo_scatter(projections: Projections, activity_bq_per_ml: np.ndarray, grid: Grid, ct_hu: np.ndarray,
                         ct_grid: Grid, camera, n_histories: int = 100_000, seed: int = 0,
-                        window: str = "photopeak", n_threads: int | None = None) -> np.ndarray:
+                        window: str = "photopeak", n_threads: int | None = None,
+                        smooth_fwhm_mm: float = 0.0) -> np.ndarray:
     """Expected photopeak scatter counts (view, v, u) of ``projections`` by Monte Carlo.
 
     Parameters
@@ -86,6 +90,14 @@ def monte_carlo_scatter(projections: Projections, activity_bq_per_ml: np.ndarray
         Window whose scatter is estimated (must be in both ``projections`` and ``camera``).
     n_threads : int
         Threads of the transport (None = all).
+    smooth_fwhm_mm : float
+        Gaussian FWHM (mm, in each view's (v, u) plane) applied to the estimate; 0 = none (default).
+        A trade-off, measured: on the demo patient (64^3 x 8.84 mm) with 1e5 histories the estimate's
+        Monte Carlo noise is 12 % per pixel (5.6 % with 4e5) and moved a 20 mm lesion's maximum by
+        +/- 8 % between seeds; 40 mm FWHM brings the noise to 4 % and the lesion to within 0.5 %. But
+        the scatter of a concentrated source is peaked: for a point in the 22 cm cylinder, 10 / 20 /
+        30 mm FWHM move the total activity from 1.033 to 1.035 / 1.053 / 1.080. More histories are
+        the safe cure; smoothing suits diffuse uptake.
 
     Returns
     -------
@@ -115,6 +127,11 @@ def monte_carlo_scatter(projections: Projections, activity_bq_per_ml: np.ndarray
         raise DataError(f"simulated projections {total.shape} do not match the measured {measured.shape} "
                         "(view, v, u): the camera protocol differs from the acquisition")
     scatter = sum(np.asarray(sim.components[c][k], dtype=np.float64) for c in SCATTER_COMPONENTS)
+    fwhm = check_range("smooth_fwhm_mm", smooth_fwhm_mm, 0.0, 500.0)
+    if fwhm > 0:
+        sig = fwhm / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+        pv, pu = projections.geometry.pixel_mm
+        scatter = gaussian_filter(scatter, (0.0, sig / pv, sig / pu), mode="nearest")
     return scatter * (measured.sum() / total.sum())
 
 

@@ -113,7 +113,7 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
             raise ConfigError("recon.scatter = 'mc' needs the phantom's CT for the scatter simulation")
         return reconstruct_with_mc_scatter(projections, mu, grid, cam, phantom.ct_hu, phantom.grid,
                                            first_scatter="dew" if "scatter" in names else "none",
-                                           n_histories=r.get("scatter_histories", 100_000), seed=seed, **kwargs)
+                                           n_histories=r.get("scatter_histories", 400_000), seed=seed, **kwargs)
     return reconstruct(projections, mu, grid, cam, scatter=scatter, **kwargs)
 
 
@@ -143,7 +143,9 @@ def mu_map_from_materials(phantom: Phantom, grid: Grid, energy_kev: float | None
     mu_rho = np.zeros(256)
     for i, name in enumerate(phantom.material_names):
         mu_rho[i] = mass_attenuation_cm2_g(name, e)
-    mu = mu_rho[phantom.material_ids.astype(np.intp)] * phantom.density_g_cm3.astype(np.float64)
+    rho = phantom.density_g_cm3.astype(np.float64)
+    mu = mu_rho[phantom.material_ids.astype(np.intp)] * rho
+    mu[rho < 0.01] = 0.0  # air (2e-4 1/cm) is zero, as in a clinical map, so the support stays the body
     return np.maximum(resample(mu, phantom.grid, grid, order=1, cval=0.0), 0.0)
 
 

@@ -206,7 +206,7 @@ def test_mc_scatter_bad_input_names_the_field(point_in_water):
     ct = _point_phantom_ct(g)
     with pytest.raises(DataError, match="window = 'nope'"):
         monte_carlo_scatter(p, np.ones(rg.shape), rg, ct, g, cam, window="nope")
-    with pytest.raises(DataError, match="activity_bq_per_ml is zero everywhere"):
+    with pytest.raises(DataError, match="activity_bq_per_ml is zero everywhere inside the body"):
         monte_carlo_scatter(p, np.zeros(rg.shape), rg, ct, g, cam)
     with pytest.raises(Her2simError, match="n_histories"):
         monte_carlo_scatter(p, np.ones(rg.shape), rg, ct, g, cam, n_histories=10)
