@@ -113,7 +113,8 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
             raise ConfigError("recon.scatter = 'mc' needs the phantom's CT for the scatter simulation")
         return reconstruct_with_mc_scatter(projections, mu, grid, cam, phantom.ct_hu, phantom.grid,
                                            first_scatter="dew" if "scatter" in names else "none",
-                                           n_histories=r.get("scatter_histories", 400_000), seed=seed, **kwargs)
+                                           n_histories=r.get("scatter_histories", 100_000), seed=seed,
+                                           smooth_fwhm_mm=r.get("scatter_smooth_fwhm_mm", 40.0), **kwargs)
     return reconstruct(projections, mu, grid, cam, scatter=scatter, **kwargs)
 
 
@@ -585,7 +586,7 @@ def build_stages(cfg: StudyConfig) -> list:
                               "noise_realisations": mc.noise_realisations, "threads": mc.threads},
               "recon": {"iterations": cfg.recon.iterations, "subsets": cfg.recon.subsets, "psf": cfg.recon.psf,
                         "scatter": cfg.recon.scatter, "scatter_histories": cfg.recon.scatter_histories,
-                        "mu_map": cfg.recon.mu_map,
+                        "scatter_smooth_fwhm_mm": cfg.recon.scatter_smooth_fwhm_mm, "mu_map": cfg.recon.mu_map,
                         "attenuation": cfg.recon.attenuation, "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm}}
     analysis = {"threshold": cfg.analysis.threshold, "metrics": list(cfg.analysis.metrics),
                 "pvc_methods": list(cfg.analysis.pvc_methods), "psf_fwhm_mm": cfg.analysis.psf_fwhm_mm,
