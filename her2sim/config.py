@@ -10,7 +10,7 @@ A study file has one table per section::
     [protocol]     optional shortcut for [camera.protocol]
     [calibration]  phantom, activity_mbq                          (counts -> Bq/mL calibration scan)
     [monte_carlo]  mode, photons | target_relative_noise, seed, threads, noise_realisations
-    [recon]        iterations, subsets, psf, scatter, scatter_histories, attenuation, mu_map, post_filter_fwhm_mm
+    [recon]        iterations, subsets, psf, penetration, scatter, scatter_histories, attenuation, mu_map, post_filter_fwhm_mm
     [analysis]     threshold, metrics, pvc_methods, psf_fwhm_mm, bootstrap, rose_k
     [output]       dicom, report, figures
 
@@ -342,6 +342,9 @@ class ReconSection:
         OSEM iterations and subsets (subsets <= number of views).
     psf : bool
         Model the distance-dependent collimator-detector response.
+    penetration : bool
+        Also model its septal-penetration tail (the camera's table from the explicit mode, as the Monte
+        Carlo does; a second projection pass). Off by default, like a vendor Gaussian resolution recovery.
     scatter : str
         ``"none"``, ``"dew"`` (needs a window named ``scatter``), ``"tew"`` (needs ``tew_lower``/``tew_upper``)
         or ``"mc"``: Monte Carlo scatter correction (:mod:`her2sim.mc_scatter`: a first DEW, or uncorrected
@@ -365,6 +368,7 @@ class ReconSection:
     iterations: int = 4
     subsets: int = 10
     psf: bool = True
+    penetration: bool = False
     scatter: str = "dew"
     scatter_histories: int = 100_000
     scatter_smooth_fwhm_mm: float = 40.0
@@ -422,7 +426,7 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
                         "target_relative_noise": v_float(0.0, 1.0, lo_open=True, hi_open=True),
                         "seed": v_int(0, 2**63 - 1), "threads": v_int(0, 1024),
                         "noise_realisations": v_int(1, 100_000)},
-    ReconSection: {"iterations": v_int(1, 1000), "subsets": v_int(1, 1024), "psf": v_bool,
+    ReconSection: {"iterations": v_int(1, 1000), "subsets": v_int(1, 1024), "psf": v_bool, "penetration": v_bool,
                    "scatter": v_choice(SCATTER_METHODS), "scatter_histories": v_int(1000, 10**9),
                    "scatter_smooth_fwhm_mm": v_float(0.0, 500.0),
                    "attenuation": v_bool, "mu_map": v_choice(MU_MAP_SOURCES),
@@ -601,6 +605,9 @@ class StudyConfig:
         if self.recon.scatter == "tew" and not {"tew_lower", "tew_upper"} <= set(names):
             raise ConfigError(f"recon.scatter = 'tew' needs windows 'tew_lower' and 'tew_upper' in camera.windows "
                               f"(got {names}); add them or choose 'dew'/'none'")
+        if self.recon.penetration and not self.recon.psf:
+            raise ConfigError("recon.penetration = true models the tail of the collimator response but "
+                              "recon.psf = false; set recon.psf = true or recon.penetration = false")
         if self.recon.scatter == "mc" and not self.phantom.ct:
             raise ConfigError("recon.scatter = 'mc' simulates scatter through the CT but phantom.ct = false; "
                               "set phantom.ct = true or choose recon.scatter = 'dew'/'tew'/'none'")

@@ -104,6 +104,7 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
     if scatter == "dew" and "scatter" not in names:
         scatter = "none"
     kwargs = dict(iterations=r["iterations"], subsets=r["subsets"], psf=r["psf"],
+                  penetration=r.get("penetration", False),
                   post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
                   attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
     mu = mu_map if r["attenuation"] else None
@@ -585,6 +586,7 @@ def build_stages(cfg: StudyConfig) -> list:
                               "calibration_histories": max(10_000, (histories or PILOT_HISTORIES) // 4),
                               "noise_realisations": mc.noise_realisations, "threads": mc.threads},
               "recon": {"iterations": cfg.recon.iterations, "subsets": cfg.recon.subsets, "psf": cfg.recon.psf,
+                        "penetration": cfg.recon.penetration,
                         "scatter": cfg.recon.scatter, "scatter_histories": cfg.recon.scatter_histories,
                         "scatter_smooth_fwhm_mm": cfg.recon.scatter_smooth_fwhm_mm, "mu_map": cfg.recon.mu_map,
                         "attenuation": cfg.recon.attenuation, "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm}}

@@ -193,7 +193,8 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
                 attenuation_correction: bool = True, butterworth: tuple | None = None,
                 window: str | None = None, pixel_mask: np.ndarray | None = None,
                 scatter_smooth_fwhm_mm: float | None = None, decay_reference: str = "injection",
-                support="auto", n_threads: int | None = None, progress: bool = True) -> Image:
+                support="auto", n_threads: int | None = None, progress: bool = True,
+                penetration: bool = False) -> Image:
     """Reconstruct SPECT projections into an activity image.
 
     Parameters
@@ -232,6 +233,10 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
     decay_reference : str
         "injection", "scan_start" or "acquisition_mean" (calibrated images only).
     support : see :class:`SpectSystemMatrix`
+    penetration : bool
+        Model the septal-penetration tail of the response (the camera's tabulated
+        :func:`her2sim.sim.penetration.penetration_table`, as the fast Monte Carlo does; needs
+        ``psf``). Costs a second projection pass.
     n_threads : int or None
         Numba threads.
     progress : bool
@@ -248,8 +253,15 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
         raise ConfigError("mu_map_per_cm is None but attenuation_correction=True; pass a mu map (1/cm) or set "
                           "attenuation_correction=False")
     iw = _window_index(projections, window)
+    pen = None
+    if penetration:
+        if not psf:
+            raise ConfigError("penetration = True needs psf = True (the tail is part of the collimator response)")
+        from her2sim.sim.camera import Camera
+        from her2sim.sim.penetration import penetration_table
+        pen = penetration_table(camera if camera is not None else Camera())
     system = SpectSystemMatrix(grid, projections.geometry, mu_map_per_cm if attenuation_correction else None,
-                               camera=camera, psf=psf, n_threads=n_threads, support=support)
+                               camera=camera, psf=psf, n_threads=n_threads, support=support, penetration=pen)
     s = _scatter_term(projections, scatter, iw, scatter_smooth_fwhm_mm)
     x = osem(system, projections.counts[iw], iterations=iterations, subsets=subsets, scatter=s,
              pixel_mask=pixel_mask, progress=progress)
@@ -263,7 +275,7 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
         x = butterworth_filter(x, grid, cutoff, order)
     x = np.maximum(x, 0.0)
     meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
-            "psf": bool(psf), "attenuation_correction": bool(attenuation_correction),
+            "psf": bool(psf), "penetration": bool(penetration), "attenuation_correction": bool(attenuation_correction),
             "scatter": scatter if isinstance(scatter, str) else "array",
             "post_filter_fwhm_mm": post_filter_fwhm_mm, "butterworth": None if butterworth is None else list(butterworth),
             "window": projections.windows[iw].name}

@@ -111,6 +111,11 @@ class SpectSystemMatrix:
         samples whose bilinear neighbourhood misses the footprint are skipped (speed).
         ``"auto"`` (default): ``mu > 0`` when a mu map is given, else the whole grid;
         ``None``: the whole grid.
+    penetration : object or None
+        Septal-penetration tail of the response, e.g. :func:`her2sim.sim.penetration.penetration_table`
+        of the camera (anything with ``at(distance_mm) -> (fraction, sigma_mm)``): the response to a
+        point at distance d becomes (1 - f) G(sigma(d)) + f G(sigma_pen(d)), the fast Monte Carlo's own
+        model, at the cost of a second projection pass. ``None`` (default): Gaussian core only.
     psf_variance_step_px2 : float
         Consecutive planes share a blur step until their PSF variances differ by this much
         (pixel^2), so a plane's variance is over-estimated by less than it; 0 blurs exactly per
@@ -129,7 +134,7 @@ class SpectSystemMatrix:
 
     def __init__(self, grid: Grid, geometry: ProjectionGeometry, mu_map_per_cm=None, camera=None,
                  psf: bool = True, energy_kev: float = TC99M.gamma_kev, n_threads: int | None = None,
-                 support="auto", psf_variance_step_px2: float = 0.25):
+                 support="auto", psf_variance_step_px2: float = 0.25, penetration=None):
         self.grid = grid
         self.geometry = geometry
         self.psf = bool(psf)
@@ -148,6 +153,7 @@ class SpectSystemMatrix:
         self.camera = camera
         self._setup_support(support)
         self._setup_lattice()
+        self._setup_penetration(penetration)
         self._sens_cache: dict = {}
 
     # ------------------------------------------------------------------ geometry
@@ -245,6 +251,34 @@ class SpectSystemMatrix:
         self._margin_u = int(math.ceil(4.0 * math.sqrt(float(self._inc_u.sum(axis=1).max())))) + 1
         self._margin_v = int(math.ceil(4.0 * math.sqrt(float(self._inc_v.sum(axis=1).max())))) + 1
 
+    def _setup_penetration(self, penetration) -> None:
+        """Second response component: a broad septal-penetration Gaussian of weight f (see class doc)."""
+        self.penetration = penetration
+        self.penetration_fraction = 0.0
+        self._tail_psf = None
+        if penetration is None:
+            return
+        if not self.psf:
+            raise DataError("penetration needs psf = True (the tail is part of the collimator-detector response)")
+        frac, _ = penetration.at(self.plane_distance_mm)
+        frac = np.asarray(frac, dtype=float)
+        if np.ptp(frac) > 1e-3 or not 0.0 <= float(frac.mean()) < 0.5:
+            raise DataError(f"penetration fraction must be one value in [0, 0.5) over the planes, got "
+                            f"[{frac.min():.4f}, {frac.max():.4f}]")
+        self.penetration_fraction = float(frac.mean())
+
+        class _Tail:  # sigma(d) of the tail, in the interface incremental_variances_px2 expects
+            @staticmethod
+            def sigma_mm(distance_mm, energy_kev):
+                return penetration.at(distance_mm)[1]
+
+        geo = self.geometry
+        inc_u = incremental_variances_px2(_Tail, self.plane_distance_mm, geo.pixel_mm[1], self.energy_kev)
+        inc_v = incremental_variances_px2(_Tail, self.plane_distance_mm, geo.pixel_mm[0], self.energy_kev)
+        margin_u = int(math.ceil(4.0 * math.sqrt(float(inc_u.sum(axis=1).max())))) + 1
+        margin_v = int(math.ceil(4.0 * math.sqrt(float(inc_v.sum(axis=1).max())))) + 1
+        self._tail_psf = (inc_u, inc_v, True, self.psf_variance_step_px2, margin_u, margin_v)
+
     # ------------------------------------------------------------------ operators
     @property
     def n_views(self) -> int:
@@ -276,11 +310,12 @@ class SpectSystemMatrix:
     def _psf_args(self):
         return (self._inc_u, self._inc_v, self.psf, self.psf_variance_step_px2, self._margin_u, self._margin_v)
 
-    def _run(self, fn, first, out_factory, views):
+    def _run(self, fn, first, out_factory, views, psf_args=None):
         """Run kernel ``fn`` on every thread's share of ``views``; returns the list of outputs."""
         n = self._chunks(views.size)
         outs = out_factory(n)
-        args = [(first, *self._common_args(), views, *self._lattice_args(), *self._psf_args(), c, n, outs[c])
+        psf_args = self._psf_args() if psf_args is None else psf_args
+        args = [(first, *self._common_args(), views, *self._lattice_args(), *psf_args, c, n, outs[c])
                 for c in range(n)]
         if n == 1:
             fn(*args[0])
@@ -304,6 +339,12 @@ class SpectSystemMatrix:
         nv, nu = self.geometry.shape_vu
         out = np.zeros((v.size, nu, nv))
         self._run(_kernels.forward_project, x, lambda n: [out] * n, v)
+        if self._tail_psf is not None:
+            tail = np.zeros_like(out)
+            self._run(_kernels.forward_project, x, lambda n: [tail] * n, v, self._tail_psf)
+            f = self.penetration_fraction
+            out *= 1.0 - f
+            out += f * tail
         return np.ascontiguousarray(out.transpose(0, 2, 1))
 
     def backward(self, projections, views=None) -> np.ndarray:
@@ -319,6 +360,13 @@ class SpectSystemMatrix:
         total = outs[0]
         for o in outs[1:]:
             total += o
+        if self._tail_psf is not None:
+            f = self.penetration_fraction
+            tails = self._run(_kernels.back_project, p_uv, lambda n: [np.zeros((ny, nx, nz)) for _ in range(n)], v,
+                              self._tail_psf)
+            total *= 1.0 - f
+            for o in tails:
+                total += f * o
         if self._masked:
             total *= self._supp2d[:, :, None]
         return np.ascontiguousarray(total.transpose(2, 0, 1))

@@ -291,6 +291,14 @@ def iec(air_calibration):
                                            bg * ratio)
         out[name] = {"lung_over_bkg": img[lung].mean() / img[bkg].mean(), "lung_over_true": img[lung].mean() / bg,
                      "bkg_over_true": img[bkg].mean() / bg, "rc37": float(rc["rc_mean"][-1])}
+    img = reconstruct(_primary_only(p), mu, g, cam, scatter="none", calibration_cps_per_bq=air_calibration[0],
+                      decay_reference="scan_start", penetration=True, **RECON).array.astype(np.float64)
+    rc = measure_recovery_coefficients(img, g, [sp["centre_mm"] for sp in big], [sp["diameter_mm"] for sp in big],
+                                       bg * ratio)
+    out["primary_pen"] = {"rc": [float(v) for v in rc["rc_mean"]], "bkg_over_true": img[bkg].mean() / bg}
+    rc = measure_recovery_coefficients(_recon_bq_per_ml(_primary_only(p), mu, g, cam, air_calibration[0]), g,
+                                       [sp["centre_mm"] for sp in big], [sp["diameter_mm"] for sp in big], bg * ratio)
+    out["primary"]["rc"] = [float(v) for v in rc["rc_mean"]]
     return out
 
 
@@ -307,6 +315,17 @@ def test_iec_dew_reduces_lung_residual(iec):
     assert abs(dew["lung_over_true"] - prim["lung_over_true"]) < 0.5 * abs(none["lung_over_true"]
                                                                            - prim["lung_over_true"])
     assert none["bkg_over_true"] > 1.2 > dew["bkg_over_true"]
+
+
+def test_iec_modelling_the_penetration_tail_recovers_the_counts_it_spreads(iec):
+    """The Monte Carlo's response has a septal-penetration tail (6.4 % of photopeak counts, about twice the
+    core width); modelling it in the recon (penetration=True) puts those counts back into the spheres: RC of
+    the 22 / 28 / 37 mm spheres rises by 0.003-0.04 each (bounded by the tail's 6.4 %), background unchanged
+    within 1 %."""
+    base, pen = iec["primary"], iec["primary_pen"]
+    gains = np.array(pen["rc"]) - np.array(base["rc"])
+    assert np.all(gains > 0.003) and np.all(gains < 0.04), gains
+    assert pen["bkg_over_true"] == pytest.approx(base["bkg_over_true"], rel=0.01)
 
 
 def test_iec_dew_brings_37mm_rc_towards_scatter_free(iec):

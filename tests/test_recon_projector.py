@@ -210,3 +210,46 @@ def test_support_is_exact_voxels_outside_it_neither_project_nor_reconstruct():
     # the edge columns of the body hold what the noise-free data put there: the mean over the
     # body is within 3 % of the truth (100) after 3 x 4 updates, none of it lost to the air
     assert abs(rec[np.broadcast_to(grown, g.shape)].sum() / (body.sum() * 100.0) - 1.0) < 0.03
+
+
+def test_penetration_tail_matches_the_two_gaussian_response_and_stays_adjoint():
+    """With the camera's penetration table the projected point is (1 - f) G(sigma(d)) + f G(sigma_pen(d))
+    (the fast Monte Carlo's model, sim/penetration.py): the counts beyond 3 core sigmas match that
+    pixel-integrated sum within 5 % and triple the core-only value; counts are conserved; adjoint holds."""
+    from scipy.stats import norm
+
+    from her2sim.sim.penetration import PenetrationTable
+
+    cam = Camera()
+    # a table of the shape the explicit mode gives (constant fraction, tail ~2x the core width)
+    d_tab = np.array([0.0, 100.0, 200.0, 300.0, 400.0, 500.0])
+    tab = PenetrationTable(d_tab, np.full(6, 0.064), 1.8 + 0.0457 * d_tab)
+    g = Grid.centered((48, 64, 64), 2.0)
+    geo = ProjectionGeometry.dual_head(n_views=4, radius_mm=150.0, shape_vu=(64, 96), pixel_mm=(2.0, 2.0))
+    core = SpectSystemMatrix(g, geo, None, cam, psf=True, support=None, psf_variance_step_px2=0.0)
+    both = SpectSystemMatrix(g, geo, None, cam, psf=True, support=None, psf_variance_step_px2=0.0,
+                             penetration=tab)
+    x = np.zeros(g.shape)
+    x[24, 32, 32] = 1.0
+    p0 = core.forward(x)[0].sum(axis=0)
+    p1 = both.forward(x)[0].sum(axis=0)
+    assert p1.sum() == pytest.approx(p0.sum(), rel=1e-9) == pytest.approx(1.0, rel=1e-6)
+    u = geo.u_centers_mm()
+    c = u[np.argmax(p1)]
+    d = 150.0 + 1.0  # the voxel's plane: radius + half a voxel on this lattice
+    f, s_pen = tab.at(d)
+    s_core = float(cam.sigma_mm(d))
+
+    def pix(s):
+        return norm.cdf(u + 1.0 - c, scale=s) - norm.cdf(u - 1.0 - c, scale=s)
+
+    model = (1.0 - f) * pix(s_core) + f * pix(float(s_pen))
+    far = np.abs(u - c) > 3.0 * s_core
+    assert p1[far].sum() == pytest.approx(model[far].sum(), rel=0.05)
+    assert p1[far].sum() > 3.0 * p0[far].sum()
+    rng = np.random.default_rng(3)
+    xv, yv = rng.random(g.shape), rng.random(both.projection_shape)
+    lhs, rhs = float(np.vdot(both.forward(xv), yv)), float(np.vdot(xv, both.backward(yv)))
+    assert abs(lhs - rhs) <= 1e-9 * abs(lhs)
+    with pytest.raises(DataError, match="penetration needs psf"):
+        SpectSystemMatrix(g, geo, None, cam, psf=False, support=None, penetration=tab)
