@@ -8,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from her2sim.core.errors import ConfigError
+import numpy as np
+
+from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.hdf5io import to_json
 
 
@@ -176,9 +178,29 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _camera_for(projections, camera_toml=None):
+    """The camera (default NM670 or ``camera_toml``) with the protocol and windows of ``projections``."""
+    from dataclasses import replace
+
+    from her2sim.sim.camera import Camera
+
+    cam = Camera.from_toml(camera_toml) if camera_toml else Camera()
+    geo = projections.geometry
+    nv, nu = geo.shape_vu
+    if nv != nu or abs(geo.pixel_mm[0] - geo.pixel_mm[1]) > 1e-6:
+        raise DataError(f"projections: detector {nv} x {nu} pixels of {geo.pixel_mm} mm; the camera protocol "
+                        "describes square matrices of square pixels only")
+    radius = float(np.median(geo.radii_mm))
+    pr = replace(cam.protocol, n_views=geo.n_views, matrix=int(nu), pixel_mm=float(geo.pixel_mm[1]),
+                 radius_mm=radius, start_deg=float(geo.angles_deg[0]),
+                 time_per_view_s=float(projections.meta.get("time_per_view_s", cam.protocol.time_per_view_s)))
+    return replace(cam, protocol=pr, windows=tuple(projections.windows))
+
+
 def cmd_recon(args) -> int:
     from her2sim.core.containers import Phantom, Projections
     from her2sim.core.grid import Grid
+    from her2sim.pipeline import mu_map_from_materials
     from her2sim.recon import reconstruct
     from her2sim.recon.attenuation import mu_map_from_ct
 
@@ -189,15 +211,28 @@ def cmd_recon(args) -> int:
                 (geo.axis_z_mm - 0.5 * (nz - 1) * geo.pixel_mm[0], -0.5 * (geo.shape_vu[1] - 1) * geo.pixel_mm[1],
                  -0.5 * (geo.shape_vu[1] - 1) * geo.pixel_mm[1]))
     mu = None
+    ph = None
     if args.phantom:
         ph = Phantom.load(args.phantom)
-        mu = mu_map_from_ct(ph.ct_hu, ph.grid, grid)
-    img = reconstruct(proj, mu, grid, None, iterations=args.iterations, subsets=args.subsets, psf=not args.no_psf,
-                      scatter=args.scatter, calibration_cps_per_bq=args.cps_per_bq,
-                      attenuation_correction=mu is not None, progress=not args.json)
+        mu = mu_map_from_materials(ph, grid) if args.mu_map == "materials" else mu_map_from_ct(ph.ct_hu, ph.grid, grid)
+    elif args.scatter == "mc":
+        raise ConfigError("--scatter mc simulates scatter through the CT: give --phantom PHANTOM.h5")
+    kwargs = dict(iterations=args.iterations, subsets=args.subsets, psf=not args.no_psf,
+                  penetration=args.penetration, calibration_cps_per_bq=args.cps_per_bq,
+                  attenuation_correction=mu is not None, progress=not args.json)
+    if args.scatter == "mc":
+        from her2sim.mc_scatter import reconstruct_with_mc_scatter
+        names = [w.name for w in proj.windows]
+        img = reconstruct_with_mc_scatter(proj, mu, grid, _camera_for(proj, args.camera), ph.ct_hu, ph.grid,
+                                          first_scatter="dew" if "scatter" in names else "none",
+                                          n_histories=args.scatter_histories, seed=args.seed,
+                                          smooth_fwhm_mm=args.scatter_smooth_fwhm_mm, **kwargs)
+    else:
+        img = reconstruct(proj, mu, grid, None, scatter=args.scatter, **kwargs)
     img.save(args.out)
     s = {"output": str(args.out), "units": img.units, "shape": list(img.array.shape), "max": float(img.array.max()),
-         "mean": float(img.array.mean())}
+         "mean": float(img.array.mean()), "total": float(img.array.sum(dtype=np.float64) * grid.voxel_volume_ml),
+         "scatter": args.scatter, "penetration": bool(args.penetration)}
     if args.json:
         _print_json(s)
     else:
@@ -272,7 +307,16 @@ def register(sub) -> None:
     s.add_argument("--iterations", type=int, default=4)
     s.add_argument("--subsets", type=int, default=10)
     s.add_argument("--no-psf", action="store_true")
-    s.add_argument("--scatter", default="none", choices=["none", "dew", "tew"])
+    s.add_argument("--scatter", default="none", choices=["none", "dew", "tew", "mc"],
+                   help="mc: Monte Carlo scatter correction through the phantom's CT (needs --phantom)")
+    s.add_argument("--scatter-histories", type=int, default=100_000, help="histories per MC scatter estimate")
+    s.add_argument("--scatter-smooth-fwhm-mm", type=float, default=0.0,
+                   help="smoothing of the MC scatter estimate (mm FWHM; 0 = none, e.g. 40 for patients)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the MC scatter estimate")
+    s.add_argument("--camera", type=Path, help="camera TOML (collimator, detector) for --scatter mc")
+    s.add_argument("--penetration", action="store_true", help="model the septal-penetration tail of the PSF")
+    s.add_argument("--mu-map", default="ct", choices=["ct", "materials"],
+                   help="ct: bilinear HU->mu of the phantom CT; materials: ideal map of its materials")
     s.add_argument("--cps-per-bq", type=float, help="calibration (counts/s per Bq) for Bq/mL output")
     s.add_argument("--slices", type=int)
     s.add_argument("--json", action="store_true")

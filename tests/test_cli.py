@@ -40,6 +40,14 @@ def test_simulate_and_recon_commands(tmp_path):
     r = json.loads(_run("recon", str(sim / "noisy_r0.h5"), "--phantom", str(ph / "phantom.h5"), "--out",
                         str(tmp_path / "recon.h5"), "--iterations", "2", "--subsets", "2", "--json").stdout)
     assert r["units"] == "counts" and r["max"] > 0
+    # Monte Carlo scatter correction and the penetration tail from the CLI: less total than uncorrected
+    mc = json.loads(_run("recon", str(sim / "noisy_r0.h5"), "--phantom", str(ph / "phantom.h5"), "--out",
+                         str(tmp_path / "recon_mc.h5"), "--iterations", "2", "--subsets", "2", "--scatter", "mc",
+                         "--scatter-histories", "5000", "--penetration", "--json").stdout)
+    assert mc["scatter"] == "mc" and mc["penetration"] is True
+    assert 0.0 < mc["total"] < r["total"]
+    bad = _run("recon", str(sim / "noisy_r0.h5"), "--out", str(tmp_path / "x.h5"), "--scatter", "mc", check=False)
+    assert bad.returncode != 0 and "--phantom" in bad.stderr
 
 
 def test_bad_config_value_is_one_clear_line(tmp_path):
