@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/mc_throughput.py --json
 	$(BIN)/python bench/recon_peer_config.py --json
 	$(BIN)/python bench/pvc_accuracy.py --json
+	$(BIN)/python bench/quantitation_budget.py --json
 
 # optional: PyTomography peer for bench/recon_peer_config.py (separate venv, about 1 min)
 peer-env: .venv-peer/.installed
