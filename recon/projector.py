@@ -334,7 +334,8 @@ class SpectSystemMatrix:
         self.grid.check_array("image", image)
         x = np.ascontiguousarray(np.asarray(image, dtype=np.float64).transpose(1, 2, 0))
         if self._masked:
-            x *= self._supp2d[:, :, None]  # voxels outside the support are not part of the model
+            x = x * self._supp2d[:, :, None]  # outside the support is not part of the model (never in place:
+            # x may be a view of the caller's image when its transpose happens to be contiguous)
         v = self._views(views)
         nv, nu = self.geometry.shape_vu
         out = np.zeros((v.size, nu, nv))
