@@ -240,16 +240,24 @@ class SpectSystemMatrix:
         s = s_hi[:, None] - ds * np.arange(ns)[None, :]  # (view, plane), nearest first
         self.plane_distance_mm = np.maximum(geo.radii_mm[:, None] - s, 0.0)
         if self.psf:
-            self._inc_u = incremental_variances_px2(self.camera, self.plane_distance_mm, geo.pixel_mm[1],
-                                                    self.energy_kev)
-            self._inc_v = incremental_variances_px2(self.camera, self.plane_distance_mm, geo.pixel_mm[0],
-                                                    self.energy_kev)
+            self._inc_u, self._inc_v, self._margin_u, self._margin_v = self._response_blur(self.camera)
         else:
             self._inc_u = np.zeros((geo.n_views, ns))
             self._inc_v = np.zeros((geo.n_views, ns))
-        # blur margin: 4 sigma of the widest PSF on the lattice, plus one pixel
-        self._margin_u = int(math.ceil(4.0 * math.sqrt(float(self._inc_u.sum(axis=1).max())))) + 1
-        self._margin_v = int(math.ceil(4.0 * math.sqrt(float(self._inc_v.sum(axis=1).max())))) + 1
+            self._margin_u = self._margin_v = 1
+
+    def _response_blur(self, response):
+        """Variance increments (u, v) per view and plane and blur margins (pixels) of a Gaussian response.
+
+        ``response.sigma_mm(distance_mm, energy_kev)`` gives sigma(d); the margin is 4 sigma of the
+        widest response on the lattice, plus one pixel.
+        """
+        geo = self.geometry
+        inc_u = incremental_variances_px2(response, self.plane_distance_mm, geo.pixel_mm[1], self.energy_kev)
+        inc_v = incremental_variances_px2(response, self.plane_distance_mm, geo.pixel_mm[0], self.energy_kev)
+        margin_u = int(math.ceil(4.0 * math.sqrt(float(inc_u.sum(axis=1).max())))) + 1
+        margin_v = int(math.ceil(4.0 * math.sqrt(float(inc_v.sum(axis=1).max())))) + 1
+        return inc_u, inc_v, margin_u, margin_v
 
     def _setup_penetration(self, penetration) -> None:
         """Second response component: a broad septal-penetration Gaussian of weight f (see class doc)."""
@@ -272,11 +280,7 @@ class SpectSystemMatrix:
             def sigma_mm(distance_mm, energy_kev):
                 return penetration.at(distance_mm)[1]
 
-        geo = self.geometry
-        inc_u = incremental_variances_px2(_Tail, self.plane_distance_mm, geo.pixel_mm[1], self.energy_kev)
-        inc_v = incremental_variances_px2(_Tail, self.plane_distance_mm, geo.pixel_mm[0], self.energy_kev)
-        margin_u = int(math.ceil(4.0 * math.sqrt(float(inc_u.sum(axis=1).max())))) + 1
-        margin_v = int(math.ceil(4.0 * math.sqrt(float(inc_v.sum(axis=1).max())))) + 1
+        inc_u, inc_v, margin_u, margin_v = self._response_blur(_Tail)
         self._tail_psf = (inc_u, inc_v, True, self.psf_variance_step_px2, margin_u, margin_v)
 
     # ------------------------------------------------------------------ operators
