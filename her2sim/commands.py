@@ -200,9 +200,8 @@ def _camera_for(projections, camera_toml=None):
 def cmd_recon(args) -> int:
     from her2sim.core.containers import Phantom, Projections
     from her2sim.core.grid import Grid
-    from her2sim.pipeline import mu_map_from_materials
     from her2sim.recon import reconstruct
-    from her2sim.recon.attenuation import mu_map_from_ct
+    from her2sim.recon.attenuation import mu_map_from_ct, mu_map_from_materials
 
     proj = Projections.load(args.projections)
     geo = proj.geometry

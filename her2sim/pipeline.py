@@ -104,7 +104,7 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
     if scatter == "dew" and "scatter" not in names:
         scatter = "none"
     kwargs = dict(iterations=r["iterations"], subsets=r["subsets"], psf=r["psf"],
-                  penetration=r.get("penetration", False),
+                  penetration=r["penetration"],
                   post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
                   attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
     mu = mu_map if r["attenuation"] else None
@@ -114,8 +114,8 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
             raise ConfigError("recon.scatter = 'mc' needs the phantom's CT for the scatter simulation")
         return reconstruct_with_mc_scatter(projections, mu, grid, cam, phantom.ct_hu, phantom.grid,
                                            first_scatter="dew" if "scatter" in names else "none",
-                                           n_histories=r.get("scatter_histories", 100_000), seed=seed,
-                                           smooth_fwhm_mm=r.get("scatter_smooth_fwhm_mm", 40.0), **kwargs)
+                                           n_histories=r["scatter_histories"], seed=seed,
+                                           smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"], **kwargs)
     return reconstruct(projections, mu, grid, cam, scatter=scatter, **kwargs)
 
 
@@ -126,29 +126,10 @@ def _mu_map(phantom: Phantom, grid: Grid, params=None):
     would; ``"materials"``: the ideal map, mu of the phantom's own materials and densities (what the Monte
     Carlo transports), to separate attenuation-map error from the other errors of a study.
     """
-    if params is not None and params["recon"].get("mu_map", "ct") == "materials":
+    from her2sim.recon.attenuation import mu_map_from_ct, mu_map_from_materials
+    if params is not None and params["recon"]["mu_map"] == "materials":
         return mu_map_from_materials(phantom, grid)
-    from her2sim.recon.attenuation import mu_map_from_ct
     return mu_map_from_ct(phantom.ct_hu, phantom.grid, grid)
-
-
-def mu_map_from_materials(phantom: Phantom, grid: Grid, energy_kev: float | None = None) -> np.ndarray:
-    """mu (1/cm) of the phantom's materials x densities at ``energy_kev`` (99mTc line), resampled to ``grid``.
-
-    Cross-sections are the Monte Carlo's own (xraydb, :func:`her2sim.sim.xsections.mass_attenuation_cm2_g`).
-    """
-    from her2sim.core.grid import resample
-    from her2sim.core.radionuclide import TC99M
-    from her2sim.sim.xsections import mass_attenuation_cm2_g
-
-    e = TC99M.gamma_kev if energy_kev is None else float(energy_kev)
-    mu_rho = np.zeros(256)
-    for i, name in enumerate(phantom.material_names):
-        mu_rho[i] = mass_attenuation_cm2_g(name, e)
-    rho = phantom.density_g_cm3.astype(np.float64)
-    mu = mu_rho[phantom.material_ids.astype(np.intp)] * rho
-    mu[rho < 0.01] = 0.0  # air (2e-4 1/cm) is zero, as in a clinical map, so the support stays the body
-    return np.maximum(resample(mu, phantom.grid, grid, order=1, cval=0.0), 0.0)
 
 
 # ------------------------------------------------------------------------------------------ stages
