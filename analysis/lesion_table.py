@@ -1,71 +1,123 @@
 """Lesion table: measured uptake joined with the phantom's truth rows.
 
 Produces the rows that :func:`her2sim.analysis.threshold.write_lesion_csv` writes
-and ``python -m her2sim.analysis.threshold`` reads (``patient_id, lesion_id,
-her2_positive, ihc, suvmax, suvmean, suvpeak, true_suv`` plus size and type).
+and ``python -m her2sim.analysis.threshold`` reads: every lesion of the truth has a row, measured or
+with the reason it is not (:data:`her2sim.analysis.lesion_truth.UNMEASURED_REASONS`).
 The truth rows are plain dicts (``Phantom.truth``); the keys used are ``id``,
-``type``, ``ihc``, ``her2_positive``, ``diameter_mm``, ``volume_ml``, ``in_fov`` and,
-for the true SUV, ``suv_mean`` (one value per time point) - no phantom code is imported.
+``type``, ``ihc``, ``her2_positive``, ``diameter_mm``, ``volume_ml`` and
+``suv_intrinsic_mean`` (one value per time point) - no phantom code is imported.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from her2sim.core.errors import DataError, check_int
-
-from .voi import measure_lesions
+from her2sim.core.errors import ConfigError, DataError, check_int, check_range
 
 
-def lesion_rows(suv_array, grid_or_spacing, lesion_ids_map, truth: list, patient_id, *, time_index: int = 0,
-                margin_mm: float = 0.0, iso_fraction: float = 0.41, exclude_types=("inflammation",)) -> list:
-    """Measure every lesion of ``truth`` in an SUV image and return one table row per lesion.
+#: VOI methods for SUVmax / SUVmean (``analysis.voi``)
+VOI_METHODS = ("lesion", "threshold", "ct")
+
+
+def lesion_rows(suv_array, grid, lesions: dict, truth: list, patient_id, *, time_index: int = 0,
+                voi: str = "lesion", margin_mm: float = 0.0, allowed=None, ct_hu=None,
+                threshold_fraction: float = 0.42, iso_fraction: float = 0.41,
+                exclude_types=("inflammation",)) -> list:
+    """One table row per lesion of ``truth``: measured uptake, the three truths, or why it is unmeasured.
 
     Parameters
     ----------
     suv_array : array (z, y, x)
         SUV image (use :func:`her2sim.analysis.suv.suv_image` on a Bq/mL reconstruction).
-    grid_or_spacing : Grid or spacing (mm)
-    lesion_ids_map : int array (z, y, x)
-        Lesion label map on the image grid (0 = no lesion), e.g. the phantom's
-        ``lesion_ids`` resampled with nearest neighbour.
+    grid : Grid
+        Its geometry.
+    lesions : dict of int -> LesionOnGrid
+        The truth's lesions on this grid (:func:`her2sim.analysis.lesion_truth.lesions_on_grid`).
     truth : list of dict
-        Phantom truth rows.
+        Phantom truth rows (``id``, ``her2_positive``, ``ihc``, ``suv_intrinsic_mean``, ...).
     patient_id : str or int
     time_index : int
-        Which time point of the truth's per-time lists is the true SUV.
-    margin_mm, iso_fraction : float
-        See :func:`her2sim.analysis.voi.measure_lesions`.
+        Which time point of the per-time truth lists applies.
+    voi : {'lesion', 'threshold', 'ct'}
+        SUVmean VOI: ``lesion`` - the lesion's voxels on the image grid; ``threshold`` - the connected
+        ``threshold_fraction`` x local-maximum isocontour in the search region (a clinician's 40-50 %
+        VOI); ``ct`` - the lesion as segmented on the CT (:func:`her2sim.analysis.lesion_truth.ct_voi`).
+        SUVmax and SUVpeak are always searched in the search region.
+    margin_mm : float
+        The search region is the lesion VOI grown by ``margin_mm`` into ``allowed`` voxels only
+        (:func:`her2sim.analysis.lesion_truth.search_region`): never into another organ or lesion.
+    allowed : bool array (z, y, x), optional
+        Voxels a margin may enter (default: everywhere except other lesions).
+    ct_hu : array (z, y, x), optional
+        CT on the image grid (HU), required for ``voi='ct'``.
+    threshold_fraction : float
+        Isocontour fraction for ``voi='threshold'`` (0.40-0.50).
+    iso_fraction : float
+        Fraction of the ``suvmean_iso`` column (41 %, always reported).
     exclude_types : tuple of str
         Truth ``type`` values left out (inflammation has no HER2 status).
 
     Returns
     -------
     list of dict
-        ``patient_id, lesion_id, her2_positive, ihc, suvmax, suvmean, suvpeak,
-        suvmean_iso, true_suv, diameter_mm, volume_ml, type``. Lesions outside the
-        field of view or absent from ``lesion_ids_map`` are skipped.
+        ``patient_id, lesion_id, her2_positive, ihc, suvmax, suvmean, suvpeak, suvmean_iso, voi, measured,
+        unmeasured_reason, true_suv_intrinsic, true_suvmean_pv, true_suvmax_pv, diameter_mm, volume_ml,
+        type``. An unmeasured lesion has ``measured = False``, its reason, and no measured values.
     """
+    from .lesion_truth import ct_voi, search_region
+    from .voi import suv_max, suv_mean, suv_peak, threshold_voi, voi_volume_ml
+
     ti = check_int("time_index", time_index, 0, 1000)
-    lab = np.asarray(lesion_ids_map)
-    present = set(int(v) for v in np.unique(lab) if v != 0)
+    if voi not in VOI_METHODS:
+        raise ConfigError(f"analysis.voi = {voi!r} is not one of {list(VOI_METHODS)}")
+    check_range("threshold_fraction", threshold_fraction, 0.40, 0.50)
+    if voi == "ct" and ct_hu is None:
+        raise ConfigError("analysis.voi = 'ct' needs the CT on the image grid (ct_hu)")
+    img = np.asarray(suv_array)
+    grid.check_array("SUV image", img)
+    sp = grid.spacing_mm
+    all_vois = {lid: L.voi for lid, L in lesions.items() if L.voi is not None}
     rows = []
     for t in truth:
         for key in ("id", "her2_positive", "ihc"):
             if key not in t:
                 raise DataError(f"truth row {t.get('id', '?')} lacks the key {key!r}")
-        if t.get("type") in exclude_types or not t.get("in_fov", True) or int(t["id"]) not in present:
+        if t.get("type") in exclude_types:
             continue
         if t["ihc"] is None:
             raise DataError(f"truth row {t['id']}: ihc is None; exclude its type ({t.get('type')!r}) or fix the truth")
-        m = measure_lesions(suv_array, grid_or_spacing, lab, lesion_ids=[int(t["id"])], margin_mm=margin_mm,
-                            iso_fraction=iso_fraction)[0]
-        rows.append({"patient_id": patient_id, "lesion_id": int(t["id"]), "her2_positive": bool(t["her2_positive"]),
-                     "ihc": ihc_score(t["ihc"]), "suvmax": m["suvmax"], "suvmean": m["suvmean"],
-                     "suvpeak": m["suvpeak"], "suvmean_iso": m["suvmean_iso"],
-                     "true_suv": _at_time(t.get("suv_mean"), ti), "true_suvmax": _at_time(t.get("suv_max"), ti),
-                     "true_suvpeak": _at_time(t.get("suv_peak"), ti),
-                     "true_suv_intrinsic": _at_time(t.get("suv_intrinsic_mean"), ti),
-                     "diameter_mm": t.get("diameter_mm"), "volume_ml": t.get("volume_ml"), "type": t.get("type")})
+        lid = int(t["id"])
+        L = lesions.get(lid)
+        if L is None:
+            raise DataError(f"lesion {lid} of the truth is missing from the lesions on the grid")
+        row = {"patient_id": patient_id, "lesion_id": lid, "her2_positive": bool(t["her2_positive"]),
+               "ihc": ihc_score(t["ihc"]), "suvmax": None, "suvmean": None, "suvpeak": None, "suvmean_iso": None,
+               "voi": voi, "measured": False, "unmeasured_reason": L.reason,
+               "true_suv_intrinsic": _at_time(t.get("suv_intrinsic_mean"), ti), "true_suvmean_pv": None,
+               "true_suvmax_pv": None, "voi_voxels": 0, "diameter_mm": t.get("diameter_mm"),
+               "volume_ml": t.get("volume_ml"), "type": t.get("type")}
+        if L.reason is None:
+            others = np.zeros(img.shape, bool)
+            for j, v in all_vois.items():
+                if j != lid:
+                    others |= v
+            ok = ~others if allowed is None else (np.asarray(allowed, bool) & ~others)
+            search = search_region(L.voi, sp, margin_mm, ok)
+            if voi == "lesion":
+                vm = L.voi
+            elif voi == "threshold":
+                vm = threshold_voi(img, search, fraction_of_max=threshold_fraction)
+            else:
+                vm = ct_voi(ct_hu, L.voi, search_region(L.voi, sp, max(margin_mm, 2.0 * max(sp)), ok))
+                if vm is None:
+                    row["unmeasured_reason"] = "not_visible_on_ct"
+            if row["unmeasured_reason"] is None:
+                iso = threshold_voi(img, search, fraction_of_max=iso_fraction)
+                mean_pv, max_pv = L.true_pv(ti)
+                row.update({"suvmax": suv_max(img, search), "suvmean": suv_mean(img, vm),
+                            "suvpeak": suv_peak(img, grid, search), "suvmean_iso": suv_mean(img, iso),
+                            "measured": True, "true_suvmean_pv": mean_pv, "true_suvmax_pv": max_pv,
+                            "voi_voxels": int(np.count_nonzero(vm)), "voi_volume_ml": voi_volume_ml(vm, grid)})
+        rows.append(row)
     return rows
 
 

@@ -531,9 +531,11 @@ def measure_recovery_coefficients(image, grid: Grid, centers_mm, diameters_mm, t
     Returns
     -------
     dict
-        ``diameter_mm``, ``rc_max``, ``rc_mean`` (numpy arrays in input order).
+        ``diameter_mm``, ``rc_max``, ``rc_mean`` and ``rc_mean_voi`` (numpy arrays in input order);
+        ``rc_mean_voi`` is the recovery of the plain mean over the voxels at least half inside the sphere,
+        the definition of a lesion's SUVmean on its VOI (so the RC correction of SUVmean uses it).
     """
-    from .voi import ellipsoid_mask, suv_max, suv_mean
+    from .voi import ellipsoid_mask, mask_to_bool, suv_max, suv_mean
 
     img = np.asarray(image, dtype=np.float64)
     grid.check_array("image", img)
@@ -545,9 +547,39 @@ def measure_recovery_coefficients(image, grid: Grid, centers_mm, diameters_mm, t
     b = check_range("background_value", background_value, None, None)
     if t == b:
         raise ConfigError(f"true_value = {t} equals background_value; recovery is undefined")
-    rc_max, rc_mean = [], []
+    rc_max, rc_mean, rc_voi = [], [], []
     for ci, di in zip(c, d):
         w = ellipsoid_mask(grid, ci, check_range("diameters_mm", di, 0.0, 1e4, lo_open=True) / 2.0, supersample)
         rc_max.append((suv_max(img, w) - b) / (t - b))
         rc_mean.append((suv_mean(img, w) - b) / (t - b))
-    return {"diameter_mm": d, "rc_max": np.asarray(rc_max), "rc_mean": np.asarray(rc_mean)}
+        rc_voi.append((suv_mean(img, mask_to_bool(w)) - b) / (t - b))
+    return {"diameter_mm": d, "rc_max": np.asarray(rc_max), "rc_mean": np.asarray(rc_mean),
+            "rc_mean_voi": np.asarray(rc_voi)}
+
+
+def fit_effective_fwhm_mm(diameters_mm, rc_mean, *, bounds_mm=(1.0, 60.0)) -> float:
+    """Isotropic Gaussian FWHM (mm) whose :func:`analytic_rc_mean` best fits measured mean recoveries.
+
+    The effective resolution of a reconstruction protocol as a clinic measures it for partial-volume
+    correction: spheres of known size (IEC NEMA 10-37 mm) reconstructed with the protocol, their
+    recovery of the mean compared with the blurred-sphere formula, least squares in RC.
+
+    Parameters
+    ----------
+    diameters_mm, rc_mean : 1-D arrays
+        Sphere diameters (mm) and measured (contrast) recoveries of the mean over the true sphere.
+    bounds_mm : (float, float)
+        Search interval for the FWHM (mm).
+    """
+    from scipy import optimize
+
+    d = np.atleast_1d(np.asarray(diameters_mm, dtype=float))
+    rc = np.atleast_1d(np.asarray(rc_mean, dtype=float))
+    if d.size != rc.size or d.size < 2:
+        raise ConfigError("fit_effective_fwhm_mm needs >= 2 (diameter, rc) pairs of equal length")
+    if not np.all(np.isfinite(rc)):
+        raise DataError(f"rc_mean = {rc.tolist()} must be finite")
+    lo, hi = (check_range("bounds_mm", v, 0.0, 500.0, lo_open=True) for v in bounds_mm)
+    res = optimize.minimize_scalar(lambda f: float(np.sum((analytic_rc_mean(d, f) - rc) ** 2)),
+                                   bounds=(lo, hi), method="bounded", options={"xatol": 0.01})
+    return float(res.x)

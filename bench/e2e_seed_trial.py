@@ -76,7 +76,7 @@ PER_PATIENT_KINDS = ("phantom", "quantify")
 FIXED_KINDS = ("calibration", "statistics", "report")
 
 #: study changes of ``--quick`` (same field of view as the preset: 64 x 8.84 mm = 128 x 4.42 mm)
-QUICK_OVERRIDES = ("phantom.shape=[32, 64, 64]", "phantom.spacing_mm=8.84", "camera.protocol.matrix=64",
+QUICK_OVERRIDES = ("phantom.shape=[40, 64, 64]", "phantom.spacing_mm=8.84", "camera.protocol.matrix=64",
                    "camera.protocol.pixel_mm=8.84", "camera.protocol.n_views=30", "monte_carlo.photons=50000",
                    "analysis.bootstrap=50")
 

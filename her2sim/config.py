@@ -51,6 +51,8 @@ MC_MODES = ("fast", "explicit")
 SCATTER_METHODS = ("none", "dew", "tew", "mc")
 MU_MAP_SOURCES = ("ct", "materials")
 PVC_METHODS = ("none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc")
+#: SUVmean VOI of a lesion: the library's own list
+from her2sim.analysis.lesion_table import VOI_METHODS  # noqa: E402
 #: Per-lesion metrics the analysis can report.
 ANALYSIS_METRICS = ("suvmax", "suvmean", "suvpeak", "sul", "tbr", "recovery", "cnr")
 REPORT_FORMATS = ("html", "markdown")
@@ -395,6 +397,16 @@ class AnalysisSection:
         Bootstrap resamples for confidence intervals (0 = none).
     rose_k : float
         Rose criterion detectability threshold (k, usually 5).
+    voi : str
+        SUVmean VOI from ``VOI_METHODS``: ``lesion`` (the lesion's voxels on the recon grid), ``threshold``
+        (a ``voi_threshold_fraction`` x local-maximum isocontour) or ``ct`` (the lesion segmented on CT).
+    voi_margin_mm : float or None
+        SUVmax/SUVpeak search margin around the lesion (mm), kept out of other organs and lesions;
+        ``None`` = one voxel.
+    voi_threshold_fraction : float
+        Isocontour fraction of the ``threshold`` VOI (0.40-0.50).
+    min_voi_voxels : float
+        A lesion smaller than this many recon voxels is reported unmeasured (``below_n_voxels``).
     """
 
     threshold: float = 1.5
@@ -403,6 +415,10 @@ class AnalysisSection:
     psf_fwhm_mm: float | None = None
     bootstrap: int = 1000
     rose_k: float = 5.0
+    voi: str = "lesion"
+    voi_margin_mm: float | None = None
+    voi_threshold_fraction: float = 0.42
+    min_voi_voxels: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -433,7 +449,9 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
                    "post_filter_fwhm_mm": v_float(0.0, 100.0)},
     AnalysisSection: {"threshold": v_float(0.0, 100.0, lo_open=True), "metrics": v_choice_list(ANALYSIS_METRICS),
                       "pvc_methods": v_choice_list(PVC_METHODS), "psf_fwhm_mm": v_float(0.0, 100.0, lo_open=True),
-                      "bootstrap": v_int(0, 1_000_000), "rose_k": v_float(0.0, 100.0, lo_open=True)},
+                      "bootstrap": v_int(0, 1_000_000), "rose_k": v_float(0.0, 100.0, lo_open=True),
+                      "voi": v_choice(VOI_METHODS), "voi_margin_mm": v_float(0.0, 100.0),
+                      "voi_threshold_fraction": v_float(0.40, 0.50), "min_voi_voxels": v_float(0.1, 1000.0)},
     OutputSection: {"dicom": v_bool, "report": v_choice(REPORT_FORMATS), "figures": v_bool},
 }
 

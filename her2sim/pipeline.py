@@ -173,7 +173,7 @@ def stage_calibration(task: StageTask) -> None:
         centres = [s["centre_mm"] for s in spheres]
         diameters = [s["diameter_mm"] for s in spheres]
         bg = 1000.0 * scale
-        cal["rc"], cal["rc_max"] = {}, {}
+        cal["rc"], cal["rc_max"], cal["rc_voi"] = {}, {}, {}
         for c, d in zip(centres, diameters):
             try:  # spheres smaller than a voxel have no voxel mostly inside them on coarse grids
                 rc = measure_recovery_coefficients(bq.array, rgrid, [c], [d], bg * p["calibration"]["ratio"],
@@ -182,6 +182,11 @@ def stage_calibration(task: StageTask) -> None:
                 continue
             cal["rc"][str(int(round(d)))] = float(rc["rc_mean"][0])
             cal["rc_max"][str(int(round(d)))] = float(rc["rc_max"][0])
+            cal["rc_voi"][str(int(round(d)))] = float(rc["rc_mean_voi"][0])
+        if len(cal["rc"]) >= 2:
+            from her2sim.analysis.pvc import fit_effective_fwhm_mm
+            # contrast recovery of the mean -> the protocol's effective resolution, used by PVC
+            cal["effective_fwhm_mm"] = fit_effective_fwhm_mm([float(k) for k in cal["rc"]], list(cal["rc"].values()))
     _write_json(task.outputs[0], cal)
 
 
@@ -275,11 +280,21 @@ def stage_recon(task: StageTask) -> None:
 
 
 def stage_quantify(task: StageTask) -> None:
-    """SUV per lesion (max, mean, peak) with and without PVC, visual read, against the truth."""
+    """SUV per lesion (max, mean, peak) with and without PVC, visual read, against the truth.
+
+    Every lesion of the truth gets a row: measured on the recon grid (its VOI from the phantom's sub-voxel
+    lesion fraction, its margin kept out of other organs), or with the reason it is not
+    (:data:`her2sim.analysis.lesion_truth.UNMEASURED_REASONS`). GTM, RBV and iterative Yang use the organ
+    labels plus the lesions' fraction maps as regions (:mod:`her2sim.analysis.pvc_regions`).
+    """
     _fault_injection_delay(task.stage)
+    from scipy import ndimage
+
     from her2sim.analysis.lesion_table import lesion_rows
-    from her2sim.analysis.pvc import apply_pvc
-    from her2sim.analysis.suv import suv_image
+    from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_allowed
+    from her2sim.analysis.pvc import apply_pvc, pvc_recovery_coefficient
+    from her2sim.analysis.pvc_regions import RegionModel
+    from her2sim.analysis.suv import lean_body_mass_kg, suv_image
     from her2sim.analysis.threshold import visual_read
     from her2sim.core.grid import resample
 
@@ -287,68 +302,99 @@ def stage_quantify(task: StageTask) -> None:
     a = p["analysis"]
     pdir = Path(task.study_dir) / "patients" / p["patient_id"]
     ph = Phantom.load(pdir / "phantom.h5")
+    if ph.lesion_fraction is None or ph.lesion_owner is None or ph.lesion_own_suv is None:
+        raise DataError(f"{pdir / 'phantom.h5'} has no lesion fraction maps (made by an older her2sim); "
+                        "delete the study's patients folder and rerun")
     grid = Image.load(pdir / _time_tag(ph.time_points_h[0]) / "recon_r0.h5").grid
-    lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, grid, order=0)
-    body = resample((ph.density_g_cm3 > 0.5).astype(np.uint8), ph.grid, grid, order=0) > 0
+    sp = grid.spacing_mm
+    lesions = lesions_on_grid(grid, ph.grid, ph.lesion_fraction, ph.lesion_owner, ph.lesion_own_suv, ph.truth,
+                              min_voxels=a.get("min_voi_voxels", 1.0))
+    measured = {lid: L for lid, L in lesions.items() if L.reason is None}
+    organs = resample(host_labels(ph.labels, ph.label_names), ph.grid, grid, order=0)
+    allowed = margin_allowed(organs, ph.label_names)
+    body = organs > 0
+    any_lesion = np.zeros(grid.shape, bool)
+    for L in lesions.values():
+        if L.voi is not None:
+            any_lesion |= L.voi
+    voi_method = a.get("voi", "lesion")
+    ct = resample(ph.ct_hu, ph.grid, grid, order=1, cval=-1000.0) if voi_method == "ct" else None
+    margin = a.get("voi_margin_mm")
+    margin = float(sp[1]) if margin is None else float(margin)
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
-    psf_fwhm = a.get("psf_fwhm_mm") or p["psf_fwhm_mm"]
-    from her2sim.analysis.suv import lean_body_mass_kg
+    psf_fwhm = a.get("psf_fwhm_mm") or cal.get("effective_fwhm_mm") or p["psf_fwhm_mm"]
+    region_methods = [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")]
+    model = RegionModel(organs.astype(np.int32), {lid: L.fraction for lid, L in measured.items()},
+                        {lid: L.voi for lid, L in measured.items()}) if region_methods and measured else None
     lbm_kg = lean_body_mass_kg(ph.meta["weight_kg"], ph.meta["height_cm"], ph.meta.get("sex", "F"))
+    r1 = max(1, int(round(10.0 / sp[1])))
+    r2 = max(r1 + 1, int(round(25.0 / sp[1])))
     rows = []
     for fi, t_h in enumerate(ph.time_points_h):
         tdir = pdir / _time_tag(t_h)
         for k in range(p["monte_carlo"]["noise_realisations"]):
             img = Image.load(tdir / f"recon_r{k}.h5")
             suv = suv_image(img).array
-            base = lesion_rows(suv, grid, lesion_map, ph.truth, p["patient_id"], time_index=fi, margin_mm=grid.spacing_mm[1])
-            # background ring for the visual read: body voxels 10-25 mm around each lesion
-            from scipy import ndimage
+            base = lesion_rows(suv, grid, lesions, ph.truth, p["patient_id"], time_index=fi, voi=voi_method,
+                               margin_mm=margin, allowed=allowed, ct_hu=ct,
+                               threshold_fraction=a.get("voi_threshold_fraction", 0.42))
             for row in base:
-                lid = row["lesion_id"]
-                les = lesion_map == lid
-                r1 = max(1, int(round(10.0 / grid.spacing_mm[1])))
-                r2 = max(r1 + 1, int(round(25.0 / grid.spacing_mm[1])))
-                ring = ndimage.binary_dilation(les, iterations=r2) & ~ndimage.binary_dilation(les, iterations=r1) & body
-                ring &= lesion_map == 0
+                row.update({"time_h": t_h, "realisation": k, "group": ph.meta.get("group")})
+                if not row["measured"]:
+                    continue
+                # background ring for the visual read: body voxels 10-25 mm around the lesion, no other lesion
+                les = lesions[row["lesion_id"]].voi
+                ring = ndimage.binary_dilation(les, iterations=r2) & ~ndimage.binary_dilation(les, iterations=r1)
+                ring &= body & ~any_lesion
                 if ring.sum() >= 3:
                     bg = suv[ring]
                     vr = visual_read(row["suvmean"], float(bg.mean()), float(bg.std(ddof=1)), k=a["rose_k"])
-                    row.update({"background_suv": float(bg.mean()), "lbr": float(vr["ratio"]), "cnr": float(vr["cnr"]),
-                                "visual_positive": bool(vr["positive"])})
-                row.update({"time_h": t_h, "realisation": k})
-                if "lbr" in row:
-                    row["tbr"] = row["lbr"]
-                if row.get("true_suv"):
-                    row["recovery"] = row["suvmean"] / row["true_suv"]
+                    row.update({"background_suv": float(bg.mean()), "lbr": float(vr["ratio"]),
+                                "cnr": float(vr["cnr"]), "visual_positive": bool(vr["positive"]), "tbr": float(vr["ratio"])})
+                if row.get("true_suv_intrinsic"):
+                    row["recovery"] = row["suvmean"] / row["true_suv_intrinsic"]
                 row["sul"] = row["suvmax"] * lbm_kg / ph.meta["weight_kg"]
+            done = [row for row in base if row["measured"]]
+            gtm_c = None
             for method in a["pvc_methods"]:
-                if method == "none":
+                if method == "none" or not done:
                     continue
                 if method == "rc":
-                    if "rc" not in cal:
-                        continue
-                    from her2sim.analysis.pvc import pvc_recovery_coefficient
-                    d = np.array([float(x) for x in cal["rc"]])
-                    rc = np.array(list(cal["rc"].values()))
-                    order = np.argsort(d)
+                    rc_curve = cal.get("rc_voi") or {}
+                    d = np.array([float(x) for x in rc_curve])
                     if d.size < 2:
                         continue
-                    for row in base:
+                    order = np.argsort(d)
+                    rc = np.array(list(rc_curve.values()), dtype=float)[order]
+                    for row in done:
                         row["pvc_rc_suvmean"] = pvc_recovery_coefficient(
-                            row["suvmean"], row["diameter_mm"], d[order], np.clip(rc[order], 1e-3, 2.0),
+                            row["suvmean"], row["diameter_mm"], d[order], np.clip(rc, 1e-3, 2.0),
                             extrapolate=True, background=row.get("background_suv", 0.0))
                     continue
-                labels = lesion_map.astype(np.int32).copy()
-                labels[(labels == 0) & body] = 10000
-                corrected = apply_pvc(method, suv, grid, psf_fwhm, labels=labels)
-                if isinstance(corrected, dict):
-                    for row in base:
-                        row[f"pvc_{method}_suvmean"] = float(corrected.get(row["lesion_id"], np.nan))
-                else:
-                    for row in base:
-                        m = lesion_map == row["lesion_id"]
-                        row[f"pvc_{method}_suvmean"] = float(corrected[m].mean())
-                        row[f"pvc_{method}_suvmax"] = float(corrected[m].max())
+                if method == "gtm":
+                    gtm_c = model.gtm(suv, psf_fwhm, sp)
+                    for row in done:
+                        row["pvc_gtm_suvmean"] = model.lesion_value(gtm_c, row["lesion_id"])
+                    continue
+                if method in ("rbv", "iy"):
+                    if method == "rbv":
+                        x, c = model.rbv(suv, psf_fwhm, sp, gtm_coeffs=gtm_c)
+                    else:
+                        x, c = model.iterative_yang(suv, psf_fwhm, sp)
+                    for row in done:
+                        row[f"pvc_{method}_suvmean"] = model.lesion_value(c, row["lesion_id"])
+                        row[f"pvc_{method}_suvmax"] = float(x[lesions[row["lesion_id"]].voi].max())
+                    continue
+                # voxel-wise deconvolutions (rl, vc) and two-compartment Muller-Gartner on the lesion VOIs
+                labels = np.where(any_lesion, 0, np.where(body, 10000, 1)).astype(np.int32)
+                for lid in measured:
+                    labels[lesions[lid].voi] = lid + 20000
+                opts = {"background_label": 10000} if method == "mg" else {}
+                corrected = apply_pvc(method, suv, grid, psf_fwhm, labels=labels, **opts)
+                for row in done:
+                    m = lesions[row["lesion_id"]].voi
+                    row[f"pvc_{method}_suvmean"] = float(corrected[m].mean())
+                    row[f"pvc_{method}_suvmax"] = float(corrected[m].max())
             rows.extend(base)
             if fi == 0 and k == 0:
                 from her2sim.analysis.figures import plot_true_vs_reconstructed
@@ -358,7 +404,7 @@ def stage_quantify(task: StageTask) -> None:
                 plot_true_vs_reconstructed(true_bq * scale, suv, grid.spacing_mm,
                                            Path(task.study_dir) / "results" / "figures" / f"recon_{p['patient_id']}.png",
                                            title=f"{p['patient_id']} at {t_h:g} h: truth vs OSEM (SUV)",
-                                           lesion_mask=lesion_map > 0, vmax=4.0)
+                                           lesion_mask=any_lesion, vmax=4.0)
     _write_json(task.outputs[0], rows)
 
 
@@ -428,11 +474,24 @@ def stage_statistics(task: StageTask) -> None:
     res = sd / "results"
     figdir = res / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
-    rows = []
+    all_rows = []
     for pid in p["patient_ids"]:
-        rows.extend(json.loads((sd / "patients" / pid / "lesions.json").read_text()))
-    write_lesion_csv(rows, res / "lesions.csv")
-    summary = {"study": p["study_name"], "patients": len(p["patient_ids"]), "lesions": len(rows)}
+        all_rows.extend(json.loads((sd / "patients" / pid / "lesions.json").read_text()))
+    if not all_rows:
+        raise DataError(f"study {p['study_name']!r}: the truth of its {len(p['patient_ids'])} patient(s) holds no "
+                        "lesion with a HER2 status; add lesions (phantom.lesions or a cohort preset)")
+    write_lesion_csv(all_rows, res / "lesions.csv")
+    # every lesion of the truth has rows; statistics use the measured ones and count the rest
+    first_t = min(r["time_h"] for r in all_rows)
+    per_lesion = [r for r in all_rows if r["time_h"] == first_t and r.get("realisation", 0) == 0]
+    unmeasured: dict = {}
+    for r in per_lesion:
+        if not r.get("measured", True):
+            unmeasured[r["unmeasured_reason"]] = unmeasured.get(r["unmeasured_reason"], 0) + 1
+    rows = [r for r in all_rows if r.get("measured", True)]
+    summary = {"study": p["study_name"], "patients": len(p["patient_ids"]), "lesions": len(rows),
+               "lesions_truth": len(per_lesion), "lesions_measured": len(per_lesion) - sum(unmeasured.values()),
+               "unmeasured_by_reason": dict(sorted(unmeasured.items()))}
     thr = {}
     metrics = [m for m in a["metrics"]] + [k for k in sorted({k for r in rows for k in r}) if k.startswith("pvc_")]
     primary_rows = [r for r in rows if r.get("realisation", 0) == 0]
@@ -458,7 +517,7 @@ def stage_statistics(task: StageTask) -> None:
         if len(set(ihc)) >= 2:
             entry["spearman_suvmax_ihc"] = _defined(spearman_ihc, [r["suvmax"] for r in sel], ihc)
         entry["suvmax_by_ihc"] = _defined(group_mean_sd, [r["suvmax"] for r in sel], ihc)
-        trues = [r.get("true_suv") for r in sel]
+        trues = [r.get("true_suv_intrinsic") for r in sel]
         if all(t is not None for t in trues) and sel:
             entry["suvmean_bias_rmse"] = _defined(bias_rmse, [r["suvmean"] for r in sel], trues)
         stats[f"{t_h:g}h"] = entry
@@ -472,7 +531,7 @@ def stage_statistics(task: StageTask) -> None:
         figs.append(str(figures.plot_suv_vs_ihc([r["suvmax"] for r in sel], [r["ihc"] for r in sel],
                                                 [bool(r["her2_positive"]) for r in sel], figdir / "suvmax_vs_ihc.png",
                                                 threshold=a["threshold"])))
-        trues = [r.get("true_suv") for r in sel]
+        trues = [r.get("true_suv_intrinsic") for r in sel]
         if all(t is not None for t in trues):
             figs.append(str(figures.plot_measured_vs_true(trues, [r["suvmean"] for r in sel],
                                                           figdir / "measured_vs_true.png")))
@@ -573,7 +632,10 @@ def build_stages(cfg: StudyConfig) -> list:
                         "attenuation": cfg.recon.attenuation, "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm}}
     analysis = {"threshold": cfg.analysis.threshold, "metrics": list(cfg.analysis.metrics),
                 "pvc_methods": list(cfg.analysis.pvc_methods), "psf_fwhm_mm": cfg.analysis.psf_fwhm_mm,
-                "bootstrap": cfg.analysis.bootstrap, "rose_k": cfg.analysis.rose_k}
+                "bootstrap": cfg.analysis.bootstrap, "rose_k": cfg.analysis.rose_k, "voi": cfg.analysis.voi,
+                "voi_margin_mm": cfg.analysis.voi_margin_mm,
+                "voi_threshold_fraction": cfg.analysis.voi_threshold_fraction,
+                "min_voi_voxels": cfg.analysis.min_voi_voxels}
     cal_kind = cfg.calibration.phantom if cfg.calibration.phantom in ("iec", "cylinder") else "cylinder"
     stages = [Stage("calibration", [], dict(common, calibration={"phantom": cal_kind,
                                                                    "activity_mbq": cfg.calibration.activity_mbq,

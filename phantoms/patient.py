@@ -109,7 +109,10 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
             owner[f >= 0.5] = i
         placed.append(pl)
 
-    # mix activity (SUV), CT, density, materials and labels
+    # mix activity (SUV), CT, density, materials and labels; keep each lesion's own share (partial-volume truth)
+    lesion_fraction = np.zeros(grid.shape, np.float32)
+    lesion_owner = np.zeros(grid.shape, np.int16)
+    lesion_own_suv = np.zeros((len(tp),) + grid.shape, np.float32)
     for pl in placed:
         f = pl.fraction
         if not np.any(f > 0):
@@ -120,6 +123,11 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
             for k, t in enumerate(tp):
                 lesion_suv = base * pl.uptake_factor * bio.time_factor(ratios.get("tumour", 1.0), t)
                 suv[k] = (1.0 - f) * suv[k] + f * lesion_suv
+                lesion_own_suv[k] = (1.0 - f) * lesion_own_suv[k] + f * lesion_suv
+        mine = f > lesion_fraction
+        lesion_owner[mine] = pl.id
+        lesion_fraction[:] = np.minimum(np.maximum(lesion_fraction, f) if s["allow_overlap"] else lesion_fraction + f,
+                                        1.0)
         mat = get_material(LESION_MATERIAL[ls["type"]])
         tv.ct_hu[:] = (1.0 - f) * tv.ct_hu + f * np.float32(LESION_HU[ls["type"]])
         tv.density_g_cm3[:] = (1.0 - f) * tv.density_g_cm3 + f * np.float32(mat.density_g_cm3)
@@ -184,7 +192,8 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
             "landmarks": _jsonable(anat.landmarks)}
     ph = Phantom(grid=grid, activity_bq_per_ml=activity, time_points_h=tp, ct_hu=tv.ct_hu, labels=tv.labels,
                  material_ids=tv.material_ids, density_g_cm3=tv.density_g_cm3, label_names=tv.label_names,
-                 material_names=list(MATERIAL_NAMES), truth=truth, lesion_ids=lesion_ids, meta=meta)
+                 material_names=list(MATERIAL_NAMES), truth=truth, lesion_ids=lesion_ids, meta=meta,
+                 lesion_fraction=lesion_fraction, lesion_owner=lesion_owner, lesion_own_suv=lesion_own_suv)
     axis = [float(grid.center_mm[2]), float(grid.center_mm[1])]
     ph.meta["contour"] = {"axis_xy_mm": axis, "angles_deg": list(CONTOUR_ANGLES_DEG),
                           "body_radius_mm": [float(v) for v in body_radius_mm(ph, CONTOUR_ANGLES_DEG, axis)]}

@@ -226,22 +226,32 @@ def test_lesion_rows_join_truth_and_feed_the_cli(tmp_path, capsys):
     from her2sim.core.grid import Grid
     from her2sim.analysis import voi
     from her2sim.analysis.lesion_table import lesion_rows
+    from her2sim.analysis.lesion_truth import lesions_on_grid
     g = Grid.centered((20, 30, 40), 2.0)
-    lab = np.zeros(g.shape, np.int16)
-    lab[voi.sphere_mask(g, (0, 0, -15), 14.0) >= 0.5] = 1
-    lab[voi.sphere_mask(g, (0, 0, 15), 14.0) >= 0.5] = 2
-    lab[voi.sphere_mask(g, (0, 10, 0), 6.0) >= 0.5] = 3
+    frac = np.zeros(g.shape, np.float32)
+    owner = np.zeros(g.shape, np.int16)
+    for lid, c, d in ((1, (0, 0, -15), 14.0), (2, (0, 0, 15), 14.0), (3, (0, 10, 0), 6.0)):
+        f = voi.sphere_mask(g, c, d).astype(np.float32)
+        owner[f > 0] = lid
+        frac += f
+    lab = np.where(frac >= 0.5, owner, 0)
     img = np.where(lab == 1, 3.5, np.where(lab == 2, 0.8, 0.3))
-    truth = [{"id": 1, "type": "primary", "ihc": 3, "her2_positive": True, "suv_mean": [3.5, 3.6], "diameter_mm": 14},
-             {"id": 2, "type": "primary", "ihc": 0, "her2_positive": False, "suv_mean": [0.8, 0.7], "diameter_mm": 14},
+    own = np.stack([frac * np.where(owner == 1, 3.5, 0.8)] * 2)
+    truth = [{"id": 1, "type": "primary", "ihc": 3, "her2_positive": True, "suv_intrinsic_mean": [3.5, 3.6],
+              "diameter_mm": 14},
+             {"id": 2, "type": "primary", "ihc": 0, "her2_positive": False, "suv_intrinsic_mean": [0.8, 0.7],
+              "diameter_mm": 14},
              {"id": 3, "type": "inflammation", "ihc": None, "her2_positive": False},
              {"id": 4, "type": "node", "ihc": 2, "her2_positive": True, "in_fov": False}]
-    rows = lesion_rows(img, g, lab, truth, "P7", time_index=1)
-    assert [r["lesion_id"] for r in rows] == [1, 2]
-    assert rows[0]["suvmax"] == 3.5 and rows[0]["true_suv"] == 3.6 and rows[1]["suvmean"] == pytest.approx(0.8)
+    lesions = lesions_on_grid(g, g, frac, owner, own, truth)
+    rows = lesion_rows(img, g, lesions, truth, "P7", time_index=1)
+    assert [r["lesion_id"] for r in rows] == [1, 2, 4]
+    assert rows[2]["measured"] is False and rows[2]["unmeasured_reason"] == "outside_phantom"
+    assert rows[0]["suvmax"] == 3.5 and rows[0]["true_suv_intrinsic"] == 3.6 and rows[1]["suvmean"] == pytest.approx(0.8)
     p = th.write_lesion_csv(rows, tmp_path / "rows.csv")
     assert th.main([str(p), "--json", "--n-boot", "50"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["sensitivity"] == 1.0 and out["specificity"] == 1.0
     # one patient holding both classes: every patient resample is that patient, so the CI collapses
     assert out["auc"] == 1.0 and out["auc_ci"] == [1.0, 1.0] and out["n_patients"] == 1
+    assert out["n_missing"] == 1          # the unmeasured lesion's row has no SUVmax

@@ -45,6 +45,13 @@ class Phantom:
         Per-voxel lesion id (0 = no lesion), int16.
     meta : dict
         Patient and provenance (weight_kg, height_cm, injected_mbq, seed, config).
+    lesion_fraction : numpy.ndarray or None
+        Partial-volume fraction (z, y, x), 0-1, of the voxel occupied by lesions (supersampled).
+    lesion_owner : numpy.ndarray or None
+        Id of the lesion with the largest fraction in each voxel (z, y, x), int16; 0 where no lesion reaches.
+    lesion_own_suv : numpy.ndarray or None
+        The lesions' *own* share of the SUV (time, z, y, x): fraction x the lesion's uptake, with no
+        surrounding tissue - the partial-volume truth that :mod:`her2sim.analysis.truth` puts on any grid.
     """
 
     grid: Grid
@@ -59,6 +66,9 @@ class Phantom:
     truth: list = field(default_factory=list)
     lesion_ids: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    lesion_fraction: np.ndarray | None = None
+    lesion_owner: np.ndarray | None = None
+    lesion_own_suv: np.ndarray | None = None
 
     KIND = "Phantom"
 
@@ -73,8 +83,12 @@ class Phantom:
                             f"{len(self.time_points_h)} entries")
         for name in ("activity_bq_per_ml", "ct_hu", "labels", "material_ids", "density_g_cm3"):
             self.grid.check_array(f"Phantom.{name}", getattr(self, name))
-        if self.lesion_ids is not None:
-            self.grid.check_array("Phantom.lesion_ids", self.lesion_ids)
+        for name in ("lesion_ids", "lesion_fraction", "lesion_owner", "lesion_own_suv"):
+            if getattr(self, name) is not None:
+                self.grid.check_array(f"Phantom.{name}", getattr(self, name))
+        if self.lesion_own_suv is not None and np.shape(self.lesion_own_suv)[0] != len(self.time_points_h):
+            raise DataError(f"Phantom.lesion_own_suv has {np.shape(self.lesion_own_suv)[0]} time frames but "
+                            f"time_points_h has {len(self.time_points_h)} entries")
         if not np.all(np.isfinite(act)) or np.any(act < 0):
             raise DataError("Phantom.activity_bq_per_ml must be finite and >= 0 Bq/mL")
         self.label_names = {int(k): str(v) for k, v in self.label_names.items()}
@@ -96,9 +110,11 @@ class Phantom:
                 "material_names": list(self.material_names), "truth": self.truth, "meta": self.meta}
         arrays = {"activity_bq_per_ml": self.activity_bq_per_ml, "ct_hu": self.ct_hu, "labels": self.labels,
                   "material_ids": self.material_ids, "density_g_cm3": self.density_g_cm3,
-                  "lesion_ids": self.lesion_ids}
+                  "lesion_ids": self.lesion_ids, "lesion_fraction": self.lesion_fraction,
+                  "lesion_owner": self.lesion_owner, "lesion_own_suv": self.lesion_own_suv}
         units = {"activity_bq_per_ml": "Bq/mL", "ct_hu": "HU", "labels": "", "material_ids": "",
-                 "density_g_cm3": "g/cm^3", "lesion_ids": ""}
+                 "density_g_cm3": "g/cm^3", "lesion_ids": "", "lesion_fraction": "1", "lesion_owner": "",
+                 "lesion_own_suv": "SUV (g/mL)"}
         return write_container(path, self.KIND, arrays, meta, units)
 
     @classmethod
@@ -111,7 +127,9 @@ class Phantom:
                    material_ids=r("material_ids"), density_g_cm3=r("density_g_cm3"),
                    label_names={int(k): v for k, v in m("label_names").items()},
                    material_names=list(m("material_names")), truth=list(m("truth")),
-                   lesion_ids=arrays.get("lesion_ids"), meta=dict(m("meta")))
+                   lesion_ids=arrays.get("lesion_ids"), meta=dict(m("meta")),
+                   lesion_fraction=arrays.get("lesion_fraction"), lesion_owner=arrays.get("lesion_owner"),
+                   lesion_own_suv=arrays.get("lesion_own_suv"))
 
 
 @dataclass

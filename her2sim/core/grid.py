@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import ConfigError, DataError, check_int, check_range
 
@@ -136,10 +135,72 @@ class Grid:
             raise DataError(f"grid attribute {exc.args[0]!r} is missing") from None
 
 
-def resample(array: np.ndarray, src: Grid, dst: Grid, order: int = 1, cval: float = 0.0) -> np.ndarray:
-    """Resample ``array`` defined on ``src`` onto ``dst`` (trilinear by default).
+def _axis_operator(n_src: int, o_src: float, d_src: float, n_dst: int, o_dst: float, d_dst: float,
+                   order: int) -> tuple:
+    """1-D resampling operator along one axis and the destination voxels that see the source.
 
-    Points of ``dst`` outside ``src`` take ``cval``. Use ``order=0`` for label maps.
+    The source covers its *extent* ``[o_src - d_src/2, o_src + (n_src - 1/2) d_src]`` (voxel edges, not
+    centres). Coarsening (``d_dst > d_src``, ``order >= 1``) averages the source over each destination voxel
+    weighted by the overlap length, which conserves the integral; otherwise a destination centre inside the
+    extent is interpolated linearly (``order=1``) or by nearest neighbour (``order=0``), with the outer
+    half-voxel of the source taking the edge voxel's value (no fall-off to ``cval`` inside the extent).
+
+    Returns
+    -------
+    (scipy.sparse.csr_matrix of shape (n_dst, n_src), bool array of shape (n_dst,))
+        The operator and which destination voxels overlap the source extent.
+    """
+    from scipy import sparse
+
+    lo_src, hi_src = o_src - 0.5 * d_src, o_src + (n_src - 0.5) * d_src
+    centres = o_dst + d_dst * np.arange(n_dst)
+    tol = 1e-6 * min(d_src, d_dst)
+    if order >= 1 and d_dst > d_src * (1.0 + 1e-6):
+        # overlap of destination voxel i with source voxel j, per unit of the destination voxel inside the extent
+        dlo, dhi = centres - 0.5 * d_dst, centres + 0.5 * d_dst
+        j0 = np.clip(np.floor((dlo - lo_src) / d_src).astype(int), 0, n_src - 1)
+        j1 = np.clip(np.floor((dhi - lo_src) / d_src).astype(int), 0, n_src - 1)
+        rows, cols, vals = [], [], []
+        span = int((j1 - j0).max(initial=0)) + 1
+        for k in range(span):
+            j = j0 + k
+            ok = j <= j1
+            slo = lo_src + j * d_src
+            ov = np.minimum(dhi, slo + d_src) - np.maximum(dlo, slo)
+            ok &= ov > tol
+            rows.append(np.nonzero(ok)[0]), cols.append(j[ok]), vals.append(ov[ok])
+        r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+        inside = np.bincount(r, weights=v, minlength=n_dst)
+        valid = inside > tol
+        v = v / inside[r]
+        return sparse.csr_matrix((v, (r, c)), shape=(n_dst, n_src)), valid
+    valid = (centres >= lo_src - tol) & (centres <= hi_src + tol)
+    idx = np.clip((centres - o_src) / d_src, 0.0, n_src - 1.0)
+    r = np.nonzero(valid)[0]
+    if order == 0:
+        c = np.clip(np.floor(idx[r] + 0.5).astype(int), 0, n_src - 1)
+        return sparse.csr_matrix((np.ones(r.size), (r, c)), shape=(n_dst, n_src)), valid
+    i0 = np.minimum(np.floor(idx[r]).astype(int), max(n_src - 2, 0))
+    w = idx[r] - i0
+    i1 = np.minimum(i0 + 1, n_src - 1)
+    m = sparse.csr_matrix((np.concatenate([1.0 - w, w]), (np.concatenate([r, r]), np.concatenate([i0, i1]))),
+                          shape=(n_dst, n_src))
+    return m, valid
+
+
+def resample(array: np.ndarray, src: Grid, dst: Grid, order: int = 1, cval: float = 0.0) -> np.ndarray:
+    """Resample ``array`` defined on ``src`` onto ``dst`` (axis-aligned grids), keeping every voxel in the extent.
+
+    Applied separably along z, y and x (:func:`_axis_operator`):
+
+    * a destination voxel whose centre lies anywhere inside the source's *extent* (voxel edges, including the
+      outer half-voxel) gets a value - uniform volumes stay uniform to the edge;
+    * coarsening an axis with ``order=1`` is a volume-weighted average (activity is conserved), not point
+      sampling, so a lesion smaller than the new voxel keeps its activity;
+    * refining an axis with ``order=1`` is linear interpolation clamped at the edges;
+    * ``order=0`` (label maps) takes the nearest source voxel, so a label keeps its volume within one voxel layer.
+
+    Destination voxels outside the source extent take ``cval``.
 
     Parameters
     ----------
@@ -148,13 +209,33 @@ def resample(array: np.ndarray, src: Grid, dst: Grid, order: int = 1, cval: floa
     src, dst : Grid
         Source and destination geometry.
     order : int
-        Spline order for :func:`scipy.ndimage.affine_transform` (0 nearest, 1 linear).
+        0 nearest (labels) or 1 linear / volume-weighted (concentrations, Bq/mL, HU, mu).
     cval : float
         Fill value outside the source volume.
     """
     src.check_array("resample input", array)
-    scale = np.asarray(dst.spacing_mm) / np.asarray(src.spacing_mm)
-    offset = (np.asarray(dst.origin_mm) - np.asarray(src.origin_mm)) / np.asarray(src.spacing_mm)
-    out = ndimage.affine_transform(np.asarray(array), scale, offset=offset, output_shape=dst.shape,
-                                   order=order, mode="constant", cval=cval)
-    return out.astype(array.dtype, copy=False)
+    check_int("resample order", order, 0, 1)
+    a = np.asarray(array)
+    out = a if order == 0 else a.astype(np.float64)
+    valid = []
+    for axis in range(3):
+        op, ok = _axis_operator(src.shape[axis], src.origin_mm[axis], src.spacing_mm[axis], dst.shape[axis],
+                                dst.origin_mm[axis], dst.spacing_mm[axis], order)
+        moved = np.moveaxis(out, axis, 0)
+        rest = moved.shape[1:]
+        flat = moved.reshape(moved.shape[0], -1)
+        if order == 0:
+            # nearest neighbour: a gather (keeps integer labels exact)
+            pick = np.zeros(op.shape[0], dtype=int)
+            coo = op.tocoo()
+            pick[coo.row] = coo.col
+            res = flat[pick]
+        else:
+            res = op @ flat
+        out = np.moveaxis(res.reshape((op.shape[0],) + rest), 0, axis)
+        valid.append(ok)
+    out = np.array(out, copy=True)
+    outside = ~(valid[0][:, None, None] & valid[1][None, :, None] & valid[2][None, None, :])
+    if outside.any():
+        out[outside] = cval
+    return out.astype(a.dtype, copy=False)
