@@ -36,6 +36,10 @@ def _executor(args):
 def _print_study_summary(s: dict) -> None:
     print(f"study {s.get('study')}: {s.get('patients')} patient(s), {s.get('scans')} scan(s), "
           f"{s.get('lesions')} lesion measurements, {s.get('wall_seconds', 0):.1f} s")
+    if s.get("lesions_truth") is not None:
+        why = s.get("unmeasured_by_reason") or {}
+        print(f"  lesions: {s['lesions_truth']} in the truth, {s.get('lesions_measured')} measured"
+              + (" (unmeasured: " + ", ".join(f"{k} {v}" for k, v in sorted(why.items())) + ")" if why else ""))
     for k, v in s.get("stage_seconds", {}).items():
         print(f"  stage {k:<12} {v:8.1f} s")
     cal = s.get("calibration", {})
@@ -43,7 +47,7 @@ def _print_study_summary(s: dict) -> None:
         print(f"  calibration: {cal.get('phantom')} -> {cal.get('sensitivity_cps_per_mbq', float('nan')):.2f} cps/MBq "
               "(reconstructed, all views)")
         if "rc" in cal:
-            print("  IEC recovery (mean): " + ", ".join(f"{k} mm {v:.2f}" for k, v in sorted(cal["rc"].items(),
+            print("  IEC contrast recovery of the mean: " + ", ".join(f"{k} mm {v:.2f}" for k, v in sorted(cal["rc"].items(),
                                                                                          key=lambda kv: -float(kv[0]))))
     print(f"  {'metric':<26}{'Se':>6}{'Sp':>6}{'AUC':>7}  Youden cut-off")
     for name, t in s.get("threshold", {}).items():

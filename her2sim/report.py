@@ -432,7 +432,13 @@ def _overview(study_dir: Path, summary: dict, toml: dict) -> Section:
             ["patients", _count(summary.get("patients"))],
             ["scans (patient x time point)", _count(scans) if scans is not None else str(count_scans(study_dir))]]
     if "lesions" in summary:
-        rows.append(["lesion rows", _count(summary["lesions"])])
+        rows.append(["lesion rows (measured)", _count(summary["lesions"])])
+    if summary.get("lesions_truth") is not None:
+        why = summary.get("unmeasured_by_reason") or {}
+        rows.append(["lesions in the truth / measured", f"{_count(summary['lesions_truth'])} / "
+                     f"{_count(summary.get('lesions_measured'))}"])
+        if why:
+            rows.append(["unmeasured lesions", ", ".join(f"{k}: {v}" for k, v in sorted(why.items()))])
     for k, label in (("wall_seconds", "wall time (s)"), ("her2sim_version", "her2sim version"),
                      ("finished_utc", "finished (UTC)"), ("config_sha256", "config sha256")):
         if summary.get(k) is not None:
