@@ -54,6 +54,7 @@ import json
 import logging
 import errno
 import os
+import re
 import socket
 import tempfile
 import time
@@ -127,17 +128,30 @@ def remove_stale_temporaries(path) -> int:
     return n
 
 
-def remove_stale_temporaries_under(folder) -> list:
-    """Delete every leftover temporary file (``.<name>.<anything>.tmp``) under ``folder``; return their paths.
+_TMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 
-    Only call this while holding :func:`study_lock`: a temporary file of a running writer looks the same.
+
+def remove_stale_temporaries_under(folders, recursive=()) -> list:
+    """Delete leftover temporary files (``.<name>.<random>.tmp``) of interrupted atomic writes.
+
+    Parameters
+    ----------
+    folders : iterable of path-like
+        Folders whose own files are checked (not their subfolders).
+    recursive : iterable of path-like
+        Folders checked with all their subfolders (folder outputs such as ``dicom``).
+
+    Returns
+    -------
+    list of Path
+        The files removed. Only call this while holding :func:`study_lock`: a temporary file of a
+        running writer looks the same.
     """
-    folder = Path(folder)
     removed = []
-    if not folder.is_dir():
-        return removed
-    for tmp in folder.rglob(".*.tmp"):
-        if tmp.is_file() or tmp.is_symlink():
+    cands = [f for d in folders if Path(d).is_dir() for f in Path(d).glob(".*.tmp")]
+    cands += [f for d in recursive if Path(d).is_dir() for f in Path(d).rglob(".*.tmp")]
+    for tmp in sorted(set(cands)):
+        if _TMP_NAME.match(tmp.name) and (tmp.is_file() or tmp.is_symlink()):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
                 removed.append(tmp)
@@ -627,7 +641,17 @@ def _run_stages_locked(stages, study_dir: Path, executor, progress: bool, force)
     if unknown:
         raise ConfigError(f"force = {sorted(unknown)} names no stage; known stages {sorted(keys)}")
     executor = executor or SerialExecutor()
-    for tmp in remove_stale_temporaries_under(study_dir):
+    # stale temporaries of a killed run: in the folders of every declared or recorded output (the
+    # study folder may be the user's working directory: nothing else there is touched)
+    folders, folder_outputs = {study_dir}, set()
+    for s in ordered:
+        recorded = [rec["path"] for rec in (read_manifest(study_dir, s.name) or {}).get("outputs", [])]
+        for p in list(s.outputs) + recorded:
+            path = _resolve(study_dir, p)
+            folders.add(path.parent)
+            if path.is_dir():
+                folder_outputs.add(path)
+    for tmp in remove_stale_temporaries_under(folders, folder_outputs):
         LOG.info("removed stale temporary file %s", tmp)
 
     results, to_run = {}, []

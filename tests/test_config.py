@@ -106,9 +106,12 @@ def test_camera_section_reaches_camera_and_protocol_shortcut_works():
     assert short.camera.protocol == cfg.camera.protocol
 
 
-def test_phantom_lesions_are_passed_through_unchanged():
-    cfg = loads_study(TINY + '[phantom.lesions]\nihc = ["3+", "0"]\nnested = {a = 1}\n')
-    assert cfg.phantom.lesions == {"ihc": ["3+", "0"], "nested": {"a": 1}}
+def test_phantom_lesions_are_checked_then_passed_through_unchanged():
+    cfg = loads_study(TINY + '[phantom.lesions]\nposition_mm = [0.0, 0.0, 10.0]\nmedium = "water"\n')
+    assert cfg.phantom.lesions == {"position_mm": [0.0, 0.0, 10.0], "medium": "water"}
+    # an option the phantom does not know is refused, never carried along silently
+    with pytest.raises(ConfigError, match=r"phantom.lesions.nested is not a known key .*'position_mm'"):
+        loads_study(TINY + '[phantom.lesions]\nnested = {a = 1}\n')
 
 
 def test_config_hash_is_sha256_of_canonical_json():

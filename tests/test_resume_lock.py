@@ -80,18 +80,20 @@ def test_deleted_result_of_last_stage_is_recomputed(tmp_path):
     assert statuses(res) == {"first": "skipped", "second": "ran", "third": "skipped"}
 
 
-def test_stale_temporaries_anywhere_in_the_study_are_removed(tmp_path):
+def test_stale_temporaries_of_study_outputs_are_removed_and_nothing_else(tmp_path):
     run_stages(graph(), tmp_path, progress=False)
-    stale = [tmp_path / "extra" / ".side.txt.abc123.tmp", tmp_path / "dicom" / "P001" / ".CT_0001.dcm.4242.tmp"]
+    stale = [tmp_path / "extra" / ".side.txt.abc123.tmp", tmp_path / ".main.txt.k9_x2.tmp"]
     for p in stale:
-        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("half")
-    keep = tmp_path / "extra" / "notes.tmp"  # not a her2sim temporary name (no leading dot)
-    keep.write_text("user file")
+    keep = [tmp_path / "extra" / "notes.tmp",               # not a her2sim temporary name (no leading dot)
+            tmp_path / "unrelated" / ".draft.txt.q1w2.tmp"]  # a folder the study does not write to
+    for p in keep:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("user file")
     res = run_stages(graph(), tmp_path, progress=False)
     assert set(statuses(res).values()) == {"skipped"}
     assert not any(p.exists() for p in stale)
-    assert keep.exists()
+    assert all(p.exists() for p in keep)
 
 
 def test_wrongly_typed_manifest_counts_as_not_done(tmp_path):

@@ -4,7 +4,8 @@ Every integer setting that sizes the work (photons, noise realisations, grid and
 sizes, views, worker processes...) has its allowed range here, so a value accepted by
 ``her2sim run``'s config check is never refused later by a stage (and the reverse). The
 names are the study-file key paths; the CLI options that set the same quantity use the
-same entry.
+same entry. (The acquisition protocol's own ranges, views, matrix, pixel size and radius, live
+with :class:`her2sim.sim.camera.Protocol`, which checks them wherever a protocol is built.)
 
 The memory model of :func:`estimate_peak_memory_bytes` is a deliberately rough upper
 estimate (documented per term) that is compared with the RAM the operating system reports
@@ -27,10 +28,6 @@ LIMITS: dict[str, tuple] = {
     "recon.scatter_histories": (1000, 10 ** 9),
     "phantom.shape": (4, 1024),                      # voxels per axis
     "phantom.spacing_mm": (0.1, 50.0),               # mm
-    "camera.protocol.n_views": (1, 1024),
-    "camera.protocol.matrix": (4, 1024),             # detector pixels per side
-    "camera.protocol.pixel_mm": (0.1, 50.0),         # mm
-    "camera.protocol.radius_mm": (1.0, 2000.0),      # mm
     "cohort.n_patients": (1, 100_000),               # further limited by the cohort preset's size
     "workers": (1, 256),                             # --workers
     "seed": (0, 2 ** 63 - 1),
