@@ -377,13 +377,13 @@ CSV_REQUIRED = ("patient_id", "lesion_id", "her2_positive", "ihc", "suvmax")
 CSV_METRICS = ("suvmax", "suvmean", "suvpeak", "true_suv")
 
 
-def _parse_bool(text: str, row: int) -> bool:
+def _parse_bool(text: str, row: int, where: str = "lesion CSV") -> bool:
     s = str(text).strip().lower()
     if s in ("1", "true", "yes", "y", "pos", "positive", "+"):
         return True
     if s in ("0", "false", "no", "n", "neg", "negative", "-"):
         return False
-    raise DataError(f"lesion CSV line {row}: her2_positive = {text!r} is not a boolean (1/0, true/false)")
+    raise DataError(f"{where} line {row}: her2_positive = {text!r} is not a boolean (1/0, true/false)")
 
 
 def read_lesion_csv(path) -> dict:
@@ -451,7 +451,8 @@ def read_lesion_csv(path) -> dict:
                 raise DataError(f"lesion CSV {name} line {ln}: {key} is empty")
     out: dict = {"patient_id": np.array([r["patient_id"] for r in rows]),
                  "lesion_id": np.array([r["lesion_id"] for r in rows]),
-                 "her2_positive": np.array([_parse_bool(r["her2_positive"], ln) for r, ln in zip(rows, lines)])}
+                 "her2_positive": np.array([_parse_bool(r["her2_positive"], ln, f"lesion CSV {name}")
+                                            for r, ln in zip(rows, lines)])}
     ihc = []
     for r, ln in zip(rows, lines):
         try:

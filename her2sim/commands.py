@@ -76,7 +76,13 @@ def _out_file(option: str, path) -> Path:
         raise ConfigError(f"{option} {p}: is a folder; give the path of the file to write")
     if p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"{option} {p}: exists and is not writable (permission denied)")
-    _out_dir(option, p.parent if str(p.parent) else Path("."))
+    probe = p.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{option} {p}: {probe} is a file, so the folder cannot be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {p}: {probe} is not writable (permission denied)")
     return p
 
 

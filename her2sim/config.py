@@ -201,6 +201,8 @@ def v_table_or_tables(path, v):
 
 def _did_you_mean(word: str, candidates) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    if not close and isinstance(word, str) and len(word) >= 3:  # "reconstruction" -> "recon", "radius" -> ...
+        close = sorted(c for c in map(str, candidates) if len(c) >= 3 and (c.startswith(word) or word.startswith(c)))
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

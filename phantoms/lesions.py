@@ -111,7 +111,8 @@ def _refuse_unknown(field: str, table: dict, allowed) -> None:
 
     for k in table:
         if k not in allowed:
-            close = difflib.get_close_matches(str(k), list(allowed), n=1, cutoff=0.6)
+            close = (difflib.get_close_matches(str(k), list(allowed), n=1, cutoff=0.6)
+                     or sorted(a for a in allowed if a.startswith(str(k)) or str(k).startswith(a)))
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{field}.{k} is not a known lesion key{hint} (allowed: {sorted(allowed)})")
 

@@ -130,6 +130,15 @@ def _umask() -> int:
     return mask
 
 
+def _shown(v) -> str:
+    """Short text of an HDF5 attribute value (numpy scalars as plain Python values)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    elif isinstance(v, np.ndarray):
+        v = v.tolist()
+    return repr(v)[:60]
+
+
 def read_container(path, kind: str) -> tuple[dict, dict, dict]:
     """Read a container written by :func:`write_container`.
 
@@ -160,12 +169,12 @@ def read_container(path, kind: str) -> tuple[dict, dict, dict]:
         if isinstance(got_kind, bytes):
             got_kind = got_kind.decode("utf-8", "replace")
         if not isinstance(got_kind, str):
-            raise DataError(f"{path}: attribute 'her2sim_kind' = {got_kind!r} must be a string (expected {kind!r})")
+            raise DataError(f"{path}: attribute 'her2sim_kind' = {_shown(got_kind)} must be a string (expected {kind!r})")
         if got_kind != kind:
             raise DataError(f"{path}: holds a her2sim {got_kind}, expected a {kind}")
         ver = f.attrs["schema_version"]
         if isinstance(ver, (bool, np.bool_)) or not isinstance(ver, (int, np.integer)):
-            raise DataError(f"{path}: attribute 'schema_version' = {ver!r} must be an integer "
+            raise DataError(f"{path}: attribute 'schema_version' = {_shown(ver)} must be an integer "
                             f"(this her2sim reads version {SCHEMA_VERSION})")
         ver = int(ver)
         if ver != SCHEMA_VERSION:
@@ -174,7 +183,7 @@ def read_container(path, kind: str) -> tuple[dict, dict, dict]:
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
         if not isinstance(text, str):
-            raise DataError(f"{path}: attribute 'meta_json' = {text!r} must be a JSON text (string)")
+            raise DataError(f"{path}: attribute 'meta_json' = {_shown(text)} must be a JSON text (string)")
         try:
             meta = json.loads(text)
         except json.JSONDecodeError as exc:
