@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from her2sim.core.errors import DataError
@@ -164,3 +165,89 @@ def test_cli_second_run_is_one_line_exit_2(tmp_path):
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "in use by another her2sim run" in err[0] and "Traceback" not in r.stderr
     assert not (study / "calibration").exists()
+
+
+# ---------------------------------------------------------------------------- the study pipeline
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    from her2sim.config import load_study
+    from her2sim.pipeline import run_study
+
+    out = tmp_path_factory.mktemp("tiny")
+    # the user's commented study file lives in the study folder itself (output_dir = ".")
+    original = (TESTS_DIR / "data" / "tiny_study.toml").read_text()
+    (out / "study.toml").write_text("# my notes\n# more notes\n" + original)
+    run_study(load_study(out / "study.toml"), out, progress=False)
+    return out
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _arrays(path):
+    import h5py
+    with h5py.File(path, "r") as f:
+        return {k: f["arrays"][k][()] for k in f["arrays"]}
+
+
+def _rerun(study):
+    from her2sim.config import load_study
+    from her2sim.pipeline import run_study
+    return run_study(load_study(TESTS_DIR / "data" / "tiny_study.toml"), study, progress=False)["stage_status"]
+
+
+def test_study_input_is_never_overwritten_and_resolved_copy_is_separate(tiny_study, tmp_path, capsys):
+    from her2sim.config import load_study
+    from her2sim.core.errors import ConfigError
+    from her2sim.pipeline import run_study
+
+    assert (tiny_study / "study.toml").read_text().startswith("# my notes\n# more notes\n")
+    resolved = tiny_study / "study.resolved.toml"
+    assert resolved.read_text().startswith("# resolved her2sim study (sha256 ")
+    study = _copy(tiny_study, tmp_path / "copy")
+    with pytest.raises(ConfigError, match="refusing to overwrite it"):
+        run_study(load_study(study / "study.resolved.toml"), study, progress=False)
+    assert not (study / LOCK_NAME).exists()
+
+
+def test_manifests_cover_every_product(tiny_study):
+    def paths(stage):
+        return {o["path"] for o in json.loads(manifest_path(tiny_study, stage).read_text())["outputs"]}
+    assert {"patients/P001/t1h/expected.h5", "patients/P001/t1h/noisy_r0.h5"} <= paths("simulate_P001")
+    assert {"calibration/calibration.json", "calibration/recon.h5", "calibration/expected.h5",
+            "calibration/phantom.h5"} <= paths("calibration")
+    assert {"results/summary.json", "results/lesions.csv"} <= paths("statistics")
+
+
+@pytest.mark.parametrize("victim,redone", [
+    ("patients/P001/t1h/noisy_r0.h5", {"simulate_P001", "recon_P001", "quantify_P001", "statistics", "report"}),
+    ("calibration/recon.h5", {"calibration", "recon_P001", "quantify_P001", "statistics", "report"}),
+    ("results/lesions.csv", {"statistics", "report"}),
+])
+def test_damaged_product_is_reported_and_repaired_identically(tiny_study, tmp_path, capsys, victim, redone):
+    from her2sim.cli import main
+
+    study = _copy(tiny_study, tmp_path / "copy")
+    path = study / victim
+    good = path.read_bytes()
+    if victim.endswith(".csv"):
+        path.unlink()
+        state = "missing"
+    else:
+        path.write_bytes(good[: len(good) // 2])  # truncated
+        state = "corrupt"
+    assert main(["status", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert f"{state:<8} {victim}" in out
+    status = _rerun(study)
+    assert {k for k, v in status.items() if v == "ran"} == redone
+    if victim.endswith(".csv"):
+        assert path.read_bytes() == good
+    else:
+        a, b = _arrays(tiny_study / victim), _arrays(path)
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert main(["status", str(study), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out).values()) == {"done"}
