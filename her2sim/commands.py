@@ -130,9 +130,15 @@ def _run_and_report(cfg, out, executor, args) -> int:
     try:
         summary = run_study(cfg, out, executor=executor, progress=not (args.quiet or args.json),
                             workers=getattr(args, "workers", 1))
-    finally:
-        if executor is not None and hasattr(executor, "shutdown"):
-            executor.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        if executor is not None:  # do not wait for the other workers' pieces before reporting the error
+            try:
+                executor.shutdown(wait=False, cancel_futures=True)
+            except TypeError:  # executors without cancel_futures (Dask's)
+                executor.shutdown(wait=False)
+        raise
+    if executor is not None:
+        executor.shutdown(wait=True)
     if args.json:
         _print_json(summary)
     else:
