@@ -417,7 +417,10 @@ def cmd_report(args) -> int:
             fmt = data.get("output", {}).get("report", "html")
         except (OSError, ValueError, AttributeError):
             pass
-    path = write_report(study_dir, fmt)
+    from her2sim.stages import study_lock
+
+    with study_lock(study_dir):  # not while a run writes the folder
+        path = write_report(study_dir, fmt)
     if args.json:
         _print_json({"report": str(path), "format": fmt})
     else:

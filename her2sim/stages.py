@@ -33,8 +33,10 @@ should resume patient by patient, declare one stage per patient (independent
 stages run concurrently through the same executor).
 
 Output hashes are of file bytes: HDF5 containers carry a creation time, so a
-recomputed stage has new hashes even with identical arrays; downstream stages are
-still skipped because keys depend on parameters, not on output bytes.
+recomputed stage has new hashes even with identical arrays. Keys depend on
+parameters, not on output bytes: a stage rerun with ``force`` leaves its
+downstream stages skipped, while a stage redone because its manifest or one of
+its outputs was missing or damaged redoes its downstream stages as well.
 
 One run at a time writes a study folder: :func:`run_stages` holds
 :func:`study_lock` (``<study_dir>/.her2sim.lock``, holding the PID and host of the
@@ -113,6 +115,19 @@ def write_bytes_atomic(path, data: bytes) -> Path:
 def write_text_atomic(path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def savefig_atomic(fig, path, **kwargs) -> Path:
+    """``fig.savefig(path, **kwargs)`` through :func:`atomic_path` (the format from the file suffix).
+
+    A killed run leaves no half-written image, and the stage runner records the figure among the
+    stage's outputs (size and sha256).
+    """
+    path = Path(path)
+    kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return path
 
 
 def remove_stale_temporaries(path) -> int:
@@ -797,5 +812,5 @@ def stage_status(study_dir, stages: Iterable[Stage] | None = None) -> dict:
 
 __all__ = ["Stage", "StageTask", "StageResult", "run_stages", "stage_status", "stage_keys", "atomic_path",
            "write_bytes_atomic", "write_text_atomic", "file_sha256", "manifest_path", "read_manifest",
-           "SerialExecutor", "remove_stale_temporaries", "remove_stale_temporaries_under", "study_lock",
+           "SerialExecutor", "remove_stale_temporaries", "remove_stale_temporaries_under", "savefig_atomic", "study_lock",
            "read_lock", "output_state", "manifest_problem", "LOCK_NAME"]

@@ -219,7 +219,8 @@ def test_manifests_cover_every_product(tiny_study):
     assert {"patients/P001/t1h/expected.h5", "patients/P001/t1h/noisy_r0.h5"} <= paths("simulate_P001")
     assert {"calibration/calibration.json", "calibration/recon.h5", "calibration/expected.h5",
             "calibration/phantom.h5"} <= paths("calibration")
-    assert {"results/summary.json", "results/lesions.csv"} <= paths("statistics")
+    assert {"results/summary.json", "results/lesions.csv", "results/figures/suvmax_vs_ihc.png"} <= paths("statistics")
+    assert "results/figures/phantom_P001.png" in paths("phantom_P001")
 
 
 @pytest.mark.parametrize("victim,redone", [
