@@ -526,7 +526,7 @@ def main(argv=None) -> int:
                                              "(columns patient_id, lesion_id, her2_positive, ihc, suvmax"
                                              "[, suvmean, suvpeak, true_suv]).")
     ap.add_argument("csv", help="lesion table (CSV)")
-    from her2sim.cli import float_range, int_range
+    from her2sim.core.limits import float_range, int_range
     ap.add_argument("--threshold", type=float_range(0.0, 100.0, lo_open=True), default=SEED_THRESHOLD_SUV,
                     help="cut-off (default 1.5)")
     ap.add_argument("--metric", default="suvmax", choices=CSV_METRICS, help="column to score (default suvmax)")

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 from her2sim.core.errors import Her2simError
 from her2sim.core.hdf5io import to_json
+from her2sim.core.limits import float_range, int_range  # noqa: F401 - argparse types, re-exported
 
 
 def _print_json(obj) -> None:
@@ -88,35 +88,6 @@ def cmd_camera(args) -> int:
 
 
 # ---------------------------------------------------------------------- argument types
-def int_range(lo: int | None = None, hi: int | None = None):
-    """argparse ``type`` accepting an integer in ``[lo, hi]`` (zeros and negatives are never defaulted)."""
-    def parse(text: str) -> int:
-        rng = f"[{'-inf' if lo is None else lo}, {'+inf' if hi is None else hi}]"
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer in {rng}") from None
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{v} is outside the allowed range {rng}")
-        return v
-    return parse
-
-
-def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
-    """argparse ``type`` accepting a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
-    def parse(text: str) -> float:
-        rng = f"{'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, {'+inf' if hi is None else f'{hi:g}'}]"
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number in {rng}") from None
-        if (not math.isfinite(v) or (lo is not None and (v < lo or (lo_open and v == lo)))
-                or (hi is not None and v > hi)):
-            raise argparse.ArgumentTypeError(f"{text} is outside the allowed range {rng}")
-        return v
-    return parse
-
-
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``her2sim run: error: argument --workers: ...``), exit 2."""
 

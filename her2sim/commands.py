@@ -343,7 +343,7 @@ def cmd_analyze(args) -> int:
 
 def register(sub) -> None:
     """Add the stage subcommands to the ``her2sim`` argument parser (every number checked by its type)."""
-    from her2sim.cli import float_range, int_range
+    from her2sim.core.limits import float_range, int_range
     from her2sim.core.limits import LIMITS
 
     s = sub.add_parser("demo", help="run the built-in demo study (one small patient + IEC calibration)")

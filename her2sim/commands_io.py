@@ -441,7 +441,7 @@ def _nonneg_int(text: str) -> int:
 
 def register_io(sub) -> None:
     """Add ``init``, ``status``, ``export-dicom``, ``import-dicom`` and ``report`` to the CLI's subparsers."""
-    from her2sim.cli import float_range
+    from her2sim.core.limits import float_range
     s = sub.add_parser("init", help="copy a bundled study preset to a TOML file")
     s.add_argument("preset", nargs="?", metavar="PRESET", help="preset name (see --list)")
     s.add_argument("--out", type=Path, help="destination file or folder (default ./PRESET.toml)")

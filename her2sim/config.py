@@ -657,9 +657,6 @@ class StudyConfig:
         if c.n_patients > n_max:
             raise ConfigError(f"cohort.n_patients = {c.n_patients} is outside the allowed range [1, {n_max}] "
                               f"(cohort.preset = {c.preset!r} holds {n_max} patients)")
-        if self.phantom.lesions:
-            raise ConfigError("phantom.lesions is given but [cohort] draws every patient's lesions; remove "
-                              "phantom.lesions or the [cohort] section")
 
     def _check_lesions(self) -> None:
         """Every lesion spec (or test-object option) of ``phantom.lesions`` checked before any work runs."""

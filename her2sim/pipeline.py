@@ -537,7 +537,10 @@ def patient_specs(cfg: StudyConfig) -> list:
 
     if cfg.cohort is not None:
         cohort = generate_cohort(cfg.cohort.preset, seed=cfg.cohort.seed)
-        pats = cohort["patients"][: cfg.cohort.n_patients]
+        pats = cohort["patients"][: cfg.cohort.n_patients]  # n_patients <= the preset's size (config check)
+        extra = cfg.lesion_specs()  # [[phantom.lesions]] beside [cohort]: fixed lesions added to every patient
+        if extra:
+            pats = [dict(pt, lesions=list(pt.get("lesions") or []) + [dict(x) for x in extra]) for pt in pats]
     elif cfg.phantom.preset in ("demo", "torso"):
         pats = [dict(generate_cohort("demo", seed=cfg.study.seed)["patients"][0])]
         pats[0].update({"weight_kg": cfg.phantom.weight_kg, "height_cm": cfg.phantom.height_cm})

@@ -189,3 +189,21 @@ def test_lesion_arrays_of_tables_reach_the_phantom_specs():
     assert [s["her2_positive"] for s in specs] == [True, False]
     with pytest.raises(ConfigError, match="phantom.lesions"):
         loads_study(TINY.replace('preset = "point"', 'preset = "point"\nlesions = [1, 2]'))
+
+
+def test_fixed_lesions_reach_every_patient_and_table_form_is_used():
+    """[[phantom.lesions]] beside [cohort] are added to every drawn patient (as pvc-study.toml documents), and
+    the table form (one list entry per lesion) reaches the pipeline instead of being dropped."""
+    from her2sim.pipeline import patient_specs
+
+    tiny = Path(__file__).parent / "data" / "tiny_study.toml"
+    base = load_study(tiny)
+    alone = override_study(base, ["cohort.n_patients=2", "phantom.lesions=[]"])
+    both = override_study(base, ["cohort.n_patients=2"])
+    n_alone = [len(p["lesions"]) for p in patient_specs(alone)]
+    specs = patient_specs(both)
+    assert [len(p["lesions"]) for p in specs] == [n + 2 for n in n_alone]
+    assert all(p["lesions"][-1]["diameter_mm"] == 25.0 and p["lesions"][-1]["ihc"] == "0" for p in specs)
+    table = override_study(base, ['phantom.lesions={ihc = ["3+", "0"], diameter_mm = [22.0, 18.0]}'])
+    (pat,) = patient_specs(table)
+    assert [(x["ihc"], x["diameter_mm"]) for x in pat["lesions"]] == [("3+", 22.0), ("0", 18.0)]

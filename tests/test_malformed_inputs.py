@@ -121,7 +121,7 @@ SET_CASES = {
     "cohort_31": (["cohort.n_patients=31", "phantom.lesions=[]"], r"cohort\.n_patients = 31 .*\[1, 30\]"),
     "cohort_zero": (["cohort.n_patients=0", "phantom.lesions=[]"], r"cohort\.n_patients = 0 .*\[1, 100000\]"),
     "cohort_preset_typo": (["cohort.preset=seed_trial", "phantom.lesions=[]"], r"cohort\.preset = 'seed_trial' .*did you mean 'seed-trial'"),
-    "cohort_with_lesions": (["cohort.n_patients=2"], r"phantom\.lesions is given but \[cohort\]"),
+    "cohort_seed_negative": (["cohort.n_patients=2", "cohort.seed=-1"], r"cohort\.seed = -1"),
     "photons_float": (["monte_carlo.photons=1e13"], r"monte_carlo\.photons = 1e\+13 must be an integer in \[1, 10000000000\]"),
     "photons_too_many": (["monte_carlo.photons=10000000000000"], r"monte_carlo\.photons = 10000000000000 .*\[1, 10000000000\]"),
     "photons_string": (["monte_carlo.photons=many"], r"monte_carlo\.photons = 'many' must be an integer"),

@@ -14,6 +14,8 @@ any work starts instead of being killed hours later.
 """
 from __future__ import annotations
 
+import argparse
+import math
 import os
 
 from .errors import ConfigError
@@ -150,4 +152,34 @@ def check_memory(what: str, estimate: int, available: int | None = None, workers
                           f"{' or fewer workers' if workers > 1 else ''}")
 
 
-__all__ = ["LIMITS", "limit", "available_memory_bytes", "estimate_peak_memory_bytes", "check_memory"]
+# ---------------------------------------------------------------------------- argparse types
+def int_range(lo: int | None = None, hi: int | None = None):
+    """argparse ``type`` accepting an integer in ``[lo, hi]`` (zeros and negatives are never defaulted)."""
+    def parse(text: str) -> int:
+        rng = f"[{'-inf' if lo is None else lo}, {'+inf' if hi is None else hi}]"
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer in {rng}") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{v} is outside the allowed range {rng}")
+        return v
+    return parse
+
+
+def float_range(lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """argparse ``type`` accepting a finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+    def parse(text: str) -> float:
+        rng = f"{'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, {'+inf' if hi is None else f'{hi:g}'}]"
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number in {rng}") from None
+        if (not math.isfinite(v) or (lo is not None and (v < lo or (lo_open and v == lo)))
+                or (hi is not None and v > hi)):
+            raise argparse.ArgumentTypeError(f"{text} is outside the allowed range {rng}")
+        return v
+    return parse
+
+
+__all__ = ["int_range", "float_range", "LIMITS", "limit", "available_memory_bytes", "estimate_peak_memory_bytes", "check_memory"]
