@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -376,49 +377,106 @@ CSV_REQUIRED = ("patient_id", "lesion_id", "her2_positive", "ihc", "suvmax")
 CSV_METRICS = ("suvmax", "suvmean", "suvpeak", "true_suv")
 
 
-def _parse_bool(text: str, row: int) -> bool:
+def _parse_bool(text: str, row: int, where: str = "lesion CSV") -> bool:
     s = str(text).strip().lower()
     if s in ("1", "true", "yes", "y", "pos", "positive", "+"):
         return True
     if s in ("0", "false", "no", "n", "neg", "negative", "-"):
         return False
-    raise DataError(f"row {row}: her2_positive = {text!r} is not a boolean (1/0, true/false)")
+    raise DataError(f"{where} line {row}: her2_positive = {text!r} is not a boolean (1/0, true/false)")
 
 
 def read_lesion_csv(path) -> dict:
-    """Read a lesion table.
+    """Read a lesion table, strictly.
 
     Columns ``patient_id, lesion_id, her2_positive, ihc, suvmax`` are required;
     ``suvmean, suvpeak, true_suv`` optional. Returns column name -> numpy array
-    (``her2_positive`` bool, ``ihc`` int, SUV columns float).
+    (``her2_positive`` bool, ``ihc`` int, SUV columns float; an empty cell, ``nan`` or
+    ``inf`` is kept as NaN/inf for the caller to count and drop).
+
+    The file must be UTF-8 (a leading byte-order mark is accepted, as spreadsheet programs
+    write it); every row must have as many fields as the header; column names must be unique.
+
+    Raises
+    ------
+    DataError
+        Naming the file, the line number and the column: missing file, not UTF-8, ragged
+        row, duplicate or missing column, a non-numeric SUV, an IHC score outside 0-3, an
+        empty patient or lesion id.
     """
     p = Path(path)
+    name = repr(str(p))
     if not p.is_file():
-        raise DataError(f"lesion CSV {str(p)!r} does not exist")
-    with p.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
+        raise DataError(f"lesion CSV {name} does not exist")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"lesion CSV {name} line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; save the file "
+                        "as UTF-8 (CSV UTF-8 in spreadsheet programs)") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        while header is not None and not any(c.strip() for c in header):  # leading blank lines
+            header = next(reader, None)
+        if header is None:
+            raise DataError(f"lesion CSV {name} is empty; required columns {list(CSV_REQUIRED)}")
+        cols = [c.strip() for c in header]
+        for i, c in enumerate(cols):
+            if not c:
+                raise DataError(f"lesion CSV {name} line {reader.line_num}: column {i + 1} of the header has no name")
+            if c in cols[:i]:
+                raise DataError(f"lesion CSV {name} line {reader.line_num}: column {c!r} appears twice in the "
+                                "header; column names must be unique")
         missing = [c for c in CSV_REQUIRED if c not in cols]
         if missing:
-            raise DataError(f"lesion CSV {str(p)!r} lacks column(s) {missing}; required {list(CSV_REQUIRED)}")
-        rows = [{k.strip(): (val.strip() if isinstance(val, str) else val) for k, val in r.items()} for r in reader]
+            raise DataError(f"lesion CSV {name} lacks column(s) {missing}; required {list(CSV_REQUIRED)}")
+        rows, lines = [], []
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue  # blank line
+            if len(fields) != len(cols):
+                raise DataError(f"lesion CSV {name} line {reader.line_num}: {len(fields)} field(s) but the header "
+                                f"has {len(cols)}; every row needs one value per column")
+            rows.append({c: f.strip() for c, f in zip(cols, fields)})
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise DataError(f"lesion CSV {name} line {reader.line_num}: not valid CSV ({exc})") from None
     if not rows:
-        raise DataError(f"lesion CSV {str(p)!r} has no data rows")
+        raise DataError(f"lesion CSV {name} has no data rows")
+    for key in ("patient_id", "lesion_id"):
+        for r, ln in zip(rows, lines):
+            if not r[key]:
+                raise DataError(f"lesion CSV {name} line {ln}: {key} is empty")
     out: dict = {"patient_id": np.array([r["patient_id"] for r in rows]),
                  "lesion_id": np.array([r["lesion_id"] for r in rows]),
-                 "her2_positive": np.array([_parse_bool(r["her2_positive"], i + 2) for i, r in enumerate(rows)])}
-    try:
-        out["ihc"] = np.array([int(float(r["ihc"])) for r in rows])
-    except ValueError:
-        raise DataError(f"lesion CSV {str(p)!r}: column ihc must hold integers 0-3") from None
-    if np.any((out["ihc"] < 0) | (out["ihc"] > 3)):
-        raise DataError(f"lesion CSV {str(p)!r}: ihc values must lie in [0, 3]")
+                 "her2_positive": np.array([_parse_bool(r["her2_positive"], ln, f"lesion CSV {name}")
+                                            for r, ln in zip(rows, lines)])}
+    ihc = []
+    for r, ln in zip(rows, lines):
+        try:
+            v = float(r["ihc"])
+        except ValueError:
+            v = float("nan")
+        if not (np.isfinite(v) and v == int(v) and 0 <= v <= 3):
+            raise DataError(f"lesion CSV {name} line {ln}: ihc = {r['ihc']!r} must be an integer 0-3")
+        ihc.append(int(v))
+    out["ihc"] = np.array(ihc)
     for c in CSV_METRICS:
         if c in cols:
-            try:
-                out[c] = np.array([float(r[c]) if r[c] not in ("", None) else np.nan for r in rows])
-            except ValueError:
-                raise DataError(f"lesion CSV {str(p)!r}: column {c} must be numeric") from None
+            vals = []
+            for r, ln in zip(rows, lines):
+                cell = r[c]
+                if cell == "":
+                    vals.append(np.nan)
+                    continue
+                try:
+                    vals.append(float(cell))
+                except ValueError:
+                    raise DataError(f"lesion CSV {name} line {ln}: {c} = {cell!r} is not a number "
+                                    "(leave the cell empty for a missing value)") from None
+            out[c] = np.array(vals, dtype=float)
     return out
 
 
@@ -437,9 +495,10 @@ def write_lesion_csv(rows, path) -> Path:
         if missing:
             raise DataError(f"write_lesion_csv: row {r!r} lacks {missing}")
         cols += [k for k in r if k not in cols]
+    from her2sim.stages import atomic_path
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="") as fh:
+    with atomic_path(p) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:  # a kill leaves no half CSV
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         for r in rows:
@@ -467,11 +526,15 @@ def main(argv=None) -> int:
                                              "(columns patient_id, lesion_id, her2_positive, ihc, suvmax"
                                              "[, suvmean, suvpeak, true_suv]).")
     ap.add_argument("csv", help="lesion table (CSV)")
-    ap.add_argument("--threshold", type=float, default=SEED_THRESHOLD_SUV, help="cut-off (default 1.5)")
+    from her2sim.core.limits import float_range, int_range
+    ap.add_argument("--threshold", type=float_range(0.0, 100.0, lo_open=True), default=SEED_THRESHOLD_SUV,
+                    help="cut-off (default 1.5)")
     ap.add_argument("--metric", default="suvmax", choices=CSV_METRICS, help="column to score (default suvmax)")
-    ap.add_argument("--seed", type=int, default=1, help="bootstrap seed (default 1)")
-    ap.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates over patients (default 2000)")
-    ap.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level (default 0.05)")
+    ap.add_argument("--seed", type=int_range(0, 2 ** 63 - 1), default=1, help="bootstrap seed (default 1)")
+    ap.add_argument("--n-boot", type=int_range(0, 1_000_000), default=2000,
+                    help="bootstrap replicates over patients (default 2000)")
+    ap.add_argument("--alpha", type=float_range(0.0, 0.5, lo_open=True), default=0.05,
+                    help="1 - confidence level (default 0.05)")
     ap.add_argument("--ci", default="wilson", choices=CI_METHODS, help="interval of proportions")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args(argv)
@@ -489,7 +552,10 @@ def main(argv=None) -> int:
         res["metric"] = a.metric
         res["n_missing"] = int((~keep).sum())
     except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"her2sim: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"her2sim: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     if a.json:
         print(json.dumps(_jsonable(res)))
@@ -504,6 +570,8 @@ def main(argv=None) -> int:
     print(f"  {'Youden cut':12s} {fmt(res['youden_threshold'])}{fci(res['youden_ci'])}")
     for k, why in res["undefined"].items():
         print(f"  note: {k} undefined - {why}")
+    if res["n_missing"]:
+        print(f"  note: {res['n_missing']} row(s) dropped: {a.metric} empty, NaN or infinite")
     return 0
 
 

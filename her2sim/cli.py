@@ -3,16 +3,28 @@
 Each subcommand prints a short human summary and, with ``--json``, the same
 figures as one JSON object whose keys are stable (they are quoted in notes and
 benchmarks).
+
+Errors reach the user as one line on stderr, never as a traceback (unless
+``--debug`` is given, anywhere on the command line, or ``HER2SIM_DEBUG=1`` is set):
+
+* a bad argument, a bad input (:class:`~her2sim.core.errors.Her2simError`) or an
+  operating-system error (a path that exists / is a folder / is not writable, an
+  unreachable Dask scheduler) -> ``her2sim: error: ...`` naming the option, path or
+  address, exit code 2;
+* anything else -> ``her2sim: internal error: ...``, exit code 1;
+* Ctrl-C -> exit code 130.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from her2sim.core.errors import Her2simError
 from her2sim.core.hdf5io import to_json
+from her2sim.core.limits import float_range, int_range  # noqa: F401 - argparse types, re-exported
 
 
 def _print_json(obj) -> None:
@@ -75,13 +87,22 @@ def cmd_camera(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- argument types
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``her2sim run: error: argument --workers: ...``), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 # ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="her2sim", description="In-silico 99mTc HER2 SPECT/CT studies")
+    p = _Parser(prog="her2sim", description="In-silico 99mTc HER2 SPECT/CT studies",
+                epilog="--debug (anywhere on the line) shows the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("materials", help="attenuation table of the material catalogue")
-    s.add_argument("--energy-kev", type=float, default=140.5)
+    s.add_argument("--energy-kev", type=float_range(1.0, 1000.0), default=140.5)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_materials)
 
@@ -95,14 +116,57 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, with the notes the stage runner adds (``in her2sim stage ...``)."""
+    text = " ".join(str(exc).split())
+    notes = [n for n in getattr(exc, "__notes__", []) if n]
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``PATH: reason`` of an operating-system error (both paths of a rename/copy)."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.filename is not None and exc.filename2 is not None:
+        return f"{exc.filename} -> {exc.filename2}: {reason}"
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason}"
+    return _one_line(exc) or reason
+
+
 def main(argv=None) -> int:
+    """Run the ``her2sim`` command line; returns the exit code (see the module docstring)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [str(a) for a in argv]
+    debug = "--debug" in argv or os.environ.get("HER2SIM_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except Her2simError as exc:
-        print(f"her2sim: error: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"her2sim: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if debug:
+            raise
+        print(f"her2sim: error: {_os_error_text(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        print("her2sim: error: out of memory; use a smaller grid / matrix or fewer workers", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("her2sim: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+        if debug:
+            raise
+        print(f"her2sim: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,7 @@ Each prints a short human summary and, with ``--json``, one JSON object with sta
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,19 +19,71 @@ def _print_json(obj) -> None:
     print(json.dumps(json.loads(to_json(obj)), indent=2))
 
 
+#: seconds to wait for a Dask scheduler before giving up (``her2sim run --dask ADDRESS``)
+DASK_CONNECT_TIMEOUT_S = 5
+
+
 def _executor(args):
-    """Executor for independent stages: serial, local processes (--workers N) or Dask (--dask ADDRESS)."""
+    """Executor for independent stages: serial, local processes (--workers N) or Dask (--dask ADDRESS).
+
+    Raises
+    ------
+    ConfigError
+        ``--workers`` together with ``--dask``, the Dask extra is not installed, or the scheduler cannot be
+        reached within ``DASK_CONNECT_TIMEOUT_S`` seconds (the message names the address).
+    """
+    workers = getattr(args, "workers", 1)
     if getattr(args, "dask", None):
+        if workers != 1:
+            raise ConfigError(f"--workers = {workers} and --dask = {args.dask!r} exclude each other: the Dask "
+                              "cluster decides where stages run")
         try:
             from distributed import Client
         except ImportError:
             raise ConfigError("--dask needs the optional extra: pip install 'her2sim[cluster]'") from None
-        return Client(args.dask).get_executor()
-    if getattr(args, "workers", 1) and args.workers > 1:
+        try:
+            client = Client(args.dask, timeout=f"{DASK_CONNECT_TIMEOUT_S}s")
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            raise ConfigError(f"--dask = {args.dask!r}: cannot reach the Dask scheduler within "
+                              f"{DASK_CONNECT_TIMEOUT_S} s ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from None
+        return client.get_executor()
+    if workers > 1:
         import concurrent.futures as cf
         import multiprocessing as mp
-        return cf.ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"))
+        return cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
     return None
+
+
+def _out_dir(option: str, path) -> Path:
+    """Check an output folder option before any work: not an existing file; creatable and writable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{option} {p}: exists and is not a folder; give a folder (it is created if absent)")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{option} {p}: {probe} is a file, so the folder cannot be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {p}: {probe} is not writable (permission denied)")
+    return p
+
+
+def _out_file(option: str, path) -> Path:
+    """Check an output file option before any work: not a folder; its folder creatable and writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option} {p}: is a folder; give the path of the file to write")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ConfigError(f"{option} {p}: exists and is not writable (permission denied)")
+    probe = p.parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{option} {p}: {probe} is a file, so the folder cannot be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {p}: {probe} is not writable (permission denied)")
+    return p
 
 
 def _print_study_summary(s: dict) -> None:
@@ -65,6 +118,11 @@ def cmd_run(args) -> int:
     cfg = load_study(args.study)
     if args.set:
         cfg = override_study(cfg, args.set)
+    _out_dir("--out" if args.out else "study.output_dir", args.out or cfg.study.output_dir)
+    if args.log:
+        _out_file("--log", args.log)
+    from her2sim.config import preflight
+    preflight(cfg, args.workers)  # every check before the log, the executor or the study folder is touched
     _setup_log(args.log)
     return _run_and_report(cfg, args.out, _executor(args), args)
 
@@ -73,7 +131,18 @@ def _run_and_report(cfg, out, executor, args) -> int:
     """Run (or resume) a study and print its summary as text or JSON."""
     from her2sim.pipeline import run_study
 
-    summary = run_study(cfg, out, executor=executor, progress=not (args.quiet or args.json))
+    try:
+        summary = run_study(cfg, out, executor=executor, progress=not (args.quiet or args.json),
+                            workers=getattr(args, "workers", 1))
+    except BaseException:
+        if executor is not None:  # do not wait for the other workers' pieces before reporting the error
+            try:
+                executor.shutdown(wait=False, cancel_futures=True)
+            except TypeError:  # executors without cancel_futures (Dask's)
+                executor.shutdown(wait=False)
+        raise
+    if executor is not None:
+        executor.shutdown(wait=True)
     if args.json:
         _print_json(summary)
     else:
@@ -86,7 +155,8 @@ def _setup_log(path) -> None:
     if not path:
         return
     import logging
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = _out_file("--log", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log = logging.getLogger("her2sim")
@@ -97,7 +167,8 @@ def _setup_log(path) -> None:
 def cmd_demo(args) -> int:
     from her2sim.config import load_study, preset_path
 
-    return _run_and_report(load_study(preset_path("demo")), Path(args.out), None, args)
+    out = _out_dir("--out", args.out)
+    return _run_and_report(load_study(preset_path("demo")), out, None, args)
 
 
 def cmd_cohort(args) -> int:
@@ -120,9 +191,22 @@ def cmd_phantom(args) -> int:
     from her2sim.core.grid import Grid
     from her2sim.phantoms import build_patient_phantom, generate_cohort, phantom_summary, plot_phantom
 
+    from her2sim.core.limits import check_memory, estimate_peak_memory_bytes
+
+    if args.out:
+        _out_dir("--out", args.out)
     cohort = generate_cohort(args.preset, seed=args.seed)
+    n = len(cohort["patients"])
+    if not 0 <= args.patient < n:
+        raise ConfigError(f"--patient = {args.patient} is outside the allowed range [0, {n - 1}] "
+                          f"(cohort {args.preset!r} has {n} patient(s))")
     spec = cohort["patients"][args.patient]
-    grid = Grid.centered(tuple(args.shape), args.spacing_mm) if args.shape else None
+    grid = None
+    if args.shape:
+        grid = Grid.centered(tuple(args.shape), args.spacing_mm)
+        n_t = len(spec.get("time_points_h") or (1.0, 2.0))
+        est = estimate_peak_memory_bytes(args.shape, n_t, n_views=1, matrix=4, n_windows=1)
+        check_memory(f"--shape {' '.join(map(str, args.shape))}", est)
     ph = build_patient_phantom(spec, grid, seed=args.seed)
     s = phantom_summary(ph)
     if args.out:
@@ -155,17 +239,26 @@ def cmd_simulate(args) -> int:
     from her2sim.sim.spectra import plot_spectra
     from her2sim.sim.transport import MonteCarloSettings, poisson_realisations, simulate_projections
 
+    out = _out_dir("--out", args.out)
     ph = Phantom.load(args.phantom)
+    if not 0 <= args.frame < len(ph.time_points_h):
+        raise ConfigError(f"--frame = {args.frame} is outside the allowed range [0, {len(ph.time_points_h) - 1}] "
+                          f"({args.phantom} has time points {list(ph.time_points_h)} h)")
     cam = Camera.from_toml(args.camera) if args.camera else Camera()
-    if args.views or args.matrix or args.pixel_mm or args.radius_mm:
+    given = {"n_views": args.views, "matrix": args.matrix, "pixel_mm": args.pixel_mm, "radius_mm": args.radius_mm}
+    given = {k: v for k, v in given.items() if v is not None}  # 0 is a value (refused), never "use the default"
+    if given:
         from dataclasses import replace
-        pr = cam.protocol
-        cam = replace(cam, protocol=replace(pr, n_views=args.views or pr.n_views, matrix=args.matrix or pr.matrix,
-                                            pixel_mm=args.pixel_mm or pr.pixel_mm,
-                                            radius_mm=args.radius_mm or pr.radius_mm))
+        options = {"n_views": "--views", "matrix": "--matrix", "pixel_mm": "--pixel-mm", "radius_mm": "--radius-mm"}
+        try:
+            cam = replace(cam, protocol=replace(cam.protocol, **given))
+        except ConfigError as exc:
+            msg = str(exc)
+            for k, opt in options.items():
+                msg = msg.replace(f"protocol.{k}", f"{opt} (protocol.{k})")
+            raise ConfigError(msg) from None
     st = MonteCarloSettings(n_histories=args.histories, seed=args.seed, threads=args.threads)
     res = simulate_projections(ph, cam, st, frame=args.frame, progress=not args.json)
-    out = Path(args.out)
     res.projections.save(out / "expected.h5")
     files = {"expected": str(out / "expected.h5")}
     for k, noisy in enumerate(poisson_realisations(res.projections, args.realisations, seed=args.seed + 1)):
@@ -207,9 +300,10 @@ def cmd_recon(args) -> int:
     from her2sim.recon import reconstruct
     from her2sim.recon.attenuation import mu_map_from_ct, mu_map_from_materials
 
+    _out_file("--out", args.out)
     proj = Projections.load(args.projections)
     geo = proj.geometry
-    nz = args.slices or geo.shape_vu[0]
+    nz = geo.shape_vu[0] if args.slices is None else args.slices  # --slices 0 is refused by its type
     grid = Grid((nz, geo.shape_vu[1], geo.shape_vu[1]), (geo.pixel_mm[0], geo.pixel_mm[1], geo.pixel_mm[1]),
                 (geo.axis_z_mm - 0.5 * (nz - 1) * geo.pixel_mm[0], -0.5 * (geo.shape_vu[1] - 1) * geo.pixel_mm[1],
                  -0.5 * (geo.shape_vu[1] - 1) * geo.pixel_mm[1]))
@@ -252,7 +346,10 @@ def cmd_analyze(args) -> int:
 
 
 def register(sub) -> None:
-    """Add the stage subcommands to the ``her2sim`` argument parser."""
+    """Add the stage subcommands to the ``her2sim`` argument parser (every number checked by its type)."""
+    from her2sim.core.limits import float_range, int_range
+    from her2sim.core.limits import LIMITS
+
     s = sub.add_parser("demo", help="run the built-in demo study (one small patient + IEC calibration)")
     s.add_argument("--out", default="demo_out", help="study folder (default demo_out)")
     s.add_argument("--json", action="store_true")
@@ -263,7 +360,8 @@ def register(sub) -> None:
     s.add_argument("study", type=Path)
     s.add_argument("--out", type=Path, help="study folder (default: study.output_dir)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    s.add_argument("--workers", type=int, default=1, help="local worker processes for independent stages")
+    s.add_argument("--workers", type=int_range(*LIMITS["workers"]), default=1,
+                   help=f"local worker processes for independent stages {list(LIMITS['workers'])}")
     s.add_argument("--dask", metavar="SCHEDULER_ADDRESS", help="run stages on a Dask distributed cluster")
     s.add_argument("--json", action="store_true")
     s.add_argument("--quiet", action="store_true")
@@ -273,16 +371,16 @@ def register(sub) -> None:
     s = sub.add_parser("cohort", help="draw a virtual cohort and print its summary")
     s.add_argument("--preset", default="seed-trial")
     s.add_argument("--spec", type=Path, help="TOML cohort spec instead of a preset")
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--seed", type=int_range(*LIMITS["seed"]), default=1)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_cohort)
 
     s = sub.add_parser("phantom", help="build one patient phantom, save HDF5 + PNG")
     s.add_argument("--preset", default="demo")
-    s.add_argument("--patient", type=int, default=0, help="index of the patient in the cohort")
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--shape", type=int, nargs=3, metavar=("NZ", "NY", "NX"))
-    s.add_argument("--spacing-mm", type=float, default=4.42)
+    s.add_argument("--patient", type=int_range(0, None), default=0, help="index of the patient in the cohort (0 = first)")
+    s.add_argument("--seed", type=int_range(*LIMITS["seed"]), default=1)
+    s.add_argument("--shape", type=int_range(*LIMITS["phantom.shape"]), nargs=3, metavar=("NZ", "NY", "NX"))
+    s.add_argument("--spacing-mm", type=float_range(*LIMITS["phantom.spacing_mm"]), default=4.42)
     s.add_argument("--out", type=Path)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_phantom)
@@ -291,15 +389,15 @@ def register(sub) -> None:
     s.add_argument("phantom", type=Path)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--camera", type=Path, help="camera TOML overrides")
-    s.add_argument("--histories", type=int, default=200_000)
-    s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--threads", type=int)
-    s.add_argument("--frame", type=int, default=0)
-    s.add_argument("--views", type=int)
-    s.add_argument("--matrix", type=int)
-    s.add_argument("--pixel-mm", type=float)
-    s.add_argument("--radius-mm", type=float)
-    s.add_argument("--realisations", type=int, default=1)
+    s.add_argument("--histories", type=int_range(*LIMITS["monte_carlo.photons"]), default=200_000)
+    s.add_argument("--seed", type=int_range(0, LIMITS["seed"][1] - 1), default=1)  # seed + 1 seeds the noise
+    s.add_argument("--threads", type=int_range(1, LIMITS["monte_carlo.threads"][1]), help="default: all cores")
+    s.add_argument("--frame", type=int_range(0, None), default=0, help="activity time frame of the phantom")
+    s.add_argument("--views", type=int_range(1, None), help="views (even, dual head; default the camera's)")
+    s.add_argument("--matrix", type=int_range(1, None), help="detector pixels per side")
+    s.add_argument("--pixel-mm", type=float_range(0.0, None, lo_open=True))
+    s.add_argument("--radius-mm", type=float_range(0.0, None, lo_open=True))
+    s.add_argument("--realisations", type=int_range(*LIMITS["monte_carlo.noise_realisations"]), default=1)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_simulate)
 
@@ -307,29 +405,31 @@ def register(sub) -> None:
     s.add_argument("projections", type=Path)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--phantom", type=Path, help="phantom HDF5 whose CT gives the attenuation map")
-    s.add_argument("--iterations", type=int, default=4)
-    s.add_argument("--subsets", type=int, default=10)
+    s.add_argument("--iterations", type=int_range(*LIMITS["recon.iterations"]), default=4)
+    s.add_argument("--subsets", type=int_range(*LIMITS["recon.subsets"]), default=10)
     s.add_argument("--no-psf", action="store_true")
     s.add_argument("--scatter", default="none", choices=["none", "dew", "tew", "mc"],
                    help="mc: Monte Carlo scatter correction through the phantom's CT (needs --phantom)")
-    s.add_argument("--scatter-histories", type=int, default=100_000, help="histories per MC scatter estimate")
-    s.add_argument("--scatter-smooth-fwhm-mm", type=float, default=0.0,
+    s.add_argument("--scatter-histories", type=int_range(*LIMITS["recon.scatter_histories"]), default=100_000,
+                   help="histories per MC scatter estimate")
+    s.add_argument("--scatter-smooth-fwhm-mm", type=float_range(0.0, 500.0), default=0.0,
                    help="smoothing of the MC scatter estimate (mm FWHM; 0 = none, e.g. 40 for patients)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the MC scatter estimate")
+    s.add_argument("--seed", type=int_range(*LIMITS["seed"]), default=0, help="seed of the MC scatter estimate")
     s.add_argument("--camera", type=Path, help="camera TOML (collimator, detector) for --scatter mc")
     s.add_argument("--penetration", action="store_true", help="model the septal-penetration tail of the PSF")
     s.add_argument("--mu-map", default="ct", choices=["ct", "materials"],
                    help="ct: bilinear HU->mu of the phantom CT; materials: ideal map of its materials")
-    s.add_argument("--cps-per-bq", type=float, help="calibration (counts/s per Bq) for Bq/mL output")
-    s.add_argument("--slices", type=int)
+    s.add_argument("--cps-per-bq", type=float_range(0.0, None, lo_open=True),
+                   help="calibration (counts/s per Bq) for Bq/mL output")
+    s.add_argument("--slices", type=int_range(1, LIMITS["phantom.shape"][1]), help="default: the detector rows")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_recon)
 
     s = sub.add_parser("analyze", help="threshold statistics of a lesion CSV (see python -m her2sim.analysis.threshold)")
     s.add_argument("csv", type=Path)
-    s.add_argument("--threshold", type=float, default=1.5)
+    s.add_argument("--threshold", type=float_range(0.0, 100.0, lo_open=True), default=1.5)
     s.add_argument("--metric", default="suvmax")
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--seed", type=int_range(*LIMITS["seed"]), default=1)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_analyze)
 

@@ -88,16 +88,18 @@ def _preset_description(path: Path) -> str:
 
 # ---------------------------------------------------------------------------- status
 def study_status(study_dir) -> dict:
-    """Stages recorded in ``<study_dir>/.stages``: status and recorded outputs.
+    """Stages recorded in ``<study_dir>/.stages``: status and recorded outputs, each verified.
 
     Returns
     -------
     dict
-        stage -> ``{"status": "done"|"stale"|"missing", "finished_utc", "seconds",
-        "outputs": [{"path", "exists"}]}``; statuses from :func:`her2sim.stages.stage_status`
-        (manifests judged on their own: outputs intact and upstream keys current).
+        stage -> ``{"status": "done"|"stale"|"missing", "finished_utc", "seconds", "problem",
+        "outputs": [{"path", "exists", "state"}]}``; statuses from :func:`her2sim.stages.stage_status`
+        (manifests judged on their own: outputs intact and upstream keys current); ``state`` of an
+        output is ``"ok"``, ``"missing"`` or ``"corrupt"`` (size or sha256 differs from the manifest);
+        ``problem`` says why a manifest that exists could not be used (``None`` otherwise).
     """
-    from her2sim.stages import MANIFEST_DIR, read_manifest, stage_status
+    from her2sim.stages import MANIFEST_DIR, manifest_problem, output_state, read_manifest, stage_status
 
     study_dir = _study_dir(study_dir)
     statuses = stage_status(study_dir)
@@ -106,20 +108,25 @@ def study_status(study_dir) -> dict:
     names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
     for name in names:
         m = read_manifest(study_dir, name)
-        if m is None:  # unreadable/truncated manifest: the stage counts as not done
-            out[name] = {"status": "missing", "finished_utc": None, "seconds": None, "outputs": []}
+        if m is None:  # unreadable/truncated/wrongly typed manifest: the stage counts as not done
+            try:
+                problem = manifest_problem(json.loads((folder / f"{name}.json").read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                problem = f"not readable JSON ({type(exc).__name__})"
+            out[name] = {"status": "missing", "finished_utc": None, "seconds": None, "outputs": [],
+                         "problem": f"manifest {folder / (name + '.json')}: {problem}"}
             continue
         outs = []
-        for rec in m.get("outputs", []):
-            p = Path(rec["path"])
-            outs.append({"path": rec["path"], "exists": (p if p.is_absolute() else study_dir / p).exists()})
+        for rec in m["outputs"]:
+            state = output_state(study_dir, rec)
+            outs.append({"path": rec["path"], "exists": state != "missing", "state": state})
         out[name] = {"status": statuses.get(name, "missing"), "finished_utc": m.get("finished_utc"),
-                     "seconds": m.get("seconds"), "outputs": outs}
+                     "seconds": m.get("seconds"), "outputs": outs, "problem": None}
     return out
 
 
 def cmd_status(args) -> int:
-    """Print which stages of a study are done, stale or missing."""
+    """Print which stages of a study are done, stale or missing, and which outputs are missing or corrupt."""
     info = study_status(args.study_dir)
     if args.json:
         _print_json({k: v["status"] for k, v in info.items()})
@@ -128,15 +135,27 @@ def cmd_status(args) -> int:
     if not info:
         print(f"{study_dir}: no stage manifests in {study_dir / '.stages'} (nothing has run yet)")
         return 0
-    has_toml = (study_dir / "study.toml").is_file()
-    print(f"study {study_dir}" + ("" if has_toml else " (no study.toml)"))
+    from her2sim.config import resolved_study_path
+    from her2sim.stages import read_lock
+
+    has_toml = resolved_study_path(study_dir).is_file()
+    lock = read_lock(study_dir)
+    print(f"study {study_dir}" + ("" if has_toml else " (no study.resolved.toml)")
+          + (f" (locked by PID {lock.get('pid')} on {lock.get('host')})" if lock else ""))
     print(f"  {'stage':<28}{'status':<9}{'finished (UTC)':<27}{'seconds':>9}  outputs")
+    damaged = []
     for name, v in info.items():
         n_out = len(v["outputs"])
         n_ok = sum(o["exists"] for o in v["outputs"])
+        n_bad = sum(o["state"] == "corrupt" for o in v["outputs"])
         secs = "-" if v["seconds"] is None else f"{float(v['seconds']):.1f}"
         print(f"  {name:<28}{v['status']:<9}{str(v['finished_utc'] or '-'):<27}{secs:>9}  "
-              f"{n_ok}/{n_out} present")
+              f"{n_ok}/{n_out} present" + (f", {n_bad} corrupt" if n_bad else ""))
+        damaged += [(o["state"], o["path"], name) for o in v["outputs"] if o["state"] != "ok"]
+        if v["problem"]:
+            print(f"    {v['problem']}")
+    for state, path, name in damaged:
+        print(f"  {state:<8} {path} (stage {name}; a rerun recomputes it and everything downstream)")
     counts = {s: sum(1 for v in info.values() if v["status"] == s) for s in ("done", "stale", "missing")}
     print("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0
@@ -293,7 +312,9 @@ def _study_name(study_dir: Path) -> str:
     try:
         import tomllib
 
-        data = tomllib.loads((study_dir / "study.toml").read_text(encoding="utf-8"))
+        from her2sim.config import resolved_study_path
+
+        data = tomllib.loads(resolved_study_path(study_dir).read_text(encoding="utf-8"))
         return str(data["study"]["name"])
     except (OSError, KeyError, TypeError, ValueError):
         return study_dir.resolve().name
@@ -321,6 +342,8 @@ def export_study_dicom(study_dir, out_dir, patient: str | None = None, time_h: f
 
 def cmd_export_dicom(args) -> int:
     """Export every (patient, time point) of a study as DICOM NM projections, NM recon and CT."""
+    from her2sim.commands import _out_dir
+    _out_dir("--out", args.out)
     scans, series = export_study_dicom(args.study_dir, args.out, args.patient, args.time_h, args.realisation)
     if args.json:
         _print_json({"series": [str(p) for p in series]})
@@ -354,8 +377,10 @@ def cmd_import_dicom(args) -> int:
     """Read a DICOM file/series and save it as an her2sim HDF5 container."""
     from her2sim.dicom_io import import_image, import_projections
 
+    from her2sim.commands import _out_file
     if not Path(args.path).exists():
         raise DataError(f"{args.path}: DICOM file or folder does not exist")
+    _out_file("--out", args.out)
     kind = args.kind or guess_dicom_kind(args.path)
     obj = import_projections(args.path) if kind == "projections" else import_image(args.path)
     out = obj.save(args.out)
@@ -386,11 +411,16 @@ def cmd_report(args) -> int:
         try:
             import tomllib
 
-            data = tomllib.loads((study_dir / "study.toml").read_text(encoding="utf-8"))
+            from her2sim.config import resolved_study_path
+
+            data = tomllib.loads(resolved_study_path(study_dir).read_text(encoding="utf-8"))
             fmt = data.get("output", {}).get("report", "html")
         except (OSError, ValueError, AttributeError):
             pass
-    path = write_report(study_dir, fmt)
+    from her2sim.stages import study_lock
+
+    with study_lock(study_dir):  # not while a run writes the folder
+        path = write_report(study_dir, fmt)
     if args.json:
         _print_json({"report": str(path), "format": fmt})
     else:
@@ -411,6 +441,7 @@ def _nonneg_int(text: str) -> int:
 
 def register_io(sub) -> None:
     """Add ``init``, ``status``, ``export-dicom``, ``import-dicom`` and ``report`` to the CLI's subparsers."""
+    from her2sim.core.limits import float_range
     s = sub.add_parser("init", help="copy a bundled study preset to a TOML file")
     s.add_argument("preset", nargs="?", metavar="PRESET", help="preset name (see --list)")
     s.add_argument("--out", type=Path, help="destination file or folder (default ./PRESET.toml)")
@@ -428,7 +459,7 @@ def register_io(sub) -> None:
     s.add_argument("study_dir", metavar="STUDY_DIR", type=Path)
     s.add_argument("--out", type=Path, required=True, help="destination folder (DIR/<PID>/t<H>h/<series>)")
     s.add_argument("--patient", help="only this patient id")
-    s.add_argument("--time-h", type=float, help="only this time point (h after injection)")
+    s.add_argument("--time-h", type=float_range(0.0, 240.0, lo_open=True), help="only this time point (h after injection)")
     s.add_argument("--realisation", type=_nonneg_int, help="noise realisation K (default: the lowest present)")
     s.add_argument("--json", action="store_true", help='print {"series": [folders]}')
     s.set_defaults(func=cmd_export_dicom)
@@ -443,7 +474,7 @@ def register_io(sub) -> None:
     s = sub.add_parser("report", help="write the study report (HTML or Markdown)")
     s.add_argument("study_dir", metavar="STUDY_DIR", type=Path)
     s.add_argument("--format", choices=("html", "markdown", "md"),
-                   help="default: [output] report of study.toml, else html")
+                   help="default: [output] report of study.resolved.toml, else html")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_report)
 

@@ -44,6 +44,7 @@ import numpy as np
 
 from her2sim.core.errors import ConfigError, check_int, check_range
 from her2sim.core.grid import Grid
+from her2sim.core.limits import LIMITS, check_memory, estimate_peak_memory_bytes
 
 PHANTOM_PRESETS = ("demo", "torso", "iec", "cylinder", "point")
 CALIBRATION_PHANTOMS = ("iec", "cylinder", "point", "none")
@@ -175,18 +176,20 @@ def v_time_points(path, v):
 
 
 def v_shape(path, v):
+    lo, hi = LIMITS["phantom.shape"]
     if not isinstance(v, list) or len(v) != 3:
-        raise ConfigError(f"{path} = {_text(v)} must be a list of 3 integers (z, y, x) in [4, 1024]")
-    return tuple(check_int(f"{path}[{i}]", s, 4, 1024) for i, s in enumerate(v))
+        raise ConfigError(f"{path} = {_text(v)} must be a list of 3 integers (z, y, x) in [{lo}, {hi}]")
+    return tuple(v_int(lo, hi)(f"{path}[{i}]", s) for i, s in enumerate(v))
 
 
 def v_spacing(path, v):
+    lo, hi = LIMITS["phantom.spacing_mm"]
     if _is_number(v):
-        s = check_range(path, v, 0.1, 50.0)
+        s = check_range(path, v, lo, hi)
         return (s, s, s)
     if not isinstance(v, list) or len(v) != 3:
-        raise ConfigError(f"{path} = {_text(v)} must be a number or a list of 3 numbers (z, y, x) in [0.1, 50] mm")
-    return tuple(v_float(0.1, 50.0)(f"{path}[{i}]", s) for i, s in enumerate(v))
+        raise ConfigError(f"{path} = {_text(v)} must be a number or a list of 3 numbers (z, y, x) in [{lo:g}, {hi:g}] mm")
+    return tuple(v_float(lo, hi)(f"{path}[{i}]", s) for i, s in enumerate(v))
 
 
 def v_table_or_tables(path, v):
@@ -200,6 +203,8 @@ def v_table_or_tables(path, v):
 
 def _did_you_mean(word: str, candidates) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    if not close and isinstance(word, str) and len(word) >= 3:  # "reconstruction" -> "recon", "radius" -> ...
+        close = sorted(c for c in map(str, candidates) if len(c) >= 3 and (c.startswith(word) or word.startswith(c)))
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -431,19 +436,20 @@ class OutputSection:
 
 
 _VALIDATORS: dict[type, dict[str, Callable]] = {
-    StudySection: {"name": v_name, "seed": v_int(0, 2**63 - 1), "output_dir": v_path},
+    StudySection: {"name": v_name, "seed": v_int(*LIMITS["seed"]), "output_dir": v_path},
     PhantomSection: {"preset": v_choice(PHANTOM_PRESETS), "shape": v_shape, "spacing_mm": v_spacing,
                      "weight_kg": v_float(20.0, 300.0), "height_cm": v_float(100.0, 230.0), "ct": v_bool,
                      "lesions": v_table_or_tables},
-    CohortSection: {"preset": v_name, "n_patients": v_int(1, 100_000), "seed": v_int(0, 2**63 - 1)},
+    CohortSection: {"preset": v_name, "n_patients": v_int(*LIMITS["cohort.n_patients"]), "seed": v_int(*LIMITS["seed"])},
     TracerSection: {"injected_mbq": v_float(1.0, 2000.0), "time_points_h": v_time_points},
     CalibrationSection: {"phantom": v_choice(CALIBRATION_PHANTOMS), "activity_mbq": v_float(0.1, 5000.0)},
-    MonteCarloSection: {"mode": v_choice(MC_MODES), "photons": v_int(1, 10**13),
+    MonteCarloSection: {"mode": v_choice(MC_MODES), "photons": v_int(*LIMITS["monte_carlo.photons"]),
                         "target_relative_noise": v_float(0.0, 1.0, lo_open=True, hi_open=True),
-                        "seed": v_int(0, 2**63 - 1), "threads": v_int(0, 1024),
-                        "noise_realisations": v_int(1, 100_000)},
-    ReconSection: {"iterations": v_int(1, 1000), "subsets": v_int(1, 1024), "psf": v_bool, "penetration": v_bool,
-                   "scatter": v_choice(SCATTER_METHODS), "scatter_histories": v_int(1000, 10**9),
+                        "seed": v_int(*LIMITS["seed"]), "threads": v_int(*LIMITS["monte_carlo.threads"]),
+                        "noise_realisations": v_int(*LIMITS["monte_carlo.noise_realisations"])},
+    ReconSection: {"iterations": v_int(*LIMITS["recon.iterations"]), "subsets": v_int(*LIMITS["recon.subsets"]),
+                   "psf": v_bool, "penetration": v_bool,
+                   "scatter": v_choice(SCATTER_METHODS), "scatter_histories": v_int(*LIMITS["recon.scatter_histories"]),
                    "scatter_smooth_fwhm_mm": v_float(0.0, 500.0),
                    "attenuation": v_bool, "mu_map": v_choice(MU_MAP_SOURCES),
                    "post_filter_fwhm_mm": v_float(0.0, 100.0)},
@@ -565,6 +571,8 @@ class StudyConfig:
     output: OutputSection
     cohort: CohortSection | None = None
     source: str = "<dict>"
+    #: the study file this config was read from (``None`` for text / dicts); never overwritten by a run
+    source_path: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "StudyConfig":
@@ -643,6 +651,8 @@ class StudyConfig:
         if self.phantom.preset in ("iec", "cylinder", "point") and self.cohort is not None:
             raise ConfigError(f"[cohort] draws virtual patients but phantom.preset = {self.phantom.preset!r} is a "
                               f"test object; use phantom.preset = 'torso' or 'demo', or remove [cohort]")
+        self._check_cohort()
+        self._check_lesions()
         grid = self.phantom.grid()
         fov = self.camera.protocol.matrix * self.camera.protocol.pixel_mm
         width = max(grid.extent_mm[1], grid.extent_mm[2])
@@ -650,6 +660,52 @@ class StudyConfig:
             raise ConfigError(f"phantom.shape x phantom.spacing_mm gives a transaxial extent of {width:.1f} mm, wider "
                               f"than the detector field of view camera.protocol.matrix x pixel_mm = {fov:.1f} mm "
                               f"(projections would be truncated); allowed extent <= {fov:.1f} mm")
+
+    def _check_cohort(self) -> None:
+        """A [cohort] names a known cohort preset and asks for at most as many patients as it holds."""
+        if self.cohort is None:
+            return
+        from her2sim.phantoms.cohort import PRESETS as COHORT_PRESETS
+
+        c = self.cohort
+        if c.preset not in COHORT_PRESETS:
+            raise ConfigError(f"cohort.preset = {c.preset!r} is not a cohort preset"
+                              f"{_did_you_mean(c.preset, COHORT_PRESETS)} (allowed: {sorted(COHORT_PRESETS)})")
+        n_max = int(COHORT_PRESETS[c.preset]["n_patients"])
+        if c.n_patients > n_max:
+            raise ConfigError(f"cohort.n_patients = {c.n_patients} is outside the allowed range [1, {n_max}] "
+                              f"(cohort.preset = {c.preset!r} holds {n_max} patients)")
+
+    def _check_lesions(self) -> None:
+        """Every lesion spec (or test-object option) of ``phantom.lesions`` checked before any work runs."""
+        opts = self.phantom.lesions
+        if self.phantom.preset in ("demo", "torso"):
+            for i, spec in enumerate(self.lesion_specs()):
+                try:
+                    from her2sim.phantoms.lesions import validate_lesion_spec
+                    validate_lesion_spec(spec, i)
+                except ConfigError as exc:
+                    raise ConfigError(f"phantom.{exc}") from None
+            return
+        if isinstance(opts, list):
+            raise ConfigError(f"phantom.lesions: phantom.preset = {self.phantom.preset!r} is a test object; it takes "
+                              f"a table of options ({sorted(TEST_OBJECT_OPTIONS[self.phantom.preset])}), not "
+                              "[[phantom.lesions]] lesion specs")
+        allowed = TEST_OBJECT_OPTIONS[self.phantom.preset]
+        for k, v in opts.items():
+            if k not in allowed:
+                raise _unknown_key("phantom.lesions", k, allowed)
+            allowed[k](f"phantom.lesions.{k}", v)
+
+    def lesion_specs(self) -> list:
+        """The lesion specs of ``phantom.lesions`` for the demo/torso presets (list form or table of lists)."""
+        from her2sim.phantoms.phantom_presets import lesions_from_options
+
+        if self.phantom.preset not in ("demo", "torso") or not self.phantom.lesions:
+            return []
+        if isinstance(self.phantom.lesions, list):
+            return [dict(x) for x in self.phantom.lesions]
+        return lesions_from_options(self.phantom.lesions)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -677,6 +733,82 @@ class StudyConfig:
     def hash(self) -> str:
         """sha256 of the whole study's canonical JSON."""
         return config_hash(self.to_dict())
+
+
+def _v_position(path, v):
+    if not isinstance(v, list) or len(v) != 3:
+        raise ConfigError(f"{path} = {_text(v)} must be 3 numbers (z, y, x) in mm")
+    return [v_float(-1e4, 1e4)(f"{path}[{i}]", x) for i, x in enumerate(v)]
+
+
+#: ``phantom.lesions`` options of the test objects (see :mod:`her2sim.phantoms.phantom_presets`)
+TEST_OBJECT_OPTIONS = {
+    "iec": {"sphere_to_background": v_float(1.0, 100.0), "walls": v_bool, "lung_insert": v_bool},
+    "cylinder": {"diameter_mm": v_float(1.0, 2000.0), "length_mm": v_float(1.0, 4000.0)},
+    "point": {"position_mm": _v_position, "medium": v_choice(("air", "water"))},
+}
+
+
+def preflight(cfg: StudyConfig, workers: int = 1, available: int | None = None) -> dict:
+    """Checks that depend on the machine or on the whole study, run before any work starts.
+
+    Parameters
+    ----------
+    cfg : StudyConfig
+    workers : int
+        Worker processes that will run patients side by side.
+    available : int or None
+        Available RAM in bytes (``None``: ask the OS).
+
+    Returns
+    -------
+    dict
+        ``{"peak_memory_bytes": estimate per worker}``.
+
+    Raises
+    ------
+    ConfigError
+        The estimated peak memory exceeds the available RAM (message with both, in GiB), or a lesion
+        placed explicitly (``location_mm``) lies outside the phantom grid.
+    """
+    try:
+        return _preflight(cfg, workers, available)
+    except ConfigError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith(cfg.source) else f"{cfg.source}: {msg}") from None
+
+
+def _preflight(cfg: StudyConfig, workers: int, available: int | None) -> dict:
+    lo, hi = LIMITS["workers"]
+    check_int("workers", workers, lo, hi)
+    p = cfg.camera.protocol
+    est = estimate_peak_memory_bytes(cfg.phantom.shape, len(cfg.tracer.time_points_h), p.n_views, p.matrix,
+                                     len(cfg.camera.windows))
+    check_memory(f"phantom.shape = {list(cfg.phantom.shape)} with camera.protocol.matrix = {p.matrix} and "
+                 f"n_views = {p.n_views}", est, available, workers)
+    grid = cfg.phantom.grid()
+    lo_mm = np.asarray(grid.origin_mm) - 0.5 * np.asarray(grid.spacing_mm)
+    hi_mm = lo_mm + np.asarray(grid.extent_mm)
+    for i, spec in enumerate(cfg.lesion_specs()):
+        loc = spec.get("location_mm")
+        if loc is None:
+            continue
+        if any(not (a <= x <= b) for x, a, b in zip(loc, lo_mm, hi_mm)):
+            raise ConfigError(f"phantom.lesions[{i}].location_mm = {list(loc)} lies outside the phantom grid "
+                              f"(z, y, x from {[round(float(v), 1) for v in lo_mm]} to "
+                              f"{[round(float(v), 1) for v in hi_mm]} mm); the lesion would never be imaged")
+    return {"peak_memory_bytes": est}
+
+
+#: file name of the resolved study copy written into the study folder (every default filled in)
+RESOLVED_NAME = "study.resolved.toml"
+
+
+def resolved_study_path(study_dir) -> Path:
+    """The resolved study copy of a study folder: ``study.resolved.toml``, or ``study.toml`` of older runs."""
+    d = Path(study_dir)
+    new = d / RESOLVED_NAME
+    return new if new.is_file() or not (d / "study.toml").is_file() else d / "study.toml"
 
 
 # ---------------------------------------------------------------------------- files
@@ -719,7 +851,8 @@ def load_study(path) -> StudyConfig:
         raise ConfigError(f"{path}: study file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: study file cannot be read: {exc}") from None
-    return loads_study(text, str(path))
+    from dataclasses import replace
+    return replace(loads_study(text, str(path)), source_path=str(path))
 
 
 def parse_assignment(text: str) -> tuple[list[str], Any]:
@@ -758,8 +891,10 @@ def apply_overrides(data: dict, assignments) -> dict:
 
 def override_study(cfg: StudyConfig, assignments) -> StudyConfig:
     """Validate ``cfg`` with ``section.key=value`` assignments applied (e.g. from ``--set`` options)."""
-    return StudyConfig.from_dict(apply_overrides(cfg.to_dict(), assignments),
-                                 f"{cfg.source} with overrides {list(assignments)}")
+    from dataclasses import replace
+    out = StudyConfig.from_dict(apply_overrides(cfg.to_dict(), assignments),
+                                f"{cfg.source} with overrides {list(assignments)}")
+    return replace(out, source_path=cfg.source_path)
 
 
 def save_study(cfg: StudyConfig, path) -> Path:
@@ -818,4 +953,5 @@ __all__ = ["StudyConfig", "StudySection", "PhantomSection", "CohortSection", "Tr
            "CalibrationSection", "MonteCarloSection", "ReconSection", "AnalysisSection", "OutputSection",
            "load_study", "loads_study", "save_study", "override_study", "apply_overrides", "parse_assignment",
            "config_hash", "canonical_json", "init_preset", "list_presets",
-           "preset_path", "preset_dir", "PHANTOM_PRESETS", "PVC_METHODS", "ANALYSIS_METRICS", "SCATTER_METHODS"]
+           "preset_path", "preset_dir", "preflight", "resolved_study_path", "RESOLVED_NAME", "LIMITS",
+           "PHANTOM_PRESETS", "PVC_METHODS", "ANALYSIS_METRICS", "SCATTER_METHODS"]

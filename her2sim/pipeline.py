@@ -9,7 +9,8 @@ counts into Bq/mL (and measures IEC recovery coefficients); ``statistics`` and
 
 Study folder layout::
 
-    study.toml                      resolved configuration
+    study.resolved.toml             resolved configuration (the study file given is never overwritten)
+    .her2sim.lock                   PID and host of the run writing the folder (while it runs)
     calibration/                    phantom.h5 expected.h5 recon.h5 calibration.json
     patients/<id>/phantom.h5        Phantom (truth table inside)
     patients/<id>/t<H>h/            expected.h5, noisy_r<K>.h5, recon_r<K>.h5
@@ -27,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from her2sim import __version__
-from her2sim.config import StudyConfig, save_study
+from her2sim.config import RESOLVED_NAME, StudyConfig, preflight, save_study
 from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.grid import Grid
 from her2sim.core.hdf5io import to_json
-from her2sim.stages import Stage, StageTask, run_stages, write_text_atomic
+from her2sim.stages import Stage, StageTask, run_stages, study_lock, write_text_atomic
 
 #: bump when a stage's function changes what it writes (part of every stage key)
 PIPELINE_VERSION = 2  # 2: exact recon support (recon outputs change)
@@ -595,12 +596,16 @@ def patient_specs(cfg: StudyConfig) -> list:
 
     if cfg.cohort is not None:
         cohort = generate_cohort(cfg.cohort.preset, seed=cfg.cohort.seed)
-        pats = cohort["patients"][: cfg.cohort.n_patients]
+        pats = cohort["patients"][: cfg.cohort.n_patients]  # n_patients <= the preset's size (config check)
+        extra = cfg.lesion_specs()  # [[phantom.lesions]] beside [cohort]: fixed lesions added to every patient
+        if extra:
+            pats = [dict(pt, lesions=list(pt.get("lesions") or []) + [dict(x) for x in extra]) for pt in pats]
     elif cfg.phantom.preset in ("demo", "torso"):
         pats = [dict(generate_cohort("demo", seed=cfg.study.seed)["patients"][0])]
         pats[0].update({"weight_kg": cfg.phantom.weight_kg, "height_cm": cfg.phantom.height_cm})
-        if isinstance(cfg.phantom.lesions, list) and cfg.phantom.lesions:
-            pats[0]["lesions"] = [dict(x) for x in cfg.phantom.lesions]
+        specs = cfg.lesion_specs()  # [[phantom.lesions]] or a table of per-lesion lists
+        if specs:
+            pats[0]["lesions"] = specs
     else:
         raise ConfigError(f"phantom.preset = {cfg.phantom.preset!r}: the pipeline runs patient studies "
                           "(demo, torso or a [cohort]); use the calibration section for test objects")
@@ -674,11 +679,11 @@ def build_stages(cfg: StudyConfig) -> list:
                         stage_report, ["report.html" if cfg.output.report == "html" else "report.md"]))
     if cfg.output.dicom:
         stages.append(Stage("dicom", [f"recon_{pid}" for pid in ids], {"version": PIPELINE_VERSION},
-                            stage_dicom, ["dicom/series.json"]))
+                            stage_dicom, ["dicom/series.json", "dicom"]))  # the folder: every DICOM file
     return stages
 
 
-def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = True) -> dict:
+def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = True, workers: int = 1) -> dict:
     """Run (or resume) a study; returns the JSON summary the CLI prints.
 
     Parameters
@@ -689,13 +694,32 @@ def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = 
     executor : concurrent.futures.Executor, optional
         Where independent stages run (serial by default).
     progress : bool
+    workers : int
+        Worker processes of ``executor`` (sizes the memory check of :func:`her2sim.config.preflight`).
+
+    Raises
+    ------
+    ConfigError
+        Before any work: the study does not fit in memory, a lesion lies outside the grid, the study
+        folder is a file, or the resolved copy would overwrite the study file given.
+    DataError
+        Another run holds the study folder (:func:`her2sim.stages.study_lock`).
     """
     sd = Path(study_dir or cfg.study.output_dir)
-    sd.mkdir(parents=True, exist_ok=True)
-    save_study(cfg, sd / "study.toml")
+    preflight(cfg, workers)
     stages = build_stages(cfg)
-    t0 = time.perf_counter()
-    results = run_stages(stages, sd, executor=executor, progress=progress)
+    if sd.exists() and not sd.is_dir():
+        raise ConfigError(f"{sd}: the study folder path exists and is not a folder (study.output_dir / --out)")
+    resolved = sd / RESOLVED_NAME
+    src = Path(cfg.source_path) if cfg.source_path else None
+    if src is not None and resolved.exists() and src.exists() and resolved.samefile(src):
+        raise ConfigError(f"{resolved}: the study file given is the study folder's resolved copy; "
+                          f"refusing to overwrite it (copy it elsewhere or choose another --out)")
+    sd.mkdir(parents=True, exist_ok=True)
+    with study_lock(sd):
+        save_study(cfg, resolved)
+        t0 = time.perf_counter()
+        results = run_stages(stages, sd, executor=executor, progress=progress)
     summary_path = sd / "results" / "summary.json"
     summary = json.loads(summary_path.read_text())
     stage_seconds = {}

@@ -6,14 +6,15 @@ The report is built from what the pipeline wrote (see the study layout in
 * ``results/summary.json`` (required): study name, patients, scans, stage run times,
   outputs, threshold statistics, calibration, Monte Carlo summary, resolved config,
   package versions, seeds and figure list;
-* ``study.toml`` (resolved configuration, shown verbatim when present);
+* ``study.resolved.toml`` (resolved configuration, shown verbatim when present; ``study.toml`` in
+  folders written by earlier versions);
 * ``calibration/calibration.json`` (merged under the summary's ``calibration``);
 * ``results/lesions.csv`` (or, without it, ``patients/<PID>/lesions.json``);
 * every image in ``results/figures`` (and in ``calibration/``).
 
 Parts other than the summary are optional; a missing part is stated in the report
 instead of failing. Fallbacks: stage run times from the ``.stages`` manifests,
-seeds from ``study.toml``, package versions from the installed packages, the
+seeds from the resolved study file, package versions from the installed packages, the
 Monte Carlo table from the calibration scan. The HTML page embeds each figure as a
 base64 ``data:`` URI, so the single file can be mailed or archived; the Markdown
 file links the images by paths relative to the report. No generation time is
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from her2sim.core.errors import ConfigError, DataError
+from her2sim.config import resolved_study_path
 from her2sim.stages import write_text_atomic
 
 REPORT_FORMATS = ("html", "markdown")
@@ -43,7 +45,7 @@ SUMMARY_FILE = Path("results") / "summary.json"
 LESIONS_CSV = Path("results") / "lesions.csv"
 FIGURES_DIR = Path("results") / "figures"
 CALIBRATION_JSON = Path("calibration") / "calibration.json"
-STUDY_TOML = "study.toml"
+STUDY_TOML = "study.resolved.toml"
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
                ".gif": "image/gif"}
 #: Lesion rows shown in the report; the CSV keeps all of them.
@@ -354,11 +356,11 @@ def find_figures(study_dir, summary: dict | None = None) -> list:
 
 # ---------------------------------------------------------------------------- sections
 def _study_toml(study_dir: Path) -> dict:
-    """Parsed ``study.toml`` (``{}`` when absent or not valid TOML; the report then uses the summary only)."""
+    """Parsed resolved study file (``{}`` when absent or not valid TOML; the report then uses the summary only)."""
     import tomllib
 
     try:
-        data = tomllib.loads((study_dir / STUDY_TOML).read_text(encoding="utf-8"))
+        data = tomllib.loads(resolved_study_path(study_dir).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -366,10 +368,10 @@ def _study_toml(study_dir: Path) -> dict:
 
 def _config_text(study_dir: Path, summary: dict) -> tuple[str, str]:
     """(text, where from) of the resolved configuration."""
-    toml_path = study_dir / STUDY_TOML
+    toml_path = resolved_study_path(study_dir)
     if toml_path.is_file():
         try:
-            return toml_path.read_text(encoding="utf-8"), STUDY_TOML
+            return toml_path.read_text(encoding="utf-8"), toml_path.name
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{toml_path}: resolved study file cannot be read: {exc}") from None
     cfg = summary.get("config")
@@ -451,7 +453,7 @@ def _overview(study_dir: Path, summary: dict, toml: dict) -> Section:
         s.text(f"Resolved configuration ({where}):")
         s.pre(text.rstrip("\n"))
     else:
-        s.text("No resolved configuration was found (study.toml and summary config are missing).")
+        s.text("No resolved configuration was found (study.resolved.toml and summary config are missing).")
     versions = summary.get("versions")
     caption = "Software versions"
     if not (isinstance(versions, dict) and versions):
@@ -688,17 +690,18 @@ def _figures(figures: list) -> Section:
 def _reproduce(study_dir: Path, summary: dict, toml: dict) -> Section:
     s = Section("How to reproduce")
     seed = _seeds(summary, toml).get("study")
-    toml_path = study_dir / STUDY_TOML
+    toml_path = resolved_study_path(study_dir)
     lines = []
     if toml_path.is_file():
         from her2sim.stages import file_sha256
-        lines.append(f"study.toml in this folder is the resolved configuration (every default filled in; "
+        lines.append(f"{toml_path.name} in this folder is the resolved configuration (every default filled in; "
                      f"sha256 {file_sha256(toml_path)}).")
     out_dir = toml.get("study", {}).get("output_dir") if isinstance(toml.get("study"), dict) else None
     lines.append("With the package versions listed above, run the commands below"
                  + (f" (outputs go to [study] output_dir = {out_dir})" if out_dir else "") + ":")
     s.text(" ".join(lines))
-    s.pre("her2sim run study.toml\n"
+    s.pre(f"cp {study_dir.name}/{toml_path.name} study.toml\n"
+          "her2sim run study.toml\n"
           f"her2sim status {study_dir.name}\n"
           f"her2sim report {study_dir.name} --format html")
     s.text(("The master seed " + format_value(seed) + " fixes every random stream, so the same configuration "

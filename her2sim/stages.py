@@ -7,9 +7,14 @@ changing a parameter changes the key of that stage and of every stage downstream
 of it, and of nothing else.
 
 After a stage completes, a manifest ``<study_dir>/.stages/<name>.json`` (written
-atomically) records the key and each output path with its sha256. A later run
-skips the stage when the manifest key equals the current key and every output
-still exists with the recorded hash. The manifest is deleted *before* a stage
+atomically) records the key and each output path with its size and sha256: the
+outputs the stage declares *and* every other file its function wrote through the
+atomic writers (:func:`atomic_path`, :func:`write_text_atomic`, the HDF5 writers
+of :mod:`her2sim.core.hdf5io`), so a truncated ``noisy_r0.h5`` is caught even when
+a stage declares only ``expected.h5``. A later run skips the stage when the
+manifest key equals the current key and every recorded output still exists with
+the recorded size and hash; a stage redone because an output was missing or
+corrupt also redoes every stage downstream of it. The manifest is deleted *before* a stage
 starts, so a run killed in the middle of a stage leaves no manifest and the
 stage is redone by the next run. Outputs should be written with
 :func:`atomic_path` (temporary file + :func:`os.replace`; the HDF5 writers of
@@ -28,8 +33,15 @@ should resume patient by patient, declare one stage per patient (independent
 stages run concurrently through the same executor).
 
 Output hashes are of file bytes: HDF5 containers carry a creation time, so a
-recomputed stage has new hashes even with identical arrays; downstream stages are
-still skipped because keys depend on parameters, not on output bytes.
+recomputed stage has new hashes even with identical arrays. Keys depend on
+parameters, not on output bytes: a stage rerun with ``force`` leaves its
+downstream stages skipped, while a stage redone because its manifest or one of
+its outputs was missing or damaged redoes its downstream stages as well.
+
+One run at a time writes a study folder: :func:`run_stages` holds
+:func:`study_lock` (``<study_dir>/.her2sim.lock``, holding the PID and host of the
+writer) while it runs, and removes stale temporary files (``.<name>.*.tmp``) left
+by a killed run before it starts.
 
 Code changes are not detected: put a ``"version"`` entry in ``params`` and bump it
 when a stage's function changes what it writes.
@@ -42,7 +54,10 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import errno
 import os
+import re
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -51,8 +66,11 @@ from typing import Any, Callable, Iterable
 
 from her2sim.config import canonical_json
 from her2sim.core.errors import ConfigError, DataError
+from her2sim.core.hdf5io import record_written, recording_writes
 
 MANIFEST_DIR = ".stages"
+#: lock file of the run that writes a study folder (one writer per study)
+LOCK_NAME = ".her2sim.lock"
 LOG = logging.getLogger("her2sim.stages")
 STATUS_DONE, STATUS_STALE, STATUS_MISSING = "done", "stale", "missing"
 
@@ -77,6 +95,7 @@ def atomic_path(path):
             os.umask(mask)
             os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
+        record_written(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -98,6 +117,19 @@ def write_text_atomic(path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def savefig_atomic(fig, path, **kwargs) -> Path:
+    """``fig.savefig(path, **kwargs)`` through :func:`atomic_path` (the format from the file suffix).
+
+    A killed run leaves no half-written image, and the stage runner records the figure among the
+    stage's outputs (size and sha256).
+    """
+    path = Path(path)
+    kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return path
+
+
 def remove_stale_temporaries(path) -> int:
     """Delete leftover ``.<name>.*.tmp`` files of an interrupted atomic write of ``path``; return how many."""
     path = Path(path)
@@ -109,6 +141,36 @@ def remove_stale_temporaries(path) -> int:
             tmp.unlink()
             n += 1
     return n
+
+
+_TMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+
+
+def remove_stale_temporaries_under(folders, recursive=()) -> list:
+    """Delete leftover temporary files (``.<name>.<random>.tmp``) of interrupted atomic writes.
+
+    Parameters
+    ----------
+    folders : iterable of path-like
+        Folders whose own files are checked (not their subfolders).
+    recursive : iterable of path-like
+        Folders checked with all their subfolders (folder outputs such as ``dicom``).
+
+    Returns
+    -------
+    list of Path
+        The files removed. Only call this while holding :func:`study_lock`: a temporary file of a
+        running writer looks the same.
+    """
+    removed = []
+    cands = [f for d in folders if Path(d).is_dir() for f in Path(d).glob(".*.tmp")]
+    cands += [f for d in recursive if Path(d).is_dir() for f in Path(d).rglob(".*.tmp")]
+    for tmp in sorted(set(cands)):
+        if _TMP_NAME.match(tmp.name) and (tmp.is_file() or tmp.is_symlink()):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def file_sha256(path) -> str:
@@ -126,6 +188,143 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- one writer per study
+_HELD_LOCKS: dict = {}  # resolved lock path -> [fd, depth] held by this process
+
+
+def _proc_start_ticks(pid: int) -> str | None:
+    """Start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def read_lock(study_dir) -> dict | None:
+    """The holder recorded in ``<study_dir>/.her2sim.lock`` (``pid``, ``host``, ``started_utc``) or None."""
+    try:
+        info = json.loads((Path(study_dir) / LOCK_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _holder_text(info: dict | None) -> str:
+    if not info:
+        return "another her2sim run (holder unknown)"
+    return (f"another her2sim run (PID {info.get('pid')} on host {info.get('host')}, "
+            f"started {info.get('started_utc', '?')})")
+
+
+@contextlib.contextmanager
+def study_lock(study_dir):
+    """Hold the study folder's lock file for the duration of the block (one writer per study).
+
+    The lock is ``<study_dir>/.her2sim.lock``: an exclusive :func:`fcntl.flock` on it (released by
+    the kernel when the holder dies, so the lock of a killed run is taken over by the next run),
+    and inside it the holder's PID, host and start time for the message a second run prints.
+    Where ``flock`` is not supported the PID (and, on Linux, the process start time) decides
+    whether the recorded holder is still alive. Re-entrant within one process.
+
+    Raises
+    ------
+    DataError
+        Another live run holds the lock (the message names its PID and host and the lock file).
+    """
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    path = study_dir / LOCK_NAME
+    key = str(path.resolve())
+    held = _HELD_LOCKS.get(key)
+    if held is not None:
+        held[1] += 1
+        try:
+            yield path
+        finally:
+            held[1] -= 1
+        return
+    fd = _acquire_lock(path)
+    _HELD_LOCKS[key] = [fd, 1]
+    try:
+        yield path
+    finally:
+        del _HELD_LOCKS[key]
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # before the flock is released: a waiting run then makes a fresh file
+        os.close(fd)
+
+
+def _acquire_lock(path: Path) -> int:
+    """Open, lock and fill ``path``; return the open descriptor (see :func:`study_lock`)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        fcntl = None
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start_ticks": _proc_start_ticks(os.getpid()),
+          "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise DataError(f"{path.parent}: study folder is in use by {_holder_text(read_lock(path.parent))}; "
+                                        f"wait for it to finish (lock file {path})") from None
+                    _check_recorded_holder(path)  # flock unsupported here (e.g. some network file systems)
+            else:
+                _check_recorded_holder(path)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous holder removed the file between our open and our lock: retry
+                os.close(fd)
+                continue
+            previous = read_lock(path.parent)
+            if previous and previous.get("pid") != me["pid"]:
+                LOG.warning("taking over the stale lock %s of %s", path, _holder_text(previous))
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode("utf-8"))
+            os.fsync(fd)
+            return fd
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+    raise DataError(f"{path}: could not take the study lock (the file kept changing); try again")
+
+
+def _check_recorded_holder(path: Path) -> None:
+    """Without flock: refuse when the recorded holder is a live process on this host (or any other host)."""
+    info = read_lock(path.parent)
+    if not info or info.get("pid") == os.getpid():
+        return
+    if info.get("host") != socket.gethostname():
+        raise DataError(f"{path.parent}: study folder is in use by {_holder_text(info)}; if that run is no longer "
+                        f"running, delete {path}")
+    pid = info.get("pid")
+    if isinstance(pid, int) and _pid_alive(pid):
+        ticks = info.get("start_ticks")
+        if ticks is None or _proc_start_ticks(pid) in (None, ticks):  # same process, not a reused PID
+            raise DataError(f"{path.parent}: study folder is in use by {_holder_text(info)}; "
+                            f"wait for it to finish (lock file {path})")
 
 
 # ---------------------------------------------------------------------------- stages
@@ -226,13 +425,45 @@ def manifest_path(study_dir, name: str) -> Path:
 
 
 def read_manifest(study_dir, name: str) -> dict | None:
-    """The manifest of stage ``name`` or ``None`` if absent or unreadable (treated as not done)."""
+    """The manifest of stage ``name`` or ``None`` if absent, unreadable or of the wrong types (not done).
+
+    A valid manifest is a JSON object whose ``key`` is a string, whose ``outputs`` is a list of
+    ``{"path": str, "sha256": str, "size": int (optional)}`` and whose ``inputs`` (optional) maps
+    stage names to key strings.
+    """
     p = manifest_path(study_dir, name)
     try:
-        m = json.loads(p.read_text())
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return m if isinstance(m, dict) and "key" in m and "outputs" in m else None
+    return m if manifest_problem(m) is None else None
+
+
+def manifest_problem(m) -> str | None:
+    """What is wrong with the types of a decoded manifest, or ``None`` when it is well formed."""
+    if not isinstance(m, dict):
+        return f"is a JSON {type(m).__name__}, not an object"
+    if not isinstance(m.get("key"), str):
+        return f"'key' = {m.get('key')!r} must be a string"
+    outs = m.get("outputs")
+    if not isinstance(outs, list):
+        return f"'outputs' = {outs!r} must be a list"
+    for i, rec in enumerate(outs):
+        if not isinstance(rec, dict) or not isinstance(rec.get("path"), str) or not isinstance(rec.get("sha256"), str):
+            return f"'outputs[{i}]' = {rec!r} must be an object with string 'path' and 'sha256'"
+        size = rec.get("size")
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            return f"'outputs[{i}].size' = {size!r} must be an integer >= 0"
+    inputs = m.get("inputs", {})
+    if not isinstance(inputs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in inputs.items()):
+        return f"'inputs' = {inputs!r} must map stage names to key strings"
+    for k in ("seconds",):
+        v = m.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"'{k}' = {v!r} must be a number"
+    if m.get("finished_utc") is not None and not isinstance(m.get("finished_utc"), str):
+        return f"'finished_utc' = {m.get('finished_utc')!r} must be a string"
+    return None
 
 
 def _resolve(study_dir: Path, p) -> Path:
@@ -247,12 +478,22 @@ def _stored(study_dir: Path, p: Path) -> str:
         return str(p.resolve())
 
 
+def output_state(study_dir, rec: dict) -> str:
+    """``"ok"``, ``"missing"`` or ``"corrupt"`` (size or sha256 differs from the manifest record)."""
+    p = _resolve(Path(study_dir), rec["path"])
+    if not p.exists():
+        return "missing"
+    size = rec.get("size")
+    if size is not None and p.is_file() and p.stat().st_size != size:
+        return "corrupt"
+    try:
+        return "ok" if file_sha256(p) == rec["sha256"] else "corrupt"
+    except OSError:
+        return "corrupt"
+
+
 def _outputs_intact(study_dir: Path, manifest: dict) -> bool:
-    for rec in manifest.get("outputs", []):
-        p = _resolve(study_dir, rec["path"])
-        if not p.exists() or file_sha256(p) != rec["sha256"]:
-            return False
-    return True
+    return all(output_state(study_dir, rec) == "ok" for rec in manifest.get("outputs", []))
 
 
 def _order(stages: list) -> list:
@@ -315,19 +556,44 @@ class SerialExecutor(cf.Executor):
 
 
 def _call(func, task):
-    """Run one piece of a stage where the executor puts it; return its own busy time (s)."""
+    """Run one piece of a stage where the executor puts it.
+
+    Returns
+    -------
+    (float, list of str)
+        Its own busy time (s) and the absolute paths of the files it wrote through the atomic writers.
+    """
     t0 = time.perf_counter()
-    func(task)
-    return time.perf_counter() - t0
+    with recording_writes() as written:
+        func(task)
+    return time.perf_counter() - t0, list(written)
 
 
-def _write_manifest(study_dir: Path, stage: Stage, key: str, upstream: dict, started: float) -> list:
-    outs = []
+def _write_manifest(study_dir: Path, stage: Stage, key: str, upstream: dict, started: float,
+                    written=(), claimed=frozenset()) -> list:
+    """Write the manifest of a finished stage: declared outputs first, then the other files it wrote.
+
+    ``claimed`` holds the stored paths declared by other stages; a file another stage owns is not
+    recorded here (its owner verifies it).
+    """
+    outs, seen = [], set()
     for p in stage.outputs:
         path = _resolve(study_dir, p)
         if not path.exists():
             raise DataError(f"stage {stage.name!r} finished without writing its declared output {path}")
-        outs.append({"path": _stored(study_dir, path), "sha256": file_sha256(path)})
+        rel = _stored(study_dir, path)
+        seen.add(rel)
+        outs.append({"path": rel, "sha256": file_sha256(path), "size": _size(path)})
+    manifest_dir = (study_dir / MANIFEST_DIR).resolve()
+    for w in sorted(set(written)):
+        path = Path(w)
+        rel = _stored(study_dir, path)
+        if rel in seen or rel in claimed or Path(rel).is_absolute() or not path.is_file():
+            continue  # outside the study folder, declared elsewhere, or replaced/removed since
+        if manifest_dir in path.resolve().parents:
+            continue
+        seen.add(rel)
+        outs.append({"path": rel, "sha256": file_sha256(path), "size": _size(path)})
     from her2sim import __version__
     manifest = {"name": stage.name, "key": key, "params": stage.params, "items": stage.items,
                 "inputs": {n: upstream[n] for n in stage.inputs}, "outputs": outs,
@@ -335,6 +601,13 @@ def _write_manifest(study_dir: Path, stage: Stage, key: str, upstream: dict, sta
                 "seconds": round(time.perf_counter() - started, 3), "her2sim_version": __version__}
     write_text_atomic(manifest_path(study_dir, stage.name), json.dumps(manifest, indent=1, sort_keys=True))
     return [o["path"] for o in outs]
+
+
+def _size(path: Path) -> int:
+    """Bytes of a file, or the sum over the files of a folder."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
 
 
 def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None = None,
@@ -353,17 +626,29 @@ def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None 
     force : iterable of str
         Stage names to rerun even when up to date. Keys do not depend on output bytes, so
         their downstream stages are not rerun by this (outputs of deterministic stages are
-        identical anyway).
+        identical anyway). A stage redone because one of its recorded outputs is missing or
+        corrupt, by contrast, also redoes every stage downstream of it.
+
+    Raises
+    ------
+    DataError
+        Another run holds the study folder's lock (:func:`study_lock`).
 
     Returns
     -------
     dict of str -> StageResult
         ``status`` is ``"ran"`` or ``"skipped"`` for every stage.
     """
-    from tqdm import tqdm
-
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
+    with study_lock(study_dir):
+        return _run_stages_locked(stages, study_dir, executor, progress, force)
+
+
+def _run_stages_locked(stages, study_dir: Path, executor, progress: bool, force) -> dict:
+    """:func:`run_stages` once the study lock is held."""
+    from tqdm import tqdm
+
     ordered = _order(list(stages))
     keys = stage_keys(ordered)
     force = set(force)
@@ -371,19 +656,44 @@ def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None 
     if unknown:
         raise ConfigError(f"force = {sorted(unknown)} names no stage; known stages {sorted(keys)}")
     executor = executor or SerialExecutor()
+    # stale temporaries of a killed run: in the folders of every declared or recorded output (the
+    # study folder may be the user's working directory: nothing else there is touched)
+    folders, folder_outputs = {study_dir}, set()
+    for s in ordered:
+        recorded = [rec["path"] for rec in (read_manifest(study_dir, s.name) or {}).get("outputs", [])]
+        for p in list(s.outputs) + recorded:
+            path = _resolve(study_dir, p)
+            folders.add(path.parent)
+            if path.is_dir():
+                folder_outputs.add(path)
+    for tmp in remove_stale_temporaries_under(folders, folder_outputs):
+        LOG.info("removed stale temporary file %s", tmp)
 
     results, to_run = {}, []
+    redone: set = set()  # stages redone for any reason but `force` alone: their downstream is redone too
     for s in ordered:
         m = read_manifest(study_dir, s.name)
-        if s.name not in force and m is not None and m["key"] == keys[s.name] and _outputs_intact(study_dir, m):
+        bad_outputs = [] if m is None else [(rec["path"], output_state(study_dir, rec)) for rec in m["outputs"]]
+        bad_outputs = [(p, st) for p, st in bad_outputs if st != "ok"]
+        upstream_redone = [n for n in s.inputs if n in redone]
+        current = m is not None and m["key"] == keys[s.name] and not bad_outputs and not upstream_redone
+        if current and s.name not in force:
             results[s.name] = StageResult(s.name, "skipped", keys[s.name], 0.0, [o["path"] for o in m["outputs"]])
             LOG.info("stage %s: up to date, skipped", s.name)
-        else:
-            to_run.append(s)
+            continue
+        if not current:
+            redone.add(s.name)
+        if m is not None and m["key"] == keys[s.name] and (bad_outputs or upstream_redone):
+            why = (", ".join(f"{p} {st}" for p, st in bad_outputs) if bad_outputs
+                   else f"upstream {upstream_redone} redone")
+            LOG.warning("stage %s: redone (%s)", s.name, why)
+        to_run.append(s)
     n_tasks = sum(len(s.items) if s.items is not None else 1 for s in to_run)
     bar = tqdm(total=n_tasks, desc="stages", unit="task", disable=not progress or n_tasks == 0)
 
     by_name = {s.name: s for s in ordered}
+    claimed = {_stored(study_dir, _resolve(study_dir, p)): s.name for s in ordered for p in s.outputs}
+    written: dict = {}     # stage name -> files its function(s) wrote
     pending = {s.name: s for s in to_run}
     running: dict = {}     # future -> stage name
     remaining: dict = {}   # stage name -> open futures
@@ -431,11 +741,15 @@ def run_stages(stages: Iterable[Stage], study_dir, executor: cf.Executor | None 
                     LOG.error("stage %s: failed: %s", name, exc)
                     raise exc
                 bar.update(1)
-                busy[name] = busy.get(name, 0.0) + fut.result()
+                secs, files = fut.result()
+                busy[name] = busy.get(name, 0.0) + secs
+                written.setdefault(name, []).extend(files)
                 remaining[name].discard(fut)
                 if not remaining[name]:
                     s = by_name[name]
-                    outs = _write_manifest(study_dir, s, keys[name], keys, started[name])
+                    others = {p for p, owner in claimed.items() if owner != name}
+                    outs = _write_manifest(study_dir, s, keys[name], keys, started[name], written.get(name, ()),
+                                           others)
                     # seconds = time spent in the stage's own function(s), not wall time since launch
                     # (which would include stages running beside it and executor queueing)
                     results[name] = StageResult(name, "ran", keys[name], busy[name], outs)
@@ -498,4 +812,5 @@ def stage_status(study_dir, stages: Iterable[Stage] | None = None) -> dict:
 
 __all__ = ["Stage", "StageTask", "StageResult", "run_stages", "stage_status", "stage_keys", "atomic_path",
            "write_bytes_atomic", "write_text_atomic", "file_sha256", "manifest_path", "read_manifest",
-           "SerialExecutor", "remove_stale_temporaries"]
+           "SerialExecutor", "remove_stale_temporaries", "remove_stale_temporaries_under", "savefig_atomic", "study_lock",
+           "read_lock", "output_state", "manifest_problem", "LOCK_NAME"]

@@ -93,19 +93,67 @@ def _norm_ihc(v, field):
     return s
 
 
+#: every key a lesion spec may hold (``her2_positive`` is filled in by :func:`validate_lesion_spec`)
+LESION_KEYS = ("type", "side", "clock", "distance_mm", "depth_mm", "location_mm", "site", "index", "diameter_mm",
+               "shape", "axis_ratios", "n_lobes", "n_spicules", "ihc", "fish", "suv_mean", "patient_factor",
+               "treatment_factor", "heterogeneity", "satellites", "fdg_suv", "her2_positive")
+SATELLITE_KEYS = ("n", "diameter_mm", "gap_mm", "uptake_ratio")
+HETEROGENEITY_KEYS = ("cv", "correlation_length_mm", "necrosis", "rim", "subclones")
+NECROSIS_KEYS = ("radius_fraction", "residual_uptake")
+RIM_KEYS = ("centre_fraction", "exponent")
+SUBCLONE_KEYS = ("n_clusters", "cluster_radius_mm", "uptake_ratio")
+SITES = ("axillary", "mediastinal", "lung")
+
+
+def _refuse_unknown(field: str, table: dict, allowed) -> None:
+    """ConfigError for the first key of ``table`` not in ``allowed``, with a did-you-mean suggestion."""
+    import difflib
+
+    for k in table:
+        if k not in allowed:
+            close = (difflib.get_close_matches(str(k), list(allowed), n=1, cutoff=0.6)
+                     or sorted(a for a in allowed if a.startswith(str(k)) or str(k).startswith(a)))
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{field}.{k} is not a known lesion key{hint} (allowed: {sorted(allowed)})")
+
+
+def _num(field: str, v, lo=None, hi=None, *, lo_open=False) -> float:
+    """A finite number (int or float, not a string or boolean) in the range; see :func:`check_range`."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        lo_t = "-inf" if lo is None else f"{lo:g}"
+        hi_t = "+inf" if hi is None else f"{hi:g}"
+        raise ConfigError(f"{field} = {v!r} must be a number in {'(' if lo_open else '['}{lo_t}, {hi_t}]")
+    return check_range(field, v, lo, hi, lo_open=lo_open)
+
+
+def _table(field: str, v, allowed) -> dict:
+    if not isinstance(v, dict):
+        raise ConfigError(f"{field} = {v!r} must be a table with keys {list(allowed)}")
+    _refuse_unknown(field, v, allowed)
+    return dict(v)
+
+
 def validate_lesion_spec(spec: dict, i: int) -> dict:
-    """Check one lesion spec and fill defaults; errors name ``lesions[i].<field>``."""
+    """Check one lesion spec and fill defaults; errors name ``lesions[i].<field>``.
+
+    Unknown keys are refused with a did-you-mean suggestion (``diamter_mm`` -> ``diameter_mm``), numbers
+    must be numbers (``diameter_mm = "20"`` is refused), finite (NaN/inf refused) and in range.
+    """
     f = f"lesions[{i}]"
     if not isinstance(spec, dict):
         raise ConfigError(f"{f} must be a table/dict, got {type(spec).__name__}")
+    _refuse_unknown(f, spec, LESION_KEYS)
     s = dict(spec)
     s["type"] = check_choice(f"{f}.type", s.get("type", "primary"), LESION_TYPES)
     s["shape"] = check_choice(f"{f}.shape", s.get("shape", "sphere"), LESION_SHAPES)
     dmax = 50.0 if s["type"] == "primary" else 60.0
     d = s.get("diameter_mm", 20.0)
-    s["diameter_mm"] = check_range(f"{f}.diameter_mm", d, 5.0, dmax)
+    s["diameter_mm"] = _num(f"{f}.diameter_mm", d, 5.0, dmax)
     if s["type"] != "inflammation":
-        s["ihc"] = _norm_ihc(s.get("ihc", "0"), f"{f}.ihc")
+        ihc = s.get("ihc", "0")
+        if isinstance(ihc, (bool, float)) or not isinstance(ihc, (str, int)):
+            raise ConfigError(f"{f}.ihc = {ihc!r} is not an IHC score; choose one of {list(IHC_SCORES)}")
+        s["ihc"] = _norm_ihc(ihc, f"{f}.ihc")
         s["fish"] = check_choice(f"{f}.fish", s.get("fish"), FISH_RESULTS)
         if s["ihc"] == "2+" and s["fish"] is None:
             raise ConfigError(f"{f}.fish = None: IHC 2+ needs a FISH result ('amplified' or 'not_amplified')")
@@ -113,59 +161,69 @@ def validate_lesion_spec(spec: dict, i: int) -> dict:
     else:
         s["ihc"], s["fish"], s["her2_positive"] = None, None, False
     if s.get("suv_mean") is not None:
-        s["suv_mean"] = check_range(f"{f}.suv_mean", s["suv_mean"], 0.0, 1000.0, lo_open=True)
-    s["patient_factor"] = check_range(f"{f}.patient_factor", s.get("patient_factor", 1.0), 0.0, 20.0, lo_open=True)
-    s["treatment_factor"] = check_range(f"{f}.treatment_factor", s.get("treatment_factor", 1.0), 0.0, 1.5,
-                                        lo_open=True)
+        s["suv_mean"] = _num(f"{f}.suv_mean", s["suv_mean"], 0.0, 1000.0, lo_open=True)
+    s["patient_factor"] = _num(f"{f}.patient_factor", s.get("patient_factor", 1.0), 0.0, 20.0, lo_open=True)
+    s["treatment_factor"] = _num(f"{f}.treatment_factor", s.get("treatment_factor", 1.0), 0.0, 1.5, lo_open=True)
     if s.get("side") is not None:
         s["side"] = check_choice(f"{f}.side", s["side"], ("left", "right"))
+    if s.get("site") is not None:
+        s["site"] = check_choice(f"{f}.site", s["site"], SITES)
     if s.get("clock") is not None:
-        s["clock"] = check_range(f"{f}.clock", s["clock"], 0.0, 12.0)
+        s["clock"] = _num(f"{f}.clock", s["clock"], 0.0, 12.0)
     for k in ("distance_mm", "depth_mm"):
         if s.get(k) is not None:
-            s[k] = check_range(f"{f}.{k}", s[k], 0.0, 300.0)
+            s[k] = _num(f"{f}.{k}", s[k], 0.0, 300.0)
     if s.get("location_mm") is not None:
         loc = s["location_mm"]
-        if len(loc) != 3:
-            raise ConfigError(f"{f}.location_mm = {loc} must have 3 entries (z, y, x) in mm")
-        s["location_mm"] = [check_range(f"{f}.location_mm[{k}]", v, -1e4, 1e4) for k, v in enumerate(loc)]
+        if not isinstance(loc, (list, tuple)) or len(loc) != 3:
+            raise ConfigError(f"{f}.location_mm = {loc!r} must have 3 entries (z, y, x) in mm")
+        s["location_mm"] = [_num(f"{f}.location_mm[{k}]", v, -1e4, 1e4) for k, v in enumerate(loc)]
+    if s.get("axis_ratios") is not None:
+        ar = s["axis_ratios"]
+        if not isinstance(ar, (list, tuple)) or len(ar) != 3:
+            raise ConfigError(f"{f}.axis_ratios = {ar!r} must be 3 positive numbers")
+        s["axis_ratios"] = [_num(f"{f}.axis_ratios[{k}]", v, 0.0, 10.0, lo_open=True) for k, v in enumerate(ar)]
+    for k, hi in (("n_lobes", 20), ("n_spicules", 50)):
+        if s.get(k) is not None:
+            s[k] = check_int(f"{f}.{k}", s[k], 1, hi)
     if s.get("index") is not None:
         s["index"] = check_int(f"{f}.index", s["index"], 0, 1000)
     if s.get("satellites"):
-        sat = dict(s["satellites"])
+        sat = _table(f"{f}.satellites", s["satellites"], SATELLITE_KEYS)
         sat["n"] = check_int(f"{f}.satellites.n", sat.get("n", 2), 1, 10)
-        sat["diameter_mm"] = check_range(f"{f}.satellites.diameter_mm", sat.get("diameter_mm", 8.0), 3.0, 30.0)
-        sat["gap_mm"] = check_range(f"{f}.satellites.gap_mm", sat.get("gap_mm", 6.0), 0.0, 100.0)
-        sat["uptake_ratio"] = check_range(f"{f}.satellites.uptake_ratio", sat.get("uptake_ratio", 1.0), 0.0, 20.0,
-                                          lo_open=True)
+        sat["diameter_mm"] = _num(f"{f}.satellites.diameter_mm", sat.get("diameter_mm", 8.0), 3.0, 30.0)
+        sat["gap_mm"] = _num(f"{f}.satellites.gap_mm", sat.get("gap_mm", 6.0), 0.0, 100.0)
+        sat["uptake_ratio"] = _num(f"{f}.satellites.uptake_ratio", sat.get("uptake_ratio", 1.0), 0.0, 20.0,
+                                   lo_open=True)
         s["satellites"] = sat
-    h = dict(s.get("heterogeneity") or {})
+    h = s.get("heterogeneity") or {}
+    h = _table(f"{f}.heterogeneity", h, HETEROGENEITY_KEYS) if h else {}
     if h:
         hf = f"{f}.heterogeneity"
-        h["cv"] = check_range(f"{hf}.cv", h.get("cv", 0.0), 0.0, 3.0)
-        h["correlation_length_mm"] = check_range(f"{hf}.correlation_length_mm", h.get("correlation_length_mm", 4.0),
-                                                 0.5, 100.0)
+        h["cv"] = _num(f"{hf}.cv", h.get("cv", 0.0), 0.0, 3.0)
+        h["correlation_length_mm"] = _num(f"{hf}.correlation_length_mm", h.get("correlation_length_mm", 4.0),
+                                          0.5, 100.0)
         if h.get("necrosis"):
-            n = dict(h["necrosis"])
-            n["radius_fraction"] = check_range(f"{hf}.necrosis.radius_fraction", n.get("radius_fraction", 0.3), 0.0, 0.9)
-            n["residual_uptake"] = check_range(f"{hf}.necrosis.residual_uptake", n.get("residual_uptake", 0.1), 0.0, 1.0)
+            n = _table(f"{hf}.necrosis", h["necrosis"], NECROSIS_KEYS)
+            n["radius_fraction"] = _num(f"{hf}.necrosis.radius_fraction", n.get("radius_fraction", 0.3), 0.0, 0.9)
+            n["residual_uptake"] = _num(f"{hf}.necrosis.residual_uptake", n.get("residual_uptake", 0.1), 0.0, 1.0)
             h["necrosis"] = n
         if h.get("rim"):
-            r = dict(h["rim"])
-            r["centre_fraction"] = check_range(f"{hf}.rim.centre_fraction", r.get("centre_fraction", 0.3), 0.0, 1.0)
-            r["exponent"] = check_range(f"{hf}.rim.exponent", r.get("exponent", 2.0), 0.1, 10.0)
+            r = _table(f"{hf}.rim", h["rim"], RIM_KEYS)
+            r["centre_fraction"] = _num(f"{hf}.rim.centre_fraction", r.get("centre_fraction", 0.3), 0.0, 1.0)
+            r["exponent"] = _num(f"{hf}.rim.exponent", r.get("exponent", 2.0), 0.1, 10.0)
             h["rim"] = r
         if h.get("subclones"):
-            c = dict(h["subclones"])
+            c = _table(f"{hf}.subclones", h["subclones"], SUBCLONE_KEYS)
             c["n_clusters"] = check_int(f"{hf}.subclones.n_clusters", c.get("n_clusters", 2), 0, 50)
-            c["cluster_radius_mm"] = check_range(f"{hf}.subclones.cluster_radius_mm", c.get("cluster_radius_mm", 4.0),
-                                                 0.5, 50.0)
-            c["uptake_ratio"] = check_range(f"{hf}.subclones.uptake_ratio", c.get("uptake_ratio", 2.5), 0.0, 100.0,
-                                            lo_open=True)
+            c["cluster_radius_mm"] = _num(f"{hf}.subclones.cluster_radius_mm", c.get("cluster_radius_mm", 4.0),
+                                          0.5, 50.0)
+            c["uptake_ratio"] = _num(f"{hf}.subclones.uptake_ratio", c.get("uptake_ratio", 2.5), 0.0, 100.0,
+                                     lo_open=True)
             h["subclones"] = c
     s["heterogeneity"] = h
     if s.get("fdg_suv") is not None:
-        s["fdg_suv"] = check_range(f"{f}.fdg_suv", s["fdg_suv"], 0.0, 100.0, lo_open=True)
+        s["fdg_suv"] = _num(f"{f}.fdg_suv", s["fdg_suv"], 0.0, 100.0, lo_open=True)
     return s
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from her2sim.core.containers import Phantom, Projections
 from her2sim.core.errors import ConfigError, DataError, PhysicsError, check_int, check_range
+from her2sim.core.limits import LIMITS
 from her2sim.core.materials import MATERIAL_NAMES
 from her2sim.core.projection_geometry import ProjectionGeometry
 from her2sim.core.radionuclide import TC99M
@@ -87,7 +88,7 @@ class MonteCarloSettings:
     penetration: bool = True
 
     def __post_init__(self):
-        check_int("monte_carlo.n_histories", self.n_histories, 1, 10 ** 10)
+        check_int("monte_carlo.n_histories", self.n_histories, *LIMITS["monte_carlo.photons"])
         check_int("monte_carlo.seed", self.seed, 0, 2 ** 63 - 1)
         check_int("monte_carlo.n_chunks", self.n_chunks, 1, 100_000)
         check_int("monte_carlo.batches", self.batches, 2, 64)
@@ -577,7 +578,7 @@ def poisson_realisations(projections: Projections, n: int = 1, seed: int = 0, sc
     """
     if not projections.is_expected:
         raise DataError("poisson_realisations needs expected (noise-free) projections; got a noisy realisation")
-    check_int("noise_realisations", n, 1, 10000)
+    check_int("noise_realisations", n, *LIMITS["monte_carlo.noise_realisations"])
     check_range("scale", scale, 0.0, None, lo_open=True)
     out = []
     for i, s in enumerate(np.random.SeedSequence(seed).spawn(n)):

@@ -106,9 +106,12 @@ def test_camera_section_reaches_camera_and_protocol_shortcut_works():
     assert short.camera.protocol == cfg.camera.protocol
 
 
-def test_phantom_lesions_are_passed_through_unchanged():
-    cfg = loads_study(TINY + '[phantom.lesions]\nihc = ["3+", "0"]\nnested = {a = 1}\n')
-    assert cfg.phantom.lesions == {"ihc": ["3+", "0"], "nested": {"a": 1}}
+def test_phantom_lesions_are_checked_then_passed_through_unchanged():
+    cfg = loads_study(TINY + '[phantom.lesions]\nposition_mm = [0.0, 0.0, 10.0]\nmedium = "water"\n')
+    assert cfg.phantom.lesions == {"position_mm": [0.0, 0.0, 10.0], "medium": "water"}
+    # an option the phantom does not know is refused, never carried along silently
+    with pytest.raises(ConfigError, match=r"phantom.lesions.nested is not a known key .*'position_mm'"):
+        loads_study(TINY + '[phantom.lesions]\nnested = {a = 1}\n')
 
 
 def test_config_hash_is_sha256_of_canonical_json():
@@ -186,3 +189,21 @@ def test_lesion_arrays_of_tables_reach_the_phantom_specs():
     assert [s["her2_positive"] for s in specs] == [True, False]
     with pytest.raises(ConfigError, match="phantom.lesions"):
         loads_study(TINY.replace('preset = "point"', 'preset = "point"\nlesions = [1, 2]'))
+
+
+def test_fixed_lesions_reach_every_patient_and_table_form_is_used():
+    """[[phantom.lesions]] beside [cohort] are added to every drawn patient (as pvc-study.toml documents), and
+    the table form (one list entry per lesion) reaches the pipeline instead of being dropped."""
+    from her2sim.pipeline import patient_specs
+
+    tiny = Path(__file__).parent / "data" / "tiny_study.toml"
+    base = load_study(tiny)
+    alone = override_study(base, ["cohort.n_patients=2", "phantom.lesions=[]"])
+    both = override_study(base, ["cohort.n_patients=2"])
+    n_alone = [len(p["lesions"]) for p in patient_specs(alone)]
+    specs = patient_specs(both)
+    assert [len(p["lesions"]) for p in specs] == [n + 2 for n in n_alone]
+    assert all(p["lesions"][-1]["diameter_mm"] == 25.0 and p["lesions"][-1]["ihc"] == "0" for p in specs)
+    table = override_study(base, ['phantom.lesions={ihc = ["3+", "0"], diameter_mm = [22.0, 18.0]}'])
+    (pat,) = patient_specs(table)
+    assert [(x["ihc"], x["diameter_mm"]) for x in pat["lesions"]] == [("3+", 22.0), ("0", 18.0)]

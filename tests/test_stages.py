@@ -114,7 +114,8 @@ def test_second_run_skips_everything_and_keeps_files(tmp_path):
     assert set(statuses(second).values()) == {"skipped"}
     assert mtimes == {p: (tmp_path / p).stat().st_mtime_ns for p in mtimes}
     manifest = json.loads(manifest_path(tmp_path, "total").read_text())
-    assert manifest["outputs"] == [{"path": "total.txt", "sha256": file_sha256(tmp_path / "total.txt")}]
+    assert manifest["outputs"] == [{"path": "total.txt", "sha256": file_sha256(tmp_path / "total.txt"),
+                                    "size": (tmp_path / "total.txt").stat().st_size}]
     # the sum of squares of the written numbers, recomputed outside the runner
     values = np.asarray(json.loads((tmp_path / "numbers.json").read_text()))
     assert float((tmp_path / "total.txt").read_text()) == pytest.approx(float(np.sum(values ** 2)))

@@ -10,10 +10,33 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, Her2simError
 from .grid import Grid
-from .hdf5io import read_container, require, write_container
+from .hdf5io import check_meta, read_container, require, write_container
 from .projection_geometry import EnergyWindow, ProjectionGeometry
+
+#: required grid attributes and their types (other keys, e.g. ``orientation``, are allowed)
+_GRID_SCHEMA = {"shape_zyx": ("int_list", 3), "spacing_mm_zyx": ("num_list", 3), "origin_mm_zyx": ("num_list", 3)}
+_GEOMETRY_SCHEMA = {"angles_deg": "num_list", "radii_mm": "num_list", "shape_vu": ("int_list", 2),
+                    "pixel_mm": ("num_list", 2), "axis_xy_mm": ("num_list", 2), "axis_z_mm": "num",
+                    "heads": "int_list"}
+_WINDOW_SCHEMA = {"name": "str", "lower_kev": "num", "upper_kev": "num"}
+
+
+def _check_grid(path, meta: dict, key: str = "grid") -> None:
+    check_meta(path, meta, {key: "dict"})
+    check_meta(path, meta[key], _GRID_SCHEMA, prefix=f"{key}.")
+
+
+def _build(path, factory):
+    """Run ``factory()``; a failed consistency check of the loaded values becomes a DataError naming ``path``."""
+    try:
+        return factory()
+    except DataError as exc:
+        msg = str(exc)
+        raise DataError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    except (Her2simError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: inconsistent contents: {exc}") from None
 
 
 @dataclass
@@ -122,14 +145,24 @@ class Phantom:
         arrays, meta, _ = read_container(path, cls.KIND)
         r = lambda n: require(arrays, n, path)  # noqa: E731
         m = lambda n: require(meta, n, path, "attribute")  # noqa: E731
-        return cls(grid=Grid.from_attrs(m("grid")), activity_bq_per_ml=r("activity_bq_per_ml"),
-                   time_points_h=tuple(m("time_points_h")), ct_hu=r("ct_hu"), labels=r("labels"),
-                   material_ids=r("material_ids"), density_g_cm3=r("density_g_cm3"),
-                   label_names={int(k): v for k, v in m("label_names").items()},
-                   material_names=list(m("material_names")), truth=list(m("truth")),
-                   lesion_ids=arrays.get("lesion_ids"), meta=dict(m("meta")),
-                   lesion_fraction=arrays.get("lesion_fraction"), lesion_owner=arrays.get("lesion_owner"),
-                   lesion_own_suv=arrays.get("lesion_own_suv"))
+        _check_grid(path, meta)
+        check_meta(path, meta, {"time_points_h": "num>=0_list", "label_names": "dict", "material_names": "str_list",
+                                "truth": "list", "meta": "dict"})
+        if not meta["time_points_h"]:
+            raise DataError(f"{path}: attribute 'time_points_h' = [] must list at least one time point (h >= 0)")
+        for k, v in meta["label_names"].items():
+            if not (isinstance(v, str) and k.lstrip("-").isdigit()):
+                raise DataError(f"{path}: attribute 'label_names' entry {k!r}: {v!r} must map an integer label "
+                                "to a name (string)")
+        return _build(path, lambda: cls(
+            grid=Grid.from_attrs(m("grid")), activity_bq_per_ml=r("activity_bq_per_ml"),
+            time_points_h=tuple(m("time_points_h")), ct_hu=r("ct_hu"), labels=r("labels"),
+            material_ids=r("material_ids"), density_g_cm3=r("density_g_cm3"),
+            label_names={int(k): v for k, v in m("label_names").items()},
+            material_names=list(m("material_names")), truth=list(m("truth")),
+            lesion_ids=arrays.get("lesion_ids"), meta=dict(m("meta")),
+            lesion_fraction=arrays.get("lesion_fraction"), lesion_owner=arrays.get("lesion_owner"),
+            lesion_own_suv=arrays.get("lesion_own_suv")))
 
 
 @dataclass
@@ -204,11 +237,16 @@ class Projections:
     def load(cls, path) -> "Projections":
         arrays, meta, _ = read_container(path, cls.KIND)
         m = lambda n: require(meta, n, path, "attribute")  # noqa: E731
+        check_meta(path, meta, {"windows": ("dict_list", _WINDOW_SCHEMA), "geometry": "dict",
+                                "is_expected": "bool", "components": "str_list", "meta": "dict"})
+        check_meta(path, meta["geometry"], _GEOMETRY_SCHEMA, prefix="geometry.")
+        if not meta["windows"]:
+            raise DataError(f"{path}: attribute 'windows' = [] must describe at least one energy window")
         comps = {k: require(arrays, f"component_{k}", path) for k in m("components")}
-        return cls(counts=require(arrays, "counts", path),
-                   windows=tuple(EnergyWindow(**w) for w in m("windows")),
-                   geometry=ProjectionGeometry.from_attrs(m("geometry")), is_expected=bool(m("is_expected")),
-                   components=comps, variance=arrays.get("variance"), meta=dict(m("meta")))
+        return _build(path, lambda: cls(
+            counts=require(arrays, "counts", path), windows=tuple(EnergyWindow(**w) for w in m("windows")),
+            geometry=ProjectionGeometry.from_attrs(m("geometry")), is_expected=m("is_expected"),
+            components=comps, variance=arrays.get("variance"), meta=dict(m("meta"))))
 
 
 IMAGE_UNITS = ("Bq/mL", "counts", "SUV", "1/cm", "HU", "")
@@ -250,5 +288,7 @@ class Image:
     def load(cls, path) -> "Image":
         arrays, meta, _ = read_container(path, cls.KIND)
         m = lambda n: require(meta, n, path, "attribute")  # noqa: E731
-        return cls(array=require(arrays, "array", path), grid=Grid.from_attrs(m("grid")), units=m("units"),
-                   meta=dict(m("meta")))
+        _check_grid(path, meta)
+        check_meta(path, meta, {"units": "str", "meta": "dict"})
+        return _build(path, lambda: cls(array=require(arrays, "array", path), grid=Grid.from_attrs(m("grid")),
+                                        units=m("units"), meta=dict(m("meta"))))

@@ -15,6 +15,8 @@ import datetime as _dt
 import json
 import os
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -23,6 +25,33 @@ import numpy as np
 from .errors import DataError
 
 SCHEMA_VERSION = 1
+
+# ---------------------------------------------------------------------------- written-file recorder
+_RECORDER = threading.local()
+
+
+@contextmanager
+def recording_writes():
+    """Collect the absolute paths of every file the atomic writers finish inside the block.
+
+    Yields a list that :func:`record_written` appends to (per thread, so concurrent stage tasks
+    in one process keep separate lists). The stage runner uses it to put every file a stage
+    writes into the stage's manifest, not only the outputs it declares.
+    """
+    prev = getattr(_RECORDER, "paths", None)
+    paths: list = []
+    _RECORDER.paths = paths
+    try:
+        yield paths
+    finally:
+        _RECORDER.paths = prev
+
+
+def record_written(path) -> None:
+    """Note that ``path`` was just written (no-op outside :func:`recording_writes`)."""
+    paths = getattr(_RECORDER, "paths", None)
+    if paths is not None:
+        paths.append(str(Path(path).absolute()))
 
 
 def _json_default(obj):
@@ -90,6 +119,7 @@ def write_container(path, kind: str, arrays: dict, meta: dict, units: dict | Non
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    record_written(path)
     return path
 
 
@@ -98,6 +128,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _shown(v) -> str:
+    """Short text of an HDF5 attribute value (numpy scalars as plain Python values)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    elif isinstance(v, np.ndarray):
+        v = v.tolist()
+    return repr(v)[:60]
 
 
 def read_container(path, kind: str) -> tuple[dict, dict, dict]:
@@ -126,16 +165,32 @@ def read_container(path, kind: str) -> tuple[dict, dict, dict]:
         for attr in ("her2sim_kind", "schema_version", "meta_json"):
             if attr not in f.attrs:
                 raise DataError(f"{path}: required attribute {attr!r} is missing; not a her2sim {kind} file")
-        got_kind = str(f.attrs["her2sim_kind"])
+        got_kind = f.attrs["her2sim_kind"]
+        if isinstance(got_kind, bytes):
+            got_kind = got_kind.decode("utf-8", "replace")
+        if not isinstance(got_kind, str):
+            raise DataError(f"{path}: attribute 'her2sim_kind' = {_shown(got_kind)} must be a string (expected {kind!r})")
         if got_kind != kind:
             raise DataError(f"{path}: holds a her2sim {got_kind}, expected a {kind}")
-        ver = int(f.attrs["schema_version"])
+        ver = f.attrs["schema_version"]
+        if isinstance(ver, (bool, np.bool_)) or not isinstance(ver, (int, np.integer)):
+            raise DataError(f"{path}: attribute 'schema_version' = {_shown(ver)} must be an integer "
+                            f"(this her2sim reads version {SCHEMA_VERSION})")
+        ver = int(ver)
         if ver != SCHEMA_VERSION:
             raise DataError(f"{path}: schema_version {ver} is not supported (this her2sim reads version {SCHEMA_VERSION})")
+        text = f.attrs["meta_json"]
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if not isinstance(text, str):
+            raise DataError(f"{path}: attribute 'meta_json' = {_shown(text)} must be a JSON text (string)")
         try:
-            meta = json.loads(str(f.attrs["meta_json"]))
+            meta = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: attribute 'meta_json' is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: attribute 'meta_json' must hold a JSON object, got {type(meta).__name__} "
+                            f"{json.dumps(meta)[:40]}")
         if "arrays" not in f:
             raise DataError(f"{path}: group 'arrays' is missing")
         arrays, units = {}, {}
@@ -146,6 +201,87 @@ def read_container(path, kind: str) -> tuple[dict, dict, dict]:
         except (OSError, KeyError) as exc:
             raise DataError(f"{path}: dataset could not be read (truncated or corrupt?): {exc}") from None
     return arrays, meta, units
+
+
+def check_meta(path, meta: dict, schema: dict, prefix: str = "") -> None:
+    """Type-check decoded ``meta_json`` against ``schema``; a :class:`DataError` names the attribute.
+
+    Parameters
+    ----------
+    path : path-like
+        File named in the message.
+    meta : dict
+        Decoded metadata.
+    schema : dict
+        key -> kind, where kind is one of ``"str"``, ``"bool"``, ``"num"`` (finite int or float),
+        ``"num>=0"``, ``"int"``, ``"dict"``, ``"list"``, ``"str_list"``, ``"num_list"``,
+        ``"num>=0_list"``, ``"int_list"``, a ``(kind, length)`` tuple for lists of fixed length,
+        a nested ``dict`` schema (the value must be an object holding exactly those keys) or
+        ``("dict_list", schema)`` (a list of such objects). Keys of ``schema`` are required.
+    """
+    import math
+
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def fail(name, v, want):
+        shown = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else repr(v)
+        raise DataError(f"{path}: attribute {name!r} = {shown[:60]} must be {want}")
+
+    for key, kind in schema.items():
+        name = f"{prefix}{key}"
+        if key not in meta:
+            raise DataError(f"{path}: required attribute {name!r} is missing")
+        v = meta[key]
+        length = None
+        if isinstance(kind, tuple) and kind[0] != "dict_list":
+            kind, length = kind
+        if isinstance(kind, dict):
+            if not isinstance(v, dict):
+                fail(name, v, f"an object with keys {sorted(kind)}")
+            unknown = sorted(set(v) - set(kind))
+            if unknown:
+                raise DataError(f"{path}: attribute {name!r} has unknown key(s) {unknown}; allowed {sorted(kind)}")
+            check_meta(path, v, kind, prefix=f"{name}.")
+            continue
+        if isinstance(kind, tuple):  # ("dict_list", schema)
+            if not isinstance(v, list):
+                fail(name, v, "a list of objects")
+            for i, item in enumerate(v):
+                if not isinstance(item, dict):
+                    fail(f"{name}[{i}]", item, f"an object with keys {sorted(kind[1])}")
+                unknown = sorted(set(item) - set(kind[1]))
+                if unknown:
+                    raise DataError(f"{path}: attribute '{name}[{i}]' has unknown key(s) {unknown}; "
+                                    f"allowed {sorted(kind[1])}")
+                check_meta(path, item, kind[1], prefix=f"{name}[{i}].")
+            continue
+        if kind == "str" and not isinstance(v, str):
+            fail(name, v, "a string")
+        elif kind == "bool" and not isinstance(v, bool):
+            fail(name, v, "true or false")
+        elif kind == "num" and not is_num(v):
+            fail(name, v, "a finite number")
+        elif kind == "num>=0" and not (is_num(v) and v >= 0):
+            fail(name, v, "a finite number >= 0")
+        elif kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+            fail(name, v, "an integer")
+        elif kind == "dict" and not isinstance(v, dict):
+            fail(name, v, "an object")
+        elif kind.endswith("list"):
+            if not isinstance(v, list):
+                fail(name, v, f"a list{'' if length is None else f' of {length}'}")
+            if length is not None and len(v) != length:
+                fail(name, v, f"a list of {length} values")
+            item = kind[:-5] if kind != "list" else None
+            for i, x in enumerate(v):
+                ok = (item is None or (item == "str" and isinstance(x, str))
+                      or (item == "num" and is_num(x)) or (item == "num>=0" and is_num(x) and x >= 0)
+                      or (item == "int" and isinstance(x, int) and not isinstance(x, bool)))
+                if not ok:
+                    want = {"str": "a string", "num": "a finite number", "num>=0": "a finite number >= 0",
+                            "int": "an integer"}[item]
+                    fail(f"{name}[{i}]", x, want)
 
 
 def require(arrays_or_meta: dict, name: str, path, what: str = "dataset"):
