@@ -211,3 +211,56 @@ def plot_true_vs_reconstructed(true_suv, recon_suv, spacing_mm, path, *, title: 
     savefig_atomic(fig, p, dpi=110)
     plt.close(fig)
     return p
+
+
+def plot_lesion_truths(truth_suv, own_suv, measured_suv, voi, centre_index, spacing_mm, path, *, numbers: dict,
+                       half_width_mm: float = 40.0, title: str = "") -> Path:
+    """The three truths of one lesion beside its measurement: axial slices through the lesion centre.
+
+    Panels: (1) the phantom's SUV (lesion mixed with the tissue around it), (2) the lesion's own SUV on the
+    recon grid (``true_suvmean_pv`` / ``true_suvmax_pv`` are its mean / max inside the VOI), (3) the
+    reconstructed SUV with the VOI outlined. All three arrays are on the recon grid (z, y, x).
+
+    Parameters
+    ----------
+    truth_suv, own_suv, measured_suv : arrays (z, y, x)
+        SUV maps on the recon grid.
+    voi : bool array (z, y, x)
+        The lesion VOI.
+    centre_index : (int, int, int)
+        Voxel (z, y, x) the slices pass through.
+    spacing_mm : (z, y, x) mm
+    numbers : dict
+        ``true_suv_intrinsic``, ``true_suvmean_pv``, ``true_suvmax_pv``, ``suvmean``, ``suvmax`` for the titles.
+    """
+    maps = [np.asarray(a, dtype=float) for a in (truth_suv, own_suv, measured_suv)]
+    v = np.asarray(voi, bool)
+    if any(m.shape != v.shape for m in maps):
+        raise DataError("plot_lesion_truths: truth, own, measured and voi must share one (z, y, x) shape")
+    z, y, x = (int(c) for c in centre_index)
+    hy, hx = (max(2, int(round(half_width_mm / float(spacing_mm[a])))) for a in (1, 2))
+    sl = (z, slice(max(y - hy, 0), y + hy + 1), slice(max(x - hx, 0), x + hx + 1))
+    vmax = max(float(m[sl].max()) for m in maps) or 1.0
+    n = numbers
+    titles = [f"phantom SUV (lesion + surroundings)\nintrinsic uptake {n['true_suv_intrinsic']:.2f}",
+              f"lesion's own SUV on the recon grid\nPV truth: mean {n['true_suvmean_pv']:.2f}, max {n['true_suvmax_pv']:.2f}",
+              f"reconstructed SUV, VOI outlined\nmeasured: mean {n['suvmean']:.2f}, max {n['suvmax']:.2f}"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.3))
+    ext = [0, maps[0][sl].shape[1] * float(spacing_mm[2]), maps[0][sl].shape[0] * float(spacing_mm[1]), 0]
+    for ax, m, t in zip(axes, maps, titles):
+        im = ax.imshow(m[sl], cmap="inferno", vmin=0, vmax=vmax, extent=ext, interpolation="nearest")
+        ax.set_title(t, fontsize=9)
+        ax.set_xlabel("x (mm, patient left)")
+    axes[0].set_ylabel("y (mm, posterior)")
+    vs = v[sl].astype(float)
+    xc = (np.arange(vs.shape[1]) + 0.5) * float(spacing_mm[2])
+    yc = (np.arange(vs.shape[0]) + 0.5) * float(spacing_mm[1])
+    axes[2].contour(xc, yc, vs, levels=[0.5], colors="cyan", linewidths=1.0)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="SUV")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p

@@ -146,6 +146,41 @@ def summarise(study: Path) -> dict:
     return out
 
 
+def lesion_figure(study: Path, path: Path, patient: str | None = None, lesion: int | None = None) -> Path:
+    """``docs/lesion_truth.png``: the three truths of one lesion beside its measurement (first time point).
+
+    Without ``patient``/``lesion``: the measured primary whose diameter is closest to 20 mm.
+    """
+    from her2sim.analysis.figures import plot_lesion_truths
+    from her2sim.analysis.lesion_truth import lesions_on_grid
+    from her2sim.analysis.suv import suv_image, suv_scale_factor
+    from her2sim.core.containers import Image, Phantom
+    from her2sim.core.grid import resample
+
+    with open(study / "results" / "lesions.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["measured"] == "True"]
+    t0 = min(float(r["time_h"]) for r in rows)
+    rows = [r for r in rows if float(r["time_h"]) == t0 and int(float(r.get("realisation") or 0)) == 0]
+    if patient is None:
+        prim = [r for r in rows if r["type"] == "primary"] or rows
+        row = min(prim, key=lambda r: abs(float(r["diameter_mm"]) - 20.0))
+    else:
+        row = next(r for r in rows if r["patient_id"] == patient and int(r["lesion_id"]) == lesion)
+    pdir = study / "patients" / row["patient_id"]
+    ph = Phantom.load(pdir / "phantom.h5")
+    img = Image.load(pdir / f"t{t0:g}h" / "recon_r0.h5")
+    g = img.grid
+    les = lesions_on_grid(g, ph.grid, ph.lesion_fraction, ph.lesion_owner, ph.lesion_own_suv, ph.truth)
+    L = les[int(row["lesion_id"])]
+    scale = suv_scale_factor(ph.meta["injected_mbq"] * 1e6, ph.meta["weight_kg"], elapsed_s=t0 * 3600.0)
+    truth = resample(ph.activity_bq_per_ml[0], ph.grid, g, order=1) * scale
+    centre = np.unravel_index(int(np.argmax(np.where(L.voi, L.fraction, 0.0))), g.shape)
+    nums = {k: float(row[k]) for k in ("true_suv_intrinsic", "true_suvmean_pv", "true_suvmax_pv", "suvmean", "suvmax")}
+    return plot_lesion_truths(truth, L.own_suv[0], suv_image(img).array, L.voi, centre, g.spacing_mm, path,
+                              numbers=nums, title=f"{row['patient_id']} lesion {row['lesion_id']} ({row['type']}, "
+                                                  f"{float(row['diameter_mm']):.0f} mm, IHC {row['ihc']}) at {t0:g} h")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -153,6 +188,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--patients", type=int, default=30, help="number of seed-trial patients (1-30)")
     ap.add_argument("--out-dir", type=Path, default=None, help="keep the study folder here")
     ap.add_argument("--study", type=Path, default=None, help="only summarise this finished study folder")
+    ap.add_argument("--figure", type=Path, default=None, help="also draw one lesion's three truths to this PNG")
     args = ap.parse_args(argv)
     if not 1 <= args.patients <= 30:
         ap.error(f"--patients = {args.patients}: allowed range [1, 30]")
@@ -173,6 +209,8 @@ def main(argv=None) -> dict:
         run_study(cfg, study, progress=False)
     result = {"grid": "quick" if args.quick else "full", "patients": args.patients}
     result.update(summarise(study))
+    if args.figure is not None:
+        result["figure"] = str(lesion_figure(study, args.figure))
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if tmp is not None:
         tmp.cleanup()

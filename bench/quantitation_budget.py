@@ -15,7 +15,8 @@ Per configuration (``configs`` keyed ``"<scatter>/<mu_map>"``):
   sensitivity, 77.5 cps/MBq, is what a scatter-free calibration should approach);
 * ``total_activity_error``: {time h: reconstructed total activity (sum of Bq/mL x voxel mL,
   decay-corrected to injection) / the phantom's true total - 1};
-* ``lesions``: per lesion and time point ``suvmax``, ``true_suvmax``, ``suvmean``,
+* ``lesions``: per lesion and time point ``suvmax``, ``true_suvmax`` (the lesion's own partial-volume truth on
+  the recon grid, ``true_suvmax_pv`` of ``lesions.csv``; ``true_suvmean`` likewise), ``suvmean``,
   ``true_suvmean`` (true mean over the lesion), ``pvc_gtm_suvmean``.
 
 Plus ``seconds`` per configuration and ``planar_sensitivity_cps_per_mbq``.
@@ -59,8 +60,8 @@ def measure(study_dir: Path) -> dict:
     with open(study_dir / "results" / "lesions.csv", newline="") as f:
         for r in csv.DictReader(f):
             lesions.append({"lesion_id": int(r["lesion_id"]), "ihc": int(r["ihc"]), "time_h": float(r["time_h"]),
-                            "suvmax": round(float(r["suvmax"]), 3), "true_suvmax": round(float(r["true_suvmax"]), 3),
-                            "suvmean": round(float(r["suvmean"]), 3), "true_suvmean": round(float(r["true_suv"]), 3),
+                            "suvmax": round(float(r["suvmax"]), 3), "true_suvmax": round(float(r["true_suvmax_pv"]), 3),
+                            "suvmean": round(float(r["suvmean"]), 3), "true_suvmean": round(float(r["true_suvmean_pv"]), 3),
                             "pvc_gtm_suvmean": round(float(r["pvc_gtm_suvmean"]), 3)})
     return {"calibration_cps_per_mbq": round(float(cal["sensitivity_cps_per_mbq"]), 2),
             "total_activity_error": totals, "lesions": lesions}

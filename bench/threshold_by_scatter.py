@@ -8,7 +8,7 @@ lesion-level threshold statistics the pipeline computes (``her2sim.analysis.thre
 ``sensitivity``, ``specificity``, ``auc``, ``youden_threshold`` and ``tp/fp/fn/tn`` at 1.5,
 for ``suvmax`` and ``suvmean``; plus ``seconds`` per method and, per method and time point,
 ``suvmax_calls``: HER2-negative and HER2-positive lesions counted by (lesion type, IHC score)
-with their true SUVmax (phantom truth) and measured SUVmax above / below 1.5, which separates the
+with their true SUVmax (the lesion's own partial-volume truth on the recon grid, ``true_suvmax_pv``) and measured SUVmax above / below 1.5, which separates the
 threshold's own misclassifications (biology as modelled) from those imaging adds.
 
 ``--full`` runs the preset's own resolution instead (64 x 128 x 128 voxels of 4.42 mm, 120
@@ -44,8 +44,10 @@ def suvmax_calls(lesions_csv: Path, threshold: float) -> dict:
     out: dict = {}
     with open(lesions_csv, newline="") as f:
         for r in csv.DictReader(f):
+            if r.get("measured", "True") != "True":
+                continue
             status = "HER2+" if int(r["her2_positive"]) else "HER2-"
-            key = (f"{r['type']} IHC {r['ihc']}: true {'above' if float(r['true_suvmax']) >= threshold else 'below'}, "
+            key = (f"{r['type']} IHC {r['ihc']}: true {'above' if float(r['true_suvmax_pv']) >= threshold else 'below'}, "
                    f"measured {'above' if float(r['suvmax']) >= threshold else 'below'}")
             out.setdefault(f"{float(r['time_h']):g}", {}).setdefault(status, Counter())[key] += 1
     return {t: {s: dict(sorted(c.items())) for s, c in d.items()} for t, d in out.items()}
