@@ -404,3 +404,23 @@ def test_nm_image_round_trip_error_is_at_most_half_a_quantisation_step(tmp_path,
     is_integer = bool(np.all(v == np.round(v)) and v.min() >= 0 and v.max() <= 65535)
     bound = 0.0 if is_integer else 0.5 * step * 1.0001 + 1e-9 * scale
     assert np.max(np.abs(back.array.astype(np.float64) - v)) <= bound + np.finfo(np.float32).eps * np.abs(v).max()
+
+
+@pytest.mark.parametrize("meta, corrected, decay", [
+    ({"attenuation_correction": True, "scatter": "dew", "decay_corrected_to": "injection"},
+     ["ATTN", "SCAT", "DECY"], "ADMIN"),
+    ({"attenuation_correction": True, "scatter": "mc", "decay_corrected_to": "scan_start"},
+     ["ATTN", "SCAT", "DECY"], "START"),
+    ({"attenuation_correction": False, "scatter": "none", "decay_corrected_to": "acquisition_mean"}, [], "NONE"),
+    ({"scatter": "tew"}, ["SCAT"], "NONE"),  # counts image: no calibration, no decay correction
+])
+def test_corrected_image_and_decay_correction_follow_the_recon_metadata(tmp_path, meta, corrected, decay):
+    img = Image(np.ones(_grid().shape, np.float32), _grid(), "Bq/mL", meta)
+    ds = pydicom.dcmread(export_image(img, tmp_path, "NM")[0])
+    assert list(ds.CorrectedImage) == corrected and ds.DecayCorrection == decay
+
+
+def test_unknown_decay_reference_is_refused(tmp_path):
+    img = Image(np.ones(_grid().shape, np.float32), _grid(), "Bq/mL", {"decay_corrected_to": "midnight"})
+    with pytest.raises(ConfigError, match="decay_corrected_to.*allowed"):
+        export_image(img, tmp_path, "NM")
