@@ -29,12 +29,13 @@ Projection geometry (NM TOMO, PS3.3 C.8.4.11 NM Detector and C.8.4.12 NM Tomo Ac
   > 0. The detector's outward normal is ``(x, y) = (sin phi, cos phi)`` in LPS. her2sim's view
   angle ``theta`` (0 = anterior, 90 = patient left, ``projection_geometry``) has the normal
   ``(sin theta, -cos theta)``, so ``phi = (180 - theta) mod 360`` and an orbit of increasing
-  ``theta`` is ``CW``. A dual-head orbit from theta 0 therefore writes detector 1 at 180 deg
-  (anterior) and detector 2 at 0 deg, stepping CW, as a GE NM670 in H-mode does.
+  ``theta`` is ``CW``. A dual-head (H-mode) orbit from theta 0 therefore writes detector 1 at
+  180 deg (anterior) and detector 2 at 0 deg (posterior), stepping CW.
 * Frames: rows run from superior to inferior (row 0 = highest z), frame = ``counts[w, view, ::-1, :]``;
   columns follow ``u`` (``t(theta)``). Each DetectorInformationSequence item holds the
   ImageOrientationPatient of its first frame (rows along ``t``, columns ``0\\0\\-1``).
-* Position (vendor practice, GE NM670, as PyTomography and other readers use it): the
+* Position (vendor practice: the GE NM670 convention PyTomography's reader is written for;
+  PS3.3 leaves the position of a projection frame open): the
   detector ImagePositionPatient is ``(x_axis, 0, z of the top row centre)`` and the
   RotationInformationSequence carries TableHeight (0018,1130) = ``-y_axis`` (mm): the
   rotation axis is the line ``(x, y) = (IPP x, -TableHeight)`` of the shared frame of
@@ -57,8 +58,10 @@ Import
 rules: per-frame detector/window/angle vectors, Start Angle per detector, Rotation
 Direction and Angular Step (missing or inconsistent: a :class:`DataError` naming the tag),
 the axis from the detector position as above, optional RadialPosition (missing: radius
-250 mm assumed and ``meta['radius_assumed'] = True``), Rescale Slope/Intercept when present. :func:`import_image` reads an NM
-(multi-frame) or CT (one file per slice) series into an :class:`Image`.
+250 mm assumed and ``meta['radius_assumed'] = True``), Rescale Slope/Intercept when present.
+her2sim files written before this convention (private block without ``angle_convention``)
+are read with their own angles. :func:`import_image` reads an NM (multi-frame) or CT (one
+file per slice) series into an :class:`Image`.
 Malformed files raise :class:`~her2sim.core.errors.DataError` naming the file and
 the problem (unreadable/truncated, missing PixelData, NumberOfFrames inconsistent
 with the pixel data, unsupported orientation...).
