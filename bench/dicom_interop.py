@@ -7,7 +7,8 @@ projections and the CT series to PyTomography 3.4.0 (``_peer_dicom_pytomography.
 ``.venv-peer``, built by ``make peer-env``): its readers take the angles, radii, object frame,
 energy windows and the CT mu map from the files, and its OSEM (same iterations x subsets as
 her2sim's recon, GI-LEHR PSF, DEW scatter from the scatter window, CT attenuation)
-reconstructs them. The peer image (counts per voxel) is put in Bq/mL with her2sim's own
+reconstructs them, restricted like her2sim's projector to the mu map's footprint
+(``--support`` of the peer script). The peer image (counts per voxel) is put in Bq/mL with her2sim's own
 calibration of that scan (cps/Bq, time per view, decay factor: the recon's metadata) and
 compared with her2sim's reconstruction read back from the exported NM_recon series:
 
@@ -18,6 +19,14 @@ compared with her2sim's reconstruction read back from the exported NM_recon seri
 * ``lesion_suvmax_rel_diff_max``: largest |SUVmax(peer) / SUVmax(her2sim) - 1| over lesions
   and scans, both images scaled to SUVbw with the DICOM's own dose, decay correction and
   weight, lesion VOIs from the phantom truth as in the pipeline;
+* ``point_projection_offset_mm_max``: where each reader puts the voxels at the lesion centres
+  in the projections: PyTomography's plain forward projection (geometry from its reading of
+  the file) against her2sim's projector on the geometry her2sim's importer reads, largest
+  centroid offset over views, transaxial (u) and axial (z);
+* ``noise_free``: the same comparison on the first scan's noise-free expected projections,
+  exported with ``non_integer="round"`` and reconstructed by her2sim (the pipeline's recon
+  settings) and by PyTomography: separates Poisson-noise amplification (voxel values of two
+  OSEM implementations diverge on noisy data) from model and reading differences;
 * ``dciodvfy_errors`` / ``dciodvfy_warnings``: per series (NM_projections, NM_recon, CT),
   error lines summed over files and distinct warning messages; ``dciodvfy_deprecated``
   counts "deprecated" lines (e.g. a retired SNOMED-RT code).
@@ -32,7 +41,7 @@ Usage::
     python bench/dicom_interop.py --json --peer-python /path/to/python-with-pytomography
 
 Without the peer interpreter it says so and exits with status 2. About 2 min per scan for the
-peer OSEM on 2 cores.
+peer OSEM on 2 cores (two scans plus the noise-free one; ``--no-noise-free`` skips the latter).
 """
 from __future__ import annotations
 
@@ -97,10 +106,12 @@ def suv_factor_from_dicom(ds) -> float:
 
 
 def run_peer(peer_python: Path, nm_file: Path, ct_dir: Path, out_dir: Path, iterations: int, subsets: int,
-             threads: int) -> dict:
+             threads: int, points_xyz=()) -> dict:
     cmd = [str(peer_python), str(PEER_SCRIPT), str(nm_file), str(ct_dir), str(out_dir),
-           "--iterations", str(iterations), "--subsets", str(subsets), "--threads", str(threads)]
-    print(f"running PyTomography on {nm_file.parent.parent.name} ...", file=sys.stderr)
+           "--iterations", str(iterations), "--subsets", str(subsets), "--threads", str(threads), "--support"]
+    if len(points_xyz):
+        cmd += ["--points", ";".join(",".join(str(int(v)) for v in p) for p in points_xyz)]
+    print(f"running PyTomography on {nm_file.parent.parent} ...", file=sys.stderr)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -108,7 +119,54 @@ def run_peer(peer_python: Path, nm_file: Path, ct_dir: Path, out_dir: Path, iter
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict) -> dict:
+def lesion_centres_zyx(study_dir: Path, pid: str, grid) -> list:
+    """(z, y, x) voxel of each lesion's centroid on ``grid`` (phantom truth resampled as in the pipeline)."""
+    from her2sim.core.containers import Phantom
+    from her2sim.core.grid import resample
+
+    ph = Phantom.load(study_dir / "patients" / pid / "phantom.h5")
+    lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, grid, order=0)
+    return [tuple(int(round(c)) for c in np.argwhere(lesion_map == lid).mean(axis=0))
+            for lid in sorted(set(np.unique(lesion_map).tolist()) - {0})]
+
+
+def point_offsets(nm_file: Path, peer_dir: Path, points_zyx) -> dict:
+    """Largest centroid offsets (mm) between PyTomography's and her2sim's projections of unit points.
+
+    Both project a unit voxel with no attenuation and no PSF: PyTomography with the geometry its
+    readers take from ``nm_file`` (``peer_points_proj.npy``), her2sim with the geometry its
+    importer reads from the same file. Views are matched by angle (PyTomography's angle =
+    (360 - her2sim angle) mod 360, its internal convention: ``_peer_pytomography.py``).
+    """
+    from her2sim.dicom_io import import_projections
+    from her2sim.recon import SpectSystemMatrix, grid_for_geometry
+
+    geo = import_projections(nm_file).geometry
+    grid = grid_for_geometry(geo)
+    system = SpectSystemMatrix(grid, geo, None, psf=False)
+    peer = np.load(peer_dir / "peer_points_proj.npy").astype(np.float64)  # (point, angle, r, z)
+    peer_angles = np.load(peer_dir / "peer_angles_deg.npy")
+    du, dv = geo.pixel_mm[1], geo.pixel_mm[0]
+    worst_u = worst_z = 0.0
+    ratios = []
+    for n, (z, y, x) in enumerate(points_zyx):
+        img = np.zeros(grid.shape)
+        img[z, y, x] = 1.0
+        ours = system.forward(img)  # (view, v, u)
+        for view in range(geo.n_views):
+            target = (360.0 - geo.angles_deg[view]) % 360.0
+            k = int(np.argmin(np.abs((peer_angles - target + 180.0) % 360.0 - 180.0)))
+            a, b = ours[view], peer[n, k].T  # (v, u) both
+            cu = [(m.sum(axis=0) @ np.arange(m.shape[1])) / m.sum() for m in (a, b)]
+            cz = [(m.sum(axis=1) @ np.arange(m.shape[0])) / m.sum() for m in (a, b)]
+            worst_u = max(worst_u, abs(cu[1] - cu[0]) * du)
+            worst_z = max(worst_z, abs(cz[1] - cz[0]) * dv)
+            ratios.append(b.sum() / a.sum())
+    return {"u_mm": round(worst_u, 3), "z_mm": round(worst_z, 3),
+            "view_sum_ratio_range": [round(float(min(ratios)), 3), round(float(max(ratios)), 3)]}
+
+
+def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict, pid: str, time_h: float) -> dict:
     """Metrics of one scan: her2sim's exported recon against the peer's reconstruction of the export."""
     import pydicom
 
@@ -141,9 +199,7 @@ def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict) ->
     total = float(a.sum() / b.sum())
 
     suv = suv_factor_from_dicom(ds)
-    pid, tdir = scan_dir.parent.name, scan_dir.name
     ph = Phantom.load(study_dir / "patients" / pid / "phantom.h5")
-    time_h = float(tdir[1:-1])
     ti = list(ph.time_points_h).index(time_h)
     lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, ours.grid, order=0)
     margin = ours.grid.spacing_mm[1]
@@ -157,10 +213,35 @@ def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict) ->
                         "rel_diff": round(abs(float(rp["suvmax"]) / float(ro["suvmax"]) - 1.0), 4)})
     elem = ds["CorrectedImage"]
     corrected = [] if elem.VM == 0 else [str(elem.value)] if elem.VM == 1 else [str(v) for v in elem.value]
-    return {"scan": f"{pid}/{tdir}", "pytomography_corr": round(corr, 4), "mirrored_corr": round(mirrored, 4),
+    return {"scan": f"{pid}/t{time_h:g}h", "pytomography_corr": round(corr, 4), "mirrored_corr": round(mirrored, 4),
             "total_ratio": round(total, 4), "lesions": lesions, "corrected_image": corrected,
             "decay_correction": str(ds.DecayCorrection), "units": str(ds.Units),
             "peer_seconds": peer["seconds"], "peer_angles_deg_first": peer["angles_deg_first"]}
+
+
+def export_noise_free(study_dir: Path, scan, dest: Path) -> None:
+    """The scan's noise-free expected projections rounded to counts, her2sim's recon of them with the
+    study's recon settings (the pipeline's own recon function) and the CT, as one DICOM study in ``dest``."""
+    from her2sim import pipeline
+    from her2sim.core.containers import Image, Phantom, Projections
+    from her2sim.dicom_io import DicomPatient, DicomStudy, export_image, export_projections
+
+    params = json.loads((study_dir / ".stages" / f"recon_{scan.patient_id}.json").read_text())["params"]
+    cal = json.loads((study_dir / "calibration" / "calibration.json").read_text())
+    ph = Phantom.load(study_dir / "patients" / scan.patient_id / "phantom.h5")
+    noisy = Projections.load(scan.projections)
+    expected = Projections.load(scan.folder / "expected.h5")
+    rounded = Projections(np.round(expected.counts), expected.windows, expected.geometry, True, meta=dict(noisy.meta))
+    grid = pipeline._recon_grid(params, ph.grid)
+    img = pipeline._reconstruct(rounded, pipeline._mu_map(ph, grid, params), grid, params,
+                                cps_per_bq=cal["cps_per_bq"], phantom=ph)
+    img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
+                     "scan_start_s": scan.time_h * 3600.0})
+    study = DicomStudy.new(seed="dicom_interop-noise-free")
+    patient = DicomPatient(weight_kg=float(ph.meta["weight_kg"]))
+    export_projections(rounded, dest / "NM_projections", patient, study, non_integer="round")
+    export_image(img, dest / "NM_recon", "NM", patient, study)
+    export_image(Image(ph.ct_hu, ph.grid, "HU", {}), dest / "CT", "CT", patient, study)
 
 
 def main(argv=None) -> dict:
@@ -173,6 +254,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--time-h", type=float, default=None, help="only the scan at this time point (h)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="keep the DICOM export and peer outputs here")
+    ap.add_argument("--no-noise-free", action="store_true", help="skip the noise-free comparison")
     args = ap.parse_args(argv)
 
     peer_python = args.peer_python or DEFAULT_PEER_PYTHON
@@ -200,17 +282,31 @@ def main(argv=None) -> dict:
     scans, _ = export_study_dicom(study_dir, work / "dicom", time_h=args.time_h)
 
     per_scan, reports = [], {s: [] for s in SERIES}
-    peer_info = None
-    for scan in scans:
+    peer_info, offsets = None, None
+    for n, scan in enumerate(scans):
         scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
         rmeta = Image.load(scan.recon).meta
         peer_dir = work / "peer" / scan.patient_id / scan_dir.name
-        peer_info = run_peer(peer_python, scan_dir / "NM_projections" / "projections.dcm", scan_dir / "CT", peer_dir,
-                             int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads)
-        per_scan.append(compare_scan(scan_dir, study_dir, peer_dir, peer_info))
+        nm_file = scan_dir / "NM_projections" / "projections.dcm"
+        centres = lesion_centres_zyx(study_dir, scan.patient_id, Image.load(scan.recon).grid) if n == 0 else []
+        peer_info = run_peer(peer_python, nm_file, scan_dir / "CT", peer_dir, int(rmeta["iterations"]),
+                             int(rmeta["subsets"]), args.threads, [c[::-1] for c in centres])
+        if n == 0:
+            offsets = point_offsets(nm_file, peer_dir, centres)
+        per_scan.append(compare_scan(scan_dir, study_dir, peer_dir, peer_info, scan.patient_id, scan.time_h))
         if tool is not None:
             for s in SERIES:
                 reports[s].append(dciodvfy_report(tool, sorted((scan_dir / s).glob("*.dcm"))))
+    noise_free = None
+    if not args.no_noise_free:
+        scan = scans[0]
+        nf_dir = work / "noise_free" / scan.patient_id / f"t{scan.time_h:g}h"
+        export_noise_free(study_dir, scan, nf_dir)
+        rmeta = Image.load(scan.recon).meta
+        nf_peer = run_peer(peer_python, nf_dir / "NM_projections" / "projections.dcm", nf_dir / "CT",
+                           work / "peer_noise_free", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads)
+        noise_free = compare_scan(nf_dir, study_dir, work / "peer_noise_free", nf_peer, scan.patient_id, scan.time_h)
+        noise_free["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in noise_free["lesions"])
 
     worst_total = max((r["total_ratio"] for r in per_scan), key=lambda v: abs(v - 1.0))
     result = {
@@ -224,6 +320,8 @@ def main(argv=None) -> dict:
         "dciodvfy_warning_messages": None if tool is None else
         {s: sorted({w for x in reports[s] for w in x["warnings"]}) for s in SERIES},
         "corrected_image": per_scan[0]["corrected_image"],
+        "point_projection_offset_mm_max": offsets,
+        "noise_free": noise_free,
         "scans": per_scan,
         "peer": {k: peer_info[k] for k in ("name", "version", "torch_version", "threads", "iterations", "subsets")},
         "targets": TARGETS,
@@ -241,12 +339,14 @@ def main(argv=None) -> dict:
     else:
         print(f"her2sim DICOM export read by {result['peer']['name']} {result['peer']['version']} "
               f"(OSEM {result['peer']['iterations']} x {result['peer']['subsets']}, GI-LEHR PSF, DEW, CT mu map)")
-        for r in per_scan:
+        for r in per_scan + ([dict(noise_free, scan=noise_free["scan"] + " noise-free")] if noise_free else []):
             print(f"  {r['scan']}: corr {r['pytomography_corr']:.4f} (mirrored {r['mirrored_corr']:.3f}), "
                   f"total ratio {r['total_ratio']:.4f}, CorrectedImage {'/'.join(r['corrected_image'])}")
             for les in r["lesions"]:
                 print(f"    lesion {les['lesion_id']} (IHC {les['ihc']}): SUVmax her2sim {les['suvmax_her2sim']:.3f}, "
                       f"PyTomography {les['suvmax_pytomography']:.3f} ({100 * les['rel_diff']:.1f} %)")
+        print(f"  lesion-centre voxels projected by both readers: largest offset {offsets['u_mm']} mm (u), "
+              f"{offsets['z_mm']} mm (z)")
         print(f"  dciodvfy errors {result['dciodvfy_errors']}, distinct warnings {result['dciodvfy_warnings']}, "
               f"deprecated {result['dciodvfy_deprecated']}; meets targets: {result['meets_targets']}")
     return result

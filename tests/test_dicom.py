@@ -426,3 +426,17 @@ def test_unknown_decay_reference_is_refused(tmp_path):
     img = Image(np.ones(_grid().shape, np.float32), _grid(), "Bq/mL", {"decay_corrected_to": "midnight"})
     with pytest.raises(ConfigError, match="decay_corrected_to.*allowed"):
         export_image(img, tmp_path, "NM")
+
+
+def test_detector_position_as_first_voxel_of_the_volume_also_gives_the_axis(tmp_path):
+    """Files whose detector ImagePositionPatient is the first voxel of the nu x nu volume (IPP y != 0)."""
+    g = ProjectionGeometry.dual_head(8, 230.0, (6, 5), (4.42, 4.42), axis_xy_mm=(6.0, -15.0), axis_z_mm=12.5)
+    ds = pydicom.dcmread(export_projections(_projections(np.random.default_rng(1), geometry=g), tmp_path))
+    del ds[0x00110010]
+    del ds[0x00111001]
+    del ds.RotationInformationSequence[0].TableHeight
+    half = 2.0 * 4.42  # (nu - 1) / 2 pixels
+    ds.DetectorInformationSequence[0].ImagePositionPatient = [6.0 - half, -15.0 - half, 12.5 + 2.5 * 4.42]
+    ds.save_as(tmp_path / "corner.dcm")
+    back = import_projections(tmp_path / "corner.dcm")
+    assert back.geometry.axis_xy_mm == pytest.approx((6.0, -15.0)) and back.geometry.axis_z_mm == pytest.approx(12.5)
