@@ -22,7 +22,8 @@ compared with her2sim's reconstruction read back from the exported NM_recon seri
 * ``point_projection_offset_mm_max``: where each reader puts the voxels at the lesion centres
   in the projections: PyTomography's plain forward projection (geometry from its reading of
   the file) against her2sim's projector on the geometry her2sim's importer reads, largest
-  centroid offset over views, transaxial (u) and axial (z);
+  centroid offset over views, transaxial (u) and axial (z), and the mean signed u offset (a
+  reading error would be systematic: a mirrored or shifted axis moves it by centimetres);
 * ``noise_free``: the same comparison on the first scan's noise-free expected projections,
   exported with ``non_integer="round"`` and reconstructed by her2sim (the pipeline's recon
   settings) and by PyTomography: separates Poisson-noise amplification (voxel values of two
@@ -148,7 +149,7 @@ def point_offsets(nm_file: Path, peer_dir: Path, points_zyx) -> dict:
     peer_angles = np.load(peer_dir / "peer_angles_deg.npy")
     du, dv = geo.pixel_mm[1], geo.pixel_mm[0]
     worst_u = worst_z = 0.0
-    ratios = []
+    ratios, signed_u = [], []
     for n, (z, y, x) in enumerate(points_zyx):
         img = np.zeros(grid.shape)
         img[z, y, x] = 1.0
@@ -160,9 +161,10 @@ def point_offsets(nm_file: Path, peer_dir: Path, points_zyx) -> dict:
             cu = [(m.sum(axis=0) @ np.arange(m.shape[1])) / m.sum() for m in (a, b)]
             cz = [(m.sum(axis=1) @ np.arange(m.shape[0])) / m.sum() for m in (a, b)]
             worst_u = max(worst_u, abs(cu[1] - cu[0]) * du)
+            signed_u.append((cu[1] - cu[0]) * du)
             worst_z = max(worst_z, abs(cz[1] - cz[0]) * dv)
             ratios.append(b.sum() / a.sum())
-    return {"u_mm": round(worst_u, 3), "z_mm": round(worst_z, 3),
+    return {"u_mm": round(worst_u, 3), "z_mm": round(worst_z, 3), "u_mean_signed_mm": round(float(np.mean(signed_u)), 3),
             "view_sum_ratio_range": [round(float(min(ratios)), 3), round(float(max(ratios)), 3)]}
 
 
