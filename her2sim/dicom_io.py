@@ -21,19 +21,47 @@ Geometry (``her2sim.core.grid``): world = patient LPS mm, ImageOrientationPatien
 ``z = origin_z + k dz``; ImagePositionPatient is the centre of the first voxel
 (Grid.origin_mm). PixelSpacing = (dy, dx), SliceThickness = SpacingBetweenSlices = dz.
 
-Projection frames: DICOM frame rows run from superior to inferior (row 0 = highest z),
-so frame = ``counts[w, view, ::-1, :]``; columns follow ``u``. DICOM angles are the
-her2sim view angles (0 deg = anterior, 90 deg = patient left: ``projection_geometry``),
-increasing = ``CC``. NM Radionuclide Total Dose is written in MBq (DICOM PS3.3
-C.8.4.10.1.7); on import values above 1e5 are taken as Bq (some vendors write Bq).
+Projection geometry (NM TOMO, PS3.3 C.8.4.11 NM Detector and C.8.4.12 NM Tomo Acquisition)
+--------------------------------------------------------------------------------------------
+* Angles: DICOM Start Angle (0054,0200) is the detector position, 0 deg at the patient's back,
+  increasing counter-clockwise viewed from the patient's feet (from the back toward the
+  patient's left); Rotation Direction CW = decreasing angle, CC = increasing; Angular Step
+  > 0. The detector's outward normal is ``(x, y) = (sin phi, cos phi)`` in LPS. her2sim's view
+  angle ``theta`` (0 = anterior, 90 = patient left, ``projection_geometry``) has the normal
+  ``(sin theta, -cos theta)``, so ``phi = (180 - theta) mod 360`` and an orbit of increasing
+  ``theta`` is ``CW``. A dual-head (H-mode) orbit from theta 0 therefore writes detector 1 at
+  180 deg (anterior) and detector 2 at 0 deg (posterior), stepping CW.
+* Frames: rows run from superior to inferior (row 0 = highest z), frame = ``counts[w, view, ::-1, :]``;
+  columns follow ``u`` (``t(theta)``). Each DetectorInformationSequence item holds the
+  ImageOrientationPatient of its first frame (rows along ``t``, columns ``0\\0\\-1``).
+* Position (vendor practice: the GE NM670 convention PyTomography's reader is written for;
+  PS3.3 leaves the position of a projection frame open): the
+  detector ImagePositionPatient is ``(x_axis, 0, z of the top row centre)`` and the
+  RotationInformationSequence carries TableHeight (0018,1130) = ``-y_axis`` (mm): the
+  rotation axis is the line ``(x, y) = (IPP x, -TableHeight)`` of the shared frame of
+  reference, i.e. the CT's. The transaxial reconstruction volume of ``nu x nu`` pixels is
+  centred on it (``recon.grid_for_geometry``).
+* Counts: NM pixel data hold counts (16-bit, no Rescale Slope, which the NM IOD does not
+  define). Non-integer (noise-free expected) projections are refused unless
+  ``non_integer="round"``, which stores them rounded to whole counts (scale 1 count per
+  count, error <= 0.5 count per pixel) and says so in ImageComments and the private block.
+
+NM Radionuclide Total Dose is written in MBq (DICOM PS3.3 C.8.4.10.1.7); on import values
+above 1e5 are taken as Bq (some vendors write Bq). Reconstructions carry CorrectedImage
+(0028,0051) ATTN / SCAT / DECY from the recon's own metadata (``attenuation_correction``,
+``scatter``, ``decay_corrected_to``) and DecayCorrection ADMIN (to injection), START (to scan
+start) or NONE.
 
 Import
 ------
-:func:`import_projections` reads NM TOMO files such as GE NM670 acquisitions:
-per-frame detector/window/angle vectors, start angle per detector, optional
-RadialPosition (missing: radius 250 mm assumed and ``meta['radius_assumed'] = True``),
-Rescale Slope/Intercept when present. :func:`import_image` reads an NM
-(multi-frame) or CT (one file per slice) series into an :class:`Image`.
+:func:`import_projections` reads NM TOMO files such as GE NM670 acquisitions with the same
+rules: per-frame detector/window/angle vectors, Start Angle per detector, Rotation
+Direction and Angular Step (missing or inconsistent: a :class:`DataError` naming the tag),
+the axis from the detector position as above, optional RadialPosition (missing: radius
+250 mm assumed and ``meta['radius_assumed'] = True``), Rescale Slope/Intercept when present.
+her2sim files written before this convention (private block without ``angle_convention``)
+are read with their own angles. :func:`import_image` reads an NM (multi-frame) or CT (one
+file per slice) series into an :class:`Image`.
 Malformed files raise :class:`~her2sim.core.errors.DataError` naming the file and
 the problem (unreadable/truncated, missing PixelData, NumberOfFrames inconsistent
 with the pixel data, unsupported orientation...).
@@ -50,6 +78,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.datadict
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -69,10 +98,25 @@ SLICE_VECTOR = 0x00540080
 PRIVATE_GROUP = 0x0011
 PRIVATE_CREATOR = "HER2SIM 1"
 DEFAULT_RADIUS_MM = 250.0
-#: 99mTc code (SNOMED-RT, DICOM CID 18 "Isotopes in Radiopharmaceuticals").
-TC99M_CODE = ("C-163A8", "SRT", "^99m^Technetium")
+#: 99mTc code (SNOMED CT, DICOM CID 18 "Isotopes in Radiopharmaceuticals"; replaces the retired SRT C-163A8).
+TC99M_CODE = ("72454006", "SCT", "^99m^Technetium")
+#: Private-block marker of files whose angles follow the DICOM convention (her2sim exports before it wrote
+#: her2sim's own angles; such files are still read correctly).
+ANGLE_CONVENTION = "dicom-ps3.3"
+#: Largest count an NM pixel holds (16-bit unsigned, PS3.3 C.8.4.9: Bits Allocated 8 or 16).
+MAX_NM_COUNT = 65535
+NON_INTEGER_CHOICES = ("refuse", "round")
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"
 _AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def dicom_angle_deg(her2sim_angle_deg):
+    """DICOM Start Angle convention (0 = detector at the patient's back, + toward the patient's left) of a
+    her2sim view angle (0 = anterior, 90 = patient left); degrees in [0, 360). The map is its own inverse."""
+    return (180.0 - np.asarray(her2sim_angle_deg, dtype=np.float64)) % 360.0
+
+
+her2sim_angle_deg = dicom_angle_deg
 
 
 # ---------------------------------------------------------------------------- study context
@@ -314,7 +358,7 @@ def _acq_time(study: DicomStudy, meta: dict) -> _dt.datetime:
 
 def export_projections(p: Projections, out_dir, patient: DicomPatient | None = None,
                        study: DicomStudy | None = None, series_number: int = 1,
-                       filename: str = "projections.dcm", uid_seed=None) -> Path:
+                       filename: str = "projections.dcm", uid_seed=None, non_integer: str = "refuse") -> Path:
     """Write projections as one NM TOMO multi-frame file; returns its path.
 
     Parameters
@@ -330,17 +374,35 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
     filename : str
     uid_seed : any
         Makes the series and instance UIDs reproducible.
+    non_integer : {"refuse", "round"}
+        What to do with non-integer counts (noise-free expected projections): ``"refuse"``
+        raises :class:`DataError`; ``"round"`` stores them rounded to whole counts (1 stored
+        unit = 1 count, |error| <= 0.5 count per pixel) and records it in ImageComments.
 
     Notes
     -----
-    Non-integer counts (noise-free expectations) are stored as 16-bit integers with a
-    Rescale Slope; integer counts up to 65535 are stored exactly.
+    NM pixel data hold counts in 16 bits without Rescale Slope/Intercept (outside the NM
+    IOD; readers ignore them): counts must be >= 0 and <= 65535. Geometry: module docstring.
     ``p.meta`` keys used: ``time_per_view_s`` (s), ``injected_mbq``, ``scan_start_s`` (s).
     """
+    check_choice("non_integer", non_integer, NON_INTEGER_CHOICES)
     patient = patient or DicomPatient()
     study = study or DicomStudy.new()
     g = p.geometry
     counts = np.asarray(p.counts, dtype=np.float64)
+    if not np.all(np.isfinite(counts)):
+        raise DataError("projections: counts must be finite to be written as DICOM")
+    if counts.size and counts.min() < 0:
+        raise DataError(f"projections: counts must be >= 0 (min {counts.min():g}); NM pixel data hold counts")
+    rounded = np.round(counts)
+    is_integer = bool(np.all(rounded == counts))
+    if not is_integer and non_integer == "refuse":
+        raise DataError("projections: non-integer counts (noise-free expected projections?) cannot be NM pixel data, "
+                        "which hold counts without Rescale Slope; pass non_integer='round' to store whole counts "
+                        "(|error| <= 0.5 count) or export a Poisson realisation")
+    if counts.size and rounded.max() > MAX_NM_COUNT:
+        raise DataError(f"projections: a pixel holds {rounded.max():.0f} counts > {MAX_NM_COUNT}, the most a 16-bit "
+                        f"NM pixel holds (PS3.3 C.8.4.9); shorten time_per_view_s or split the acquisition")
     n_win = counts.shape[0]
     heads = np.asarray(g.heads, dtype=int)
     det_ids = sorted(set(heads.tolist()))
@@ -351,15 +413,15 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
                         f"needs the same number of views per detector")
     steps, starts, directions = [], [], []
     for d, views in zip(det_ids, per_det):
-        ang = g.angles_deg[views]
-        diffs = (np.diff(ang) + 180.0) % 360.0 - 180.0 if len(ang) > 1 else np.array([0.0])
-        step = float(np.mean(diffs)) if len(ang) > 1 else 0.0
-        if len(ang) > 1 and np.max(np.abs(diffs - step)) > 1e-3:
-            raise DataError(f"projection geometry: head {d} angles {ang[:4].tolist()}... are not equally stepped; "
-                            f"DICOM NM TOMO stores start angle + angular step")
+        phi = dicom_angle_deg(g.angles_deg[views])
+        diffs = (np.diff(phi) + 180.0) % 360.0 - 180.0 if len(phi) > 1 else np.array([0.0])
+        step = float(np.mean(diffs)) if len(phi) > 1 else 0.0
+        if len(phi) > 1 and np.max(np.abs(diffs - step)) > 1e-3:
+            raise DataError(f"projection geometry: head {d} angles {g.angles_deg[views][:4].tolist()}... are not "
+                            f"equally stepped; DICOM NM TOMO stores start angle + angular step")
         steps.append(abs(step))
-        starts.append(float(ang[0]) % 360.0)
-        directions.append("CW" if step < 0 else "CC")
+        starts.append(float(phi[0]))
+        directions.append("CW" if step < 0 else "CC")  # CW = decreasing DICOM angle (PS3.3 C.8.4.12)
     if len(set(directions)) > 1 or (len(steps) > 1 and max(steps) - min(steps) > 1e-3):
         raise DataError(f"projection geometry: detectors rotate differently (steps {steps}, {directions})")
 
@@ -377,13 +439,12 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
     for w in range(n_win):
         for di, views in enumerate(per_det):
             for k, view in enumerate(views):
-                frames.append(counts[w, view, ::-1, :])
+                frames.append(rounded[w, view, ::-1, :])
                 ew.append(w + 1)
                 dv.append(di + 1)
                 rv.append(1)
                 av.append(k + 1)
-    stored, slope, intercept = _quantise(np.stack(frames))
-    _set_pixels(ds, stored)
+    _set_pixels(ds, np.stack(frames).astype(np.int32))
     ds.NumberOfFrames = len(frames)
     ds.FrameIncrementPointer = list(TOMO_FRAME_POINTERS)
     ds.EnergyWindowVector = ew
@@ -393,11 +454,14 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
     ds.NumberOfRotations = 1
     ds.AngularViewVector = av
     ds.PixelSpacing = [_ds(g.pixel_mm[0]), _ds(g.pixel_mm[1])]
-    if slope != 1.0 or intercept != 0.0:
-        ds.RescaleSlope = _ds(slope)
-        ds.RescaleIntercept = _ds(intercept)
+    ds.CountsAccumulated = int(rounded.sum())
     ds.CorrectedImage = []
+    if not is_integer:
+        ds.ImageComments = ("noise-free expected counts rounded to whole counts (1 stored unit = 1 count, "
+                            "|error| <= 0.5 count per pixel)")
 
+    ax, ay = (float(v) for v in g.axis_xy_mm)
+    top_z = g.axis_z_mm + 0.5 * (g.shape_vu[0] - 1) * g.pixel_mm[0]
     detectors = []
     for di, views in enumerate(per_det):
         it = Dataset()
@@ -413,15 +477,11 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
         it.CenterOfRotationOffset = _ds(0.0)
         it.StartAngle = _ds(starts[di])
         it.RadialPosition = [_ds(r) for r in g.radii_mm[views]]
-        # first frame of this detector: rows along u = (cos t, sin t, 0), columns toward inferior (0, 0, -1);
-        # first pixel = face centre - half width along u, at the top row's z
+        # first frame of this detector: rows along u = t(theta) = (cos theta, sin theta, 0), columns to inferior
         t = np.deg2rad(g.angles_deg[views[0]])
-        u_dir, n_dir = np.array([np.cos(t), np.sin(t)]), np.array([np.sin(t), -np.cos(t)])
-        first_xy = (np.asarray(g.axis_xy_mm) + g.radii_mm[views[0]] * n_dir
-                    - 0.5 * (g.shape_vu[1] - 1) * g.pixel_mm[1] * u_dir)
-        top_z = g.axis_z_mm + 0.5 * (g.shape_vu[0] - 1) * g.pixel_mm[0]
-        it.ImageOrientationPatient = [_ds(round(v, 10)) for v in (u_dir[0], u_dir[1], 0.0, 0.0, 0.0, -1.0)]
-        it.ImagePositionPatient = [_ds(first_xy[0]), _ds(first_xy[1]), _ds(top_z)]
+        it.ImageOrientationPatient = [_ds(round(v, 10) + 0.0) for v in (np.cos(t), np.sin(t), 0.0, 0.0, 0.0, -1.0)]
+        # vendor (GE NM670) position: x of the rotation axis, y = 0 (axis at y = -TableHeight), z of the top row
+        it.ImagePositionPatient = [_ds(ax), _ds(0.0), _ds(top_z)]
         detectors.append(it)
     ds.DetectorInformationSequence = Sequence(detectors)
 
@@ -433,13 +493,51 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
     rot.ActualFrameDuration = frame_ms
     rot.NumberOfFramesInRotation = n_rot_frames
     rot.TableTraverse = _ds(0.0)
+    rot.TableHeight = _ds(-ay + 0.0)
     ds.RotationInformationSequence = Sequence([rot])
     ds.TypeOfDetectorMotion = "STEP AND SHOOT"
 
     _private_json(ds, {"axis_xy_mm": list(g.axis_xy_mm), "axis_z_mm": g.axis_z_mm,
-                       "is_expected": bool(p.is_expected), "meta": meta,
+                       "is_expected": bool(p.is_expected), "meta": meta, "angle_convention": ANGLE_CONVENTION,
+                       "rounded_to_counts": not is_integer,
                        "view_order": [int(v) for views in per_det for v in views]})
     return _save(ds, Path(out_dir) / filename)
+
+
+#: DecayCorrection (0054,1102) of each ``decay_corrected_to`` the recon writes (recon/calibration.py).
+DECAY_CORRECTION_CODES = {"injection": "ADMIN", "scan_start": "START", "acquisition_mean": "NONE"}
+
+
+def decay_correction_code(meta: dict) -> str:
+    """DecayCorrection (0054,1102) for a recon's ``meta['decay_corrected_to']``.
+
+    ``injection`` -> ``ADMIN`` (activity at the radiopharmaceutical start time), ``scan_start`` ->
+    ``START``, ``acquisition_mean`` or absent (uncalibrated image) -> ``NONE``.
+    """
+    ref = meta.get("decay_corrected_to")
+    if ref is None:
+        return "NONE"
+    if ref not in DECAY_CORRECTION_CODES:
+        raise ConfigError(f"Image.meta['decay_corrected_to'] = {ref!r}; allowed {sorted(DECAY_CORRECTION_CODES)}")
+    return DECAY_CORRECTION_CODES[ref]
+
+
+def corrected_image_codes(meta: dict) -> list:
+    """CorrectedImage (0028,0051) values of a reconstruction from the corrections it records.
+
+    ``ATTN`` if ``meta['attenuation_correction']``; ``SCAT`` if ``meta['scatter']`` is a scatter
+    model (``dew``, ``tew``, ``mc`` or a given ``array``, not ``none``); ``DECY`` if the image is
+    decay corrected (DecayCorrection ``ADMIN`` or ``START``).
+    """
+    codes = []
+    if bool(meta.get("attenuation_correction", False)):
+        codes.append("ATTN")
+    scatter = meta.get("scatter")
+    if isinstance(scatter, str) and scatter.lower() not in ("", "none"):
+        codes.append("SCAT")
+    if decay_correction_code(meta) in ("ADMIN", "START"):
+        codes.append("DECY")
+    return codes
 
 
 def export_image(img: Image, out_dir, modality: str = "NM", patient: DicomPatient | None = None,
@@ -462,7 +560,9 @@ def export_image(img: Image, out_dir, modality: str = "NM", patient: DicomPatien
 
     Notes
     -----
-    ``img.meta`` keys used: ``injected_mbq`` (MBq), ``weight_kg``, ``scan_start_s`` (s).
+    ``img.meta`` keys used: ``injected_mbq`` (MBq), ``weight_kg``, ``scan_start_s`` (s), and the
+    recon's ``attenuation_correction``, ``scatter`` and ``decay_corrected_to`` for CorrectedImage
+    and DecayCorrection (:func:`corrected_image_codes`, :func:`decay_correction_code`).
     """
     check_choice("modality", modality, ("NM", "CT"))
     patient = patient or DicomPatient()
@@ -526,8 +626,8 @@ def export_image(img: Image, out_dir, modality: str = "NM", patient: DicomPatien
     ds.RescaleSlope = _ds(slope)
     ds.RescaleIntercept = _ds(intercept)
     ds.Units = units
-    ds.DecayCorrection = "START" if img.meta.get("decay_corrected_to", "scan_start") == "scan_start" else "ADMIN"
-    ds.CorrectedImage = [c for c in ("ATTN", "SCAT", "DECY") if img.meta.get(f"corrected_{c.lower()}")]
+    ds.DecayCorrection = decay_correction_code(img.meta)
+    ds.CorrectedImage = corrected_image_codes(img.meta)
     det = Dataset()
     det.CollimatorGridName = "LEHR"
     det.CollimatorType = "PARA"
@@ -584,9 +684,11 @@ def _read(path: Path) -> Dataset:
     return ds
 
 
-def _require(ds: Dataset, keyword: str, path: Path):
+def _require(ds: Dataset, keyword: str, path: Path, where: str = ""):
     if keyword not in ds or ds[keyword].value in (None, ""):
-        raise DataError(f"{path}: required DICOM attribute {keyword} is missing")
+        tag = pydicom.datadict.tag_for_keyword(keyword)
+        tag_s = "" if tag is None else f" ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+        raise DataError(f"{path}: required DICOM attribute {where}{keyword}{tag_s} is missing")
     return ds[keyword].value
 
 
@@ -697,9 +799,21 @@ def _vector(ds: Dataset, keyword: str, n: int, path: Path, default=None) -> np.n
 def import_projections(path) -> Projections:
     """Read an NM TOMO file (her2sim export or a camera's, e.g. GE NM670) into :class:`Projections`.
 
-    Views are ordered detector by detector, each in acquisition order; angles are
-    ``StartAngle(detector) +/- AngularStep * (view - 1)`` (``CC``: +). Missing
-    RadialPosition -> ``DEFAULT_RADIUS_MM`` and ``meta['radius_assumed'] = True``.
+    Views are ordered detector by detector, each in acquisition order. DICOM angles are
+    ``StartAngle(detector) + s * AngularStep * (view - 1)`` with ``s = +1`` for ``CC`` and
+    ``-1`` for ``CW`` (PS3.3 C.8.4.12), converted to her2sim angles by ``theta = (180 - phi) mod
+    360`` (module docstring). The rotation axis comes from the first detector's
+    ImagePositionPatient (vendor practice: ``y = 0`` -> axis at ``(IPP x, -TableHeight)``;
+    otherwise IPP is the first voxel of the ``nu x nu`` transaxial volume centred on the axis)
+    and the axial centre from its z (top row). Missing RadialPosition -> ``DEFAULT_RADIUS_MM``
+    and ``meta['radius_assumed'] = True``.
+
+    Raises
+    ------
+    DataError
+        Missing or inconsistent geometry, naming the tag: no RotationInformationSequence,
+        AngularStep, RotationDirection (CW/CC) or StartAngle; NumberOfFramesInRotation or
+        DetectorVector not matching the frames; columns not along the patient axis.
     """
     path = Path(path)
     ds = _read(path)
@@ -713,29 +827,48 @@ def import_projections(path) -> Projections:
     n = pix.shape[0]
     ew = _vector(ds, "EnergyWindowVector", n, path, np.ones(n))
     dv = _vector(ds, "DetectorVector", n, path, np.ones(n))
-    av = _vector(ds, "AngularViewVector", n, path, None if "RotationInformationSequence" not in ds else
-                 _running_index(ew, dv))
     det_seq = ds.get("DetectorInformationSequence", [])
     rot_seq = ds.get("RotationInformationSequence", [])
     if not rot_seq:
-        raise DataError(f"{path}: RotationInformationSequence is missing; cannot place the views")
+        raise DataError(f"{path}: RotationInformationSequence (0054,0052) is missing or empty; cannot place the views")
+    av = _vector(ds, "AngularViewVector", n, path, _running_index(ew, dv))
     rot = rot_seq[0]
-    step = float(_require(rot, "AngularStep", path))
-    direction = str(rot.get("RotationDirection", "CC")).upper()
+    step = float(_require(rot, "AngularStep", path, "RotationInformationSequence item 1 "))
+    direction = str(rot.get("RotationDirection", "") or "").upper()
+    if direction not in ("CW", "CC"):
+        raise DataError(f"{path}: RotationInformationSequence item 1 RotationDirection (0018,1140) = {direction!r}; "
+                        f"allowed 'CW' (decreasing angle) or 'CC' (increasing angle)")
     sign = -1.0 if direction == "CW" else 1.0
-    rot_start = float(rot.get("StartAngle", 0.0) or 0.0)
-    scan_arc = float(rot.get("ScanArc", 0.0) or 0.0)
+    rot_start = rot.get("StartAngle")
     windows = sorted(set(ew.tolist()))
     detectors = sorted(set(dv.tolist()))
+    n_det = int(ds.get("NumberOfDetectors", 0) or 0) or len(det_seq) or len(detectors)
+    if detectors[0] < 1 or detectors[-1] > n_det:
+        raise DataError(f"{path}: DetectorVector (0054,0020) holds detectors {detectors}, outside 1..{n_det} "
+                        f"(NumberOfDetectors / DetectorInformationSequence)")
+    per_group = {}
+    for key in zip(ew.tolist(), dv.tolist()):
+        per_group[key] = per_group.get(key, 0) + 1
     n_per = int(rot.get("NumberOfFramesInRotation", 0) or 0) or int(np.max(av))
+    if set(per_group.values()) != {n_per}:
+        raise DataError(f"{path}: NumberOfFramesInRotation (0054,0053) = {n_per} but the frames hold "
+                        f"{sorted(set(per_group.values()))} views per (energy window, detector)")
+    private = _read_private_json(ds)
+    # her2sim exports before ANGLE_CONVENTION wrote her2sim's own angles (0 = anterior, CC = increasing theta)
+    legacy = bool(private) and private.get("angle_convention") != ANGLE_CONVENTION
     angles, radii, heads = [], [], []
     radius_assumed = False
     for di, d in enumerate(detectors):
         item = det_seq[d - 1] if d - 1 < len(det_seq) else Dataset()
         start = item.get("StartAngle")
-        start = float(start) if start not in (None, "") else rot_start + di * scan_arc
-        k = np.arange(n_per)
-        angles.append((start + sign * step * k) % 360.0)
+        if start in (None, ""):
+            if len(detectors) > 1 or rot_start in (None, ""):
+                raise DataError(f"{path}: DetectorInformationSequence item {d} has no StartAngle (0054,0200)"
+                                + ("" if len(detectors) > 1 else " and neither has RotationInformationSequence")
+                                + "; the detector's angles are unknown")
+            start = rot_start
+        phi = (float(start) + sign * step * np.arange(n_per)) % 360.0
+        angles.append(phi if legacy else her2sim_angle_deg(phi))
         rp = item.get("RadialPosition")
         if rp in (None, ""):
             rp = rot.get("RadialPosition")
@@ -746,22 +879,24 @@ def import_projections(path) -> Projections:
         if rp.size == 1:
             rp = np.full(n_per, float(rp[0]))
         if rp.size != n_per:
-            raise DataError(f"{path}: RadialPosition of detector {d} has {rp.size} entries, expected {n_per}")
+            raise DataError(f"{path}: RadialPosition (0018,1142) of detector {d} has {rp.size} entries, "
+                            f"expected {n_per} (NumberOfFramesInRotation)")
         radii.append(rp)
         heads.append(np.full(n_per, di))
+    flip_rows = _rows_run_inferior(det_seq, path)
     counts = np.zeros((len(windows), len(detectors) * n_per) + pix.shape[1:], dtype=np.float32)
     filled = np.zeros(counts.shape[:2], dtype=bool)
     for f in range(n):
         wi, di, k = windows.index(int(ew[f])), detectors.index(int(dv[f])), int(av[f]) - 1
         if not 0 <= k < n_per:
-            raise DataError(f"{path}: AngularViewVector[{f}] = {k + 1} outside [1, {n_per}]")
-        counts[wi, di * n_per + k] = pix[f, ::-1, :]
+            raise DataError(f"{path}: AngularViewVector (0054,0090)[{f}] = {k + 1} outside [1, {n_per}] "
+                            f"(NumberOfFramesInRotation)")
+        counts[wi, di * n_per + k] = pix[f, ::-1, :] if flip_rows else pix[f]
         filled[wi, di * n_per + k] = True
     if not filled.all():
         raise DataError(f"{path}: frames do not cover every (window, detector, view): "
-                        f"{int((~filled).sum())} missing")
+                        f"{int((~filled).sum())} missing (EnergyWindowVector / DetectorVector / AngularViewVector)")
     spacing = _require(ds, "PixelSpacing", path)
-    private = _read_private_json(ds)
     angles, radii, heads = np.concatenate(angles), np.concatenate(radii), np.concatenate(heads)
     order = private.get("view_order")
     if order is not None and sorted(order) == list(range(counts.shape[1])):
@@ -769,11 +904,13 @@ def import_projections(path) -> Projections:
         inverse = np.empty(len(order), dtype=int)
         inverse[np.asarray(order)] = np.arange(len(order))
         counts, angles, radii, heads = counts[:, inverse], angles[inverse], radii[inverse], heads[inverse]
-    axis_z = private.get("axis_z_mm")
-    if axis_z is None:
-        axis_z = _axis_z_from_detector(det_seq, counts.shape[2], float(spacing[0]))
-    geometry = ProjectionGeometry(angles, radii, counts.shape[2:], (float(spacing[0]), float(spacing[1])),
-                                  tuple(private.get("axis_xy_mm", (0.0, 0.0))), float(axis_z), heads)
+    dv_mm, du_mm = float(spacing[0]), float(spacing[1])
+    axis_xy, axis_z = _axis_from_detector(det_seq, rot, counts.shape[2:], (dv_mm, du_mm), flip_rows)
+    if private.get("axis_xy_mm") is not None:
+        axis_xy = tuple(float(v) for v in private["axis_xy_mm"])
+    if private.get("axis_z_mm") is not None:
+        axis_z = float(private["axis_z_mm"])
+    geometry = ProjectionGeometry(angles, radii, counts.shape[2:], (dv_mm, du_mm), axis_xy, float(axis_z), heads)
     meta = dict(private.get("meta", {}))
     meta.update({k: v for k, v in _injection_meta(ds).items() if k not in meta})
     frame_ms = rot.get("ActualFrameDuration") or ds.get("ActualFrameDuration")
@@ -787,21 +924,43 @@ def import_projections(path) -> Projections:
                        is_expected=bool(private.get("is_expected", False)), meta=meta)
 
 
-def _axis_z_from_detector(det_seq, nv: int, dv_mm: float) -> float:
-    """World z (mm) of the detector's axial centre from the first detector's ImagePositionPatient.
+def _rows_run_inferior(det_seq, path: Path) -> bool:
+    """True when frame rows run from superior to inferior (columns ``0\\0\\-1``, also when no orientation is
+    given, as vendors write), False for ``0\\0\\1``; any other column direction is an error."""
+    iop = det_seq[0].get("ImageOrientationPatient") if det_seq else None
+    if iop is None or len(iop) != 6:
+        return True
+    col = np.array([float(v) for v in iop[3:]])
+    if np.allclose(col, (0.0, 0.0, -1.0), atol=1e-4):
+        return True
+    if np.allclose(col, (0.0, 0.0, 1.0), atol=1e-4):
+        return False
+    raise DataError(f"{path}: DetectorInformationSequence ImageOrientationPatient (0020,0037) column direction "
+                    f"{col.tolist()}; projection columns must run along the rotation axis (0\\0\\-1 or 0\\0\\1)")
 
-    Used only when its ImageOrientationPatient has columns running to inferior (0, 0, -1), the
-    layout her2sim writes; otherwise 0 (detector centred on the world origin).
+
+def _axis_from_detector(det_seq, rot, shape_vu, pixel_mm, rows_inferior: bool) -> tuple:
+    """Rotation axis ``((x, y), z)`` in mm from the first detector's ImagePositionPatient (vendor rules).
+
+    ``IPP y == 0`` (GE NM670): axis at ``x = IPP x``, ``y = -TableHeight`` (0 if absent); otherwise IPP
+    is the first voxel of the ``nu x nu`` transaxial volume centred on the axis. z: IPP z is the
+    centre of the first row, the top row when rows run inferior. No IPP: axis at the origin.
     """
-    if not det_seq:
-        return 0.0
-    item = det_seq[0]
-    iop, ipp = item.get("ImageOrientationPatient"), item.get("ImagePositionPatient")
-    if iop is None or ipp is None or len(iop) != 6 or len(ipp) != 3:
-        return 0.0
-    if not np.allclose([float(v) for v in iop[3:]], (0.0, 0.0, -1.0), atol=1e-4):
-        return 0.0
-    return float(ipp[2]) - 0.5 * (nv - 1) * dv_mm
+    nv, nu = shape_vu
+    dv, du = pixel_mm
+    item = det_seq[0] if det_seq else Dataset()
+    ipp = item.get("ImagePositionPatient")
+    if ipp is None or len(ipp) != 3:
+        return (0.0, 0.0), 0.0
+    x, y, z = (float(v) for v in ipp)
+    if y == 0.0:
+        th = rot.get("TableHeight")
+        axis_xy = (x, -float(th) if th not in (None, "") else 0.0)
+    else:
+        half = 0.5 * (nu - 1) * du
+        axis_xy = (x + half, y + half)
+    axis_z = z - 0.5 * (nv - 1) * dv if rows_inferior else z + 0.5 * (nv - 1) * dv
+    return (axis_xy[0] + 0.0, axis_xy[1] + 0.0), axis_z
 
 
 def _running_index(ew, dv) -> np.ndarray:
@@ -908,4 +1067,5 @@ def _image_from_slices(datasets, path: Path) -> Image:
 
 
 __all__ = ["DicomPatient", "DicomStudy", "export_projections", "export_image", "export_study", "import_projections",
-           "import_image", "NM_IMAGE_STORAGE", "CT_IMAGE_STORAGE"]
+           "import_image", "NM_IMAGE_STORAGE", "CT_IMAGE_STORAGE", "dicom_angle_deg", "her2sim_angle_deg",
+           "corrected_image_codes", "decay_correction_code"]

@@ -1,6 +1,7 @@
 """DICOM export/import: round trips, required attributes, malformed files, dciodvfy validation."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from her2sim.core.containers import Image, Projections
-from her2sim.core.errors import DataError
+from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.grid import Grid
 from her2sim.core.projection_geometry import EnergyWindow, ProjectionGeometry
 from her2sim.dicom_io import (CT_IMAGE_STORAGE, NM_IMAGE_STORAGE, DicomPatient, DicomStudy, export_image,
@@ -70,13 +71,33 @@ def test_projections_round_trip_is_exact_for_integer_counts(exported):
     assert back.is_expected is False
 
 
-def test_expected_counts_round_trip_within_rescale_quantisation(tmp_path):
+def test_noise_free_projections_are_refused_unless_rounded_to_whole_counts(tmp_path):
+    """NM pixel data hold counts: no Rescale Slope; non-integer counts need the explicit non_integer='round'."""
     p = _projections(np.random.default_rng(2), integer=False)
-    back = import_projections(export_projections(p, tmp_path))
-    slope = float(p.counts.max()) / 65535.0  # full 16-bit range
-    assert np.max(np.abs(back.counts - p.counts)) <= 0.5 * slope * 1.001 + 1e-6
-    ds = pydicom.dcmread(tmp_path / "projections.dcm")
-    assert float(ds.RescaleSlope) == pytest.approx(slope, rel=1e-6)
+    with pytest.raises(DataError, match="non_integer='round'"):
+        export_projections(p, tmp_path)
+    with pytest.raises(ConfigError, match="non_integer"):
+        export_projections(p, tmp_path, non_integer="scale")
+    path = export_projections(p, tmp_path, non_integer="round")
+    ds = pydicom.dcmread(path)
+    assert "RescaleSlope" not in ds and "RescaleIntercept" not in ds
+    assert "rounded to whole counts" in ds.ImageComments
+    back = import_projections(path)
+    np.testing.assert_array_equal(back.counts, np.round(p.counts.astype(np.float64)))
+    assert np.max(np.abs(back.counts - p.counts)) <= 0.5 + 1e-6
+    assert int(ds.CountsAccumulated) == int(np.round(p.counts.astype(np.float64)).sum())
+    assert back.is_expected is True
+
+
+def test_counts_beyond_16_bits_or_negative_are_refused(tmp_path):
+    p = _projections(np.random.default_rng(2))
+    big = p.counts.copy()
+    big[0, 0, 0, 0] = 70000
+    with pytest.raises(DataError, match="65535"):
+        export_projections(Projections(big, p.windows, p.geometry, meta=p.meta), tmp_path)
+    big[0, 0, 0, 0] = -1
+    with pytest.raises(DataError, match=">= 0"):
+        export_projections(Projections(big, p.windows, p.geometry, meta=p.meta), tmp_path)
 
 
 def test_interleaved_heads_and_contour_radii_round_trip(tmp_path):
@@ -94,15 +115,15 @@ def test_interleaved_heads_and_contour_radii_round_trip(tmp_path):
     assert back.geometry.axis_xy_mm == (3.0, -2.0)
 
 
-def test_standard_tags_alone_give_the_geometry_like_camera_files(exported, tmp_path):
+def test_standard_tags_alone_give_the_geometry_like_camera_files(tmp_path):
     """A file without the her2sim private block and without RadialPosition (as some vendors write it)."""
-    files, proj, _, _ = exported
-    ds = pydicom.dcmread(files["proj"])
+    g = ProjectionGeometry.dual_head(8, 230.0, (6, 5), (4.42, 4.42), axis_xy_mm=(6.0, -15.0), axis_z_mm=12.5)
+    proj = _projections(np.random.default_rng(1), geometry=g)
+    ds = pydicom.dcmread(export_projections(proj, tmp_path))
     del ds[0x00110010]
     del ds[0x00111001]
     for det in ds.DetectorInformationSequence:
         del det.RadialPosition
-    del ds.DetectorInformationSequence[1].StartAngle  # fall back to rotation start + scan arc
     ds.RescaleSlope, ds.RescaleIntercept = 2.0, 1.0  # honoured on import
     path = tmp_path / "vendor.dcm"
     ds.save_as(path)
@@ -113,7 +134,57 @@ def test_standard_tags_alone_give_the_geometry_like_camera_files(exported, tmp_p
     assert np.all(back.geometry.radii_mm == 250.0) and back.meta["radius_assumed"] is True
     assert back.meta["injected_mbq"] == 458.0 and back.meta["scan_start_s"] == pytest.approx(3600.0)
     assert back.meta["time_per_view_s"] == 20.0
-    assert back.geometry.axis_z_mm == pytest.approx(proj.geometry.axis_z_mm)  # from the detector position
+    # axis from the detector position (x) and TableHeight (y), axial centre from its z
+    assert back.geometry.axis_xy_mm == pytest.approx((6.0, -15.0))
+    assert back.geometry.axis_z_mm == pytest.approx(12.5)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda ds: delattr(ds.DetectorInformationSequence[1], "StartAngle"), r"item 2 has no StartAngle \(0054,0200\)"),
+    (lambda ds: delattr(ds.RotationInformationSequence[0], "RotationDirection"), r"RotationDirection \(0018,1140\)"),
+    (lambda ds: setattr(ds.RotationInformationSequence[0], "RotationDirection", "CCW"), "allowed 'CW'"),
+    (lambda ds: delattr(ds.RotationInformationSequence[0], "AngularStep"), r"AngularStep \(0018,1144\)"),
+    (lambda ds: setattr(ds.RotationInformationSequence[0], "NumberOfFramesInRotation", 5),
+     r"NumberOfFramesInRotation \(0054,0053\) = 5"),
+    (lambda ds: setattr(ds, "DetectorVector", [1] * 4 + [3] * 4 + [1] * 4 + [3] * 4), r"DetectorVector \(0054,0020\)"),
+    (lambda ds: setattr(ds.DetectorInformationSequence[0], "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]),
+     r"ImageOrientationPatient \(0020,0037\)"),
+    (lambda ds: setattr(ds, "RotationInformationSequence", pydicom.Sequence()), "RotationInformationSequence"),
+])
+def test_inconsistent_geometry_is_an_error_naming_the_tag(exported, tmp_path, edit, message):
+    ds = pydicom.dcmread(exported[0]["proj"])
+    edit(ds)
+    path = tmp_path / "bad.dcm"
+    ds.save_as(path)
+    with pytest.raises(DataError, match=message) as info:
+        import_projections(path)
+    assert str(path) in str(info.value)
+
+
+def test_single_detector_falls_back_to_the_rotation_start_angle(tmp_path):
+    g = ProjectionGeometry(np.arange(6) * 30.0, np.full(6, 200.0), (4, 4), (4.42, 4.42))
+    p = _projections(np.random.default_rng(8), geometry=g)
+    ds = pydicom.dcmread(export_projections(p, tmp_path))
+    assert ds.RotationInformationSequence[0].RotationDirection == "CW"
+    del ds.DetectorInformationSequence[0].StartAngle
+    ds.save_as(tmp_path / "one.dcm")
+    np.testing.assert_allclose(import_projections(tmp_path / "one.dcm").geometry.angles_deg, g.angles_deg, atol=1e-9)
+
+
+def test_legacy_her2sim_exports_with_internal_angles_still_read_correctly(exported, tmp_path):
+    """Files her2sim wrote before the DICOM angle convention (private block without the marker)."""
+    files, proj, _, _ = exported
+    ds = pydicom.dcmread(files["proj"])
+    block = ds.private_block(0x0011, "HER2SIM 1")
+    payload = json.loads(block[0x01].value)
+    payload.pop("angle_convention")
+    block[0x01].value = json.dumps(payload)
+    for det, start in zip(ds.DetectorInformationSequence, (0.0, 180.0)):
+        det.StartAngle = start
+    ds.RotationInformationSequence[0].RotationDirection = "CC"
+    ds.save_as(tmp_path / "legacy.dcm")
+    np.testing.assert_allclose(import_projections(tmp_path / "legacy.dcm").geometry.angles_deg,
+                               proj.geometry.angles_deg, atol=1e-9)
 
 
 def test_projection_frames_are_ordered_and_oriented(exported):
@@ -128,15 +199,19 @@ def test_projection_frames_are_ordered_and_oriented(exported):
     # frame rows run from superior (row 0 = highest z) to inferior; columns follow u
     np.testing.assert_array_equal(frames[9], proj.counts[1, 1, ::-1, :])
     rot = ds.RotationInformationSequence[0]
-    assert float(rot.AngularStep) == 45.0 and rot.RotationDirection == "CC" and float(rot.ScanArc) == 180.0
+    # her2sim theta 0, 45, 90, 135 (head 1) = DICOM 180, 135, 90, 45: clockwise (decreasing angle), PS3.3 C.8.4.12
+    assert float(rot.AngularStep) == 45.0 and rot.RotationDirection == "CW" and float(rot.ScanArc) == 180.0
+    assert float(rot.StartAngle) == 180.0 and float(rot.TableHeight) == 0.0
     assert int(rot.NumberOfFramesInRotation) == 4 and int(rot.ActualFrameDuration) == 20000
-    assert [float(d.StartAngle) for d in ds.DetectorInformationSequence] == [0.0, 180.0]
+    assert [float(d.StartAngle) for d in ds.DetectorInformationSequence] == [180.0, 0.0]
     assert [float(r) for r in ds.DetectorInformationSequence[0].RadialPosition] == [230.0] * 4
-    # head 1 starts at 180 deg (posterior): its face lies at y = +230 mm, rows run along -x
-    det2 = ds.DetectorInformationSequence[1]
-    np.testing.assert_allclose([float(v) for v in det2.ImageOrientationPatient], [-1, 0, 0, 0, 0, -1], atol=1e-9)
-    np.testing.assert_allclose([float(v) for v in det2.ImagePositionPatient],
-                               [2 * 4.42, 230.0, 12.5 + 2.5 * 4.42], atol=1e-6)
+    assert "RescaleSlope" not in ds and int(ds.CountsAccumulated) == int(proj.counts.sum())
+    # head 1 starts anterior with rows along +x; head 2 (posterior) rows along -x; columns to inferior.
+    # Vendor position: (x of the axis, 0, z of the top row); TableHeight = -(y of the axis)
+    for det, row in zip(ds.DetectorInformationSequence, ([1, 0, 0], [-1, 0, 0])):
+        np.testing.assert_allclose([float(v) for v in det.ImageOrientationPatient], row + [0, 0, -1], atol=1e-9)
+        np.testing.assert_allclose([float(v) for v in det.ImagePositionPatient], [0.0, 0.0, 12.5 + 2.5 * 4.42],
+                                   atol=1e-6)
 
 
 def test_recon_round_trip_within_quantisation_and_geometry(exported):
@@ -194,7 +269,11 @@ def test_required_attributes_and_shared_uids(exported):
     # physics.md: T1/2(99mTc) = 6.0067 h = 21624 s; injected 458 MBq (biodistribution.md)
     assert float(rp.RadionuclideHalfLife) == pytest.approx(21624.0, abs=1.0)
     assert float(rp.RadionuclideTotalDose) == 458.0
-    assert rp.RadionuclideCodeSequence[0].CodeMeaning == "^99m^Technetium"
+    code = rp.RadionuclideCodeSequence[0]
+    # SNOMED CT 99mTc of CID 18 (pydicom's table of the standard's codes, not our constant)
+    from pydicom.sr.codedict import codes
+    assert (code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning) == (
+        codes.SCT._99mTechnetium.value, "SCT", "^99m^Technetium")
     assert rp.RadiopharmaceuticalStartTime == "080000.000000"
     assert float(rec_ds.PatientWeight) == 70.0
     # geometry: IPP = centre of voxel 0 in LPS (x, y, z), rows along +x, columns along +y
@@ -266,6 +345,8 @@ def test_dciodvfy_reports_no_errors(exported):
         text = out.stdout + out.stderr
         errors = [line for line in text.splitlines() if "Error" in line]
         assert errors == [], f"{path.name}: {errors}"
+        # e.g. "CodingSchemeDesignator is deprecated - <SRT>" for the retired SNOMED-RT 99mTc code
+        assert [line for line in text.splitlines() if "deprecated" in line.lower()] == [], path.name
         assert ("NMImage" if path.suffix and "ct_" not in path.name else "CTImage") in text
 
 
@@ -323,3 +404,39 @@ def test_nm_image_round_trip_error_is_at_most_half_a_quantisation_step(tmp_path,
     is_integer = bool(np.all(v == np.round(v)) and v.min() >= 0 and v.max() <= 65535)
     bound = 0.0 if is_integer else 0.5 * step * 1.0001 + 1e-9 * scale
     assert np.max(np.abs(back.array.astype(np.float64) - v)) <= bound + np.finfo(np.float32).eps * np.abs(v).max()
+
+
+@pytest.mark.parametrize("meta, corrected, decay", [
+    ({"attenuation_correction": True, "scatter": "dew", "decay_corrected_to": "injection"},
+     ["ATTN", "SCAT", "DECY"], "ADMIN"),
+    ({"attenuation_correction": True, "scatter": "mc", "decay_corrected_to": "scan_start"},
+     ["ATTN", "SCAT", "DECY"], "START"),
+    ({"attenuation_correction": False, "scatter": "none", "decay_corrected_to": "acquisition_mean"}, [], "NONE"),
+    ({"scatter": "tew"}, ["SCAT"], "NONE"),  # counts image: no calibration, no decay correction
+])
+def test_corrected_image_and_decay_correction_follow_the_recon_metadata(tmp_path, meta, corrected, decay):
+    img = Image(np.ones(_grid().shape, np.float32), _grid(), "Bq/mL", meta)
+    ds = pydicom.dcmread(export_image(img, tmp_path, "NM")[0])
+    elem = ds["CorrectedImage"]
+    values = [] if elem.VM == 0 else [elem.value] if elem.VM == 1 else list(elem.value)
+    assert values == corrected and ds.DecayCorrection == decay
+
+
+def test_unknown_decay_reference_is_refused(tmp_path):
+    img = Image(np.ones(_grid().shape, np.float32), _grid(), "Bq/mL", {"decay_corrected_to": "midnight"})
+    with pytest.raises(ConfigError, match="decay_corrected_to.*allowed"):
+        export_image(img, tmp_path, "NM")
+
+
+def test_detector_position_as_first_voxel_of_the_volume_also_gives_the_axis(tmp_path):
+    """Files whose detector ImagePositionPatient is the first voxel of the nu x nu volume (IPP y != 0)."""
+    g = ProjectionGeometry.dual_head(8, 230.0, (6, 5), (4.42, 4.42), axis_xy_mm=(6.0, -15.0), axis_z_mm=12.5)
+    ds = pydicom.dcmread(export_projections(_projections(np.random.default_rng(1), geometry=g), tmp_path))
+    del ds[0x00110010]
+    del ds[0x00111001]
+    del ds.RotationInformationSequence[0].TableHeight
+    half = 2.0 * 4.42  # (nu - 1) / 2 pixels
+    ds.DetectorInformationSequence[0].ImagePositionPatient = [6.0 - half, -15.0 - half, 12.5 + 2.5 * 4.42]
+    ds.save_as(tmp_path / "corner.dcm")
+    back = import_projections(tmp_path / "corner.dcm")
+    assert back.geometry.axis_xy_mm == pytest.approx((6.0, -15.0)) and back.geometry.axis_z_mm == pytest.approx(12.5)

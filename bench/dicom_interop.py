@@ -1,0 +1,358 @@
+"""Benchmark: the demo study's DICOM export read and reconstructed by PyTomography's own readers.
+
+her2sim's DICOM (NM projections, NM reconstruction in Bq/mL, CT) is only useful if a reader
+that no one here wrote gets it right. This bench exports the demo study (``her2sim demo``,
+the same series ``output.dicom = true`` writes) with the current code, hands the NM
+projections and the CT series to PyTomography 3.4.0 (``_peer_dicom_pytomography.py`` under
+``.venv-peer``, built by ``make peer-env``): its readers take the angles, radii, object frame,
+energy windows and the CT mu map from the files, and its OSEM (same iterations x subsets as
+her2sim's recon, GI-LEHR PSF, DEW scatter from the scatter window, CT attenuation)
+reconstructs them, restricted like her2sim's projector to the mu map's footprint
+(``--support`` of the peer script). The peer image (counts per voxel) is put in Bq/mL with her2sim's own
+calibration of that scan (cps/Bq, time per view, decay factor: the recon's metadata) and
+compared with her2sim's reconstruction read back from the exported NM_recon series:
+
+* ``pytomography_corr``: Pearson correlation over the body (CT > -500 HU), lowest over scans;
+  ``mirrored_corr`` per scan is the same with the peer image mirrored left-right (a control:
+  what a mirrored reader would score);
+* ``total_ratio``: peer / her2sim activity over the body (the scan farthest from 1);
+* ``lesion_suvmax_rel_diff_max``: largest |SUVmax(peer) / SUVmax(her2sim) - 1| over lesions
+  and scans, both images scaled to SUVbw with the DICOM's own dose, decay correction and
+  weight, lesion VOIs from the phantom truth as in the pipeline;
+* ``point_projection_offset_mm_max``: where each reader puts the voxels at the lesion centres
+  in the projections: PyTomography's plain forward projection (geometry from its reading of
+  the file) against her2sim's projector on the geometry her2sim's importer reads, largest
+  centroid offset over views, transaxial (u) and axial (z), and the mean signed u offset (a
+  reading error would be systematic: a mirrored or shifted axis moves it by centimetres);
+* ``noise_free``: the same comparison on the first scan's noise-free expected projections,
+  exported with ``non_integer="round"`` and reconstructed by her2sim (the pipeline's recon
+  settings) and by PyTomography: separates Poisson-noise amplification (voxel values of two
+  OSEM implementations diverge on noisy data) from model and reading differences;
+* ``dciodvfy_errors`` / ``dciodvfy_warnings``: per series (NM_projections, NM_recon, CT),
+  error lines summed over files and distinct warning messages; ``dciodvfy_deprecated``
+  counts "deprecated" lines (e.g. a retired SNOMED-RT code).
+
+Targets (issue 14): corr >= 0.99, total ratio 0.98-1.02, SUVmax within 5 %, no dciodvfy
+error or deprecated code, CorrectedImage ATTN/SCAT/DECY.
+
+Usage::
+
+    python bench/dicom_interop.py --json                        # runs the demo first (a few minutes)
+    python bench/dicom_interop.py --json --study-dir demo_out   # a finished demo study folder
+    python bench/dicom_interop.py --json --peer-python /path/to/python-with-pytomography
+
+Without the peer interpreter it says so and exits with status 2. About 2 min per scan for the
+peer OSEM on 2 cores (two scans plus the noise-free one; ``--no-noise-free`` skips the latter).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PEER_PYTHON = REPO / ".venv-peer" / "bin" / "python"
+PEER_SCRIPT = Path(__file__).resolve().parent / "_peer_dicom_pytomography.py"
+SERIES = ("NM_projections", "NM_recon", "CT")
+TARGETS = {"pytomography_corr_min": 0.99, "total_ratio": [0.98, 1.02], "lesion_suvmax_rel_diff_max": 0.05,
+           "dciodvfy_errors": 0, "dciodvfy_deprecated": 0, "corrected_image": ["ATTN", "SCAT", "DECY"]}
+
+
+def _dciodvfy() -> str | None:
+    local = Path(sys.executable).parent / "dciodvfy"
+    return str(local) if local.exists() else shutil.which("dciodvfy")
+
+
+def dciodvfy_report(tool: str, files) -> dict:
+    """Error lines (summed over files), distinct warning messages and deprecated-code lines of dciodvfy."""
+    errors, warnings, deprecated = 0, set(), 0
+    for f in files:
+        out = subprocess.run([tool, str(f)], capture_output=True, text=True, timeout=120)
+        for line in (out.stdout + out.stderr).splitlines():
+            if "Error" in line:
+                errors += 1
+            if "Warning" in line:
+                warnings.add(line.strip())
+            if "deprecated" in line.lower():
+                deprecated += 1
+    return {"errors": errors, "warnings": sorted(warnings), "deprecated": deprecated}
+
+
+def _dt(text: str) -> dt.datetime:
+    text = str(text).split("+")[0]
+    return dt.datetime.strptime(text, "%Y%m%d%H%M%S.%f" if "." in text else "%Y%m%d%H%M%S")
+
+
+def suv_factor_from_dicom(ds) -> float:
+    """SUVbw per Bq/mL (g/Bq, 1 g = 1 mL) from the standard tags of an NM RECON TOMO BQML dataset."""
+    rp = ds.RadiopharmaceuticalInformationSequence[0]
+    dose_bq = float(rp.RadionuclideTotalDose) * 1e6  # NM Isotope module: MBq
+    if ds.DecayCorrection == "ADMIN":
+        dose = dose_bq
+    elif ds.DecayCorrection == "START":
+        elapsed = (_dt(f"{ds.AcquisitionDate}{ds.AcquisitionTime}") - _dt(rp.RadiopharmaceuticalStartDateTime))
+        dose = dose_bq * 0.5 ** (elapsed.total_seconds() / float(rp.RadionuclideHalfLife))
+    else:
+        raise SystemExit(f"DecayCorrection = {ds.DecayCorrection}: the recon is not decay corrected, no SUV")
+    return float(ds.PatientWeight) * 1000.0 / dose
+
+
+def run_peer(peer_python: Path, nm_file: Path, ct_dir: Path, out_dir: Path, iterations: int, subsets: int,
+             threads: int, points_xyz=()) -> dict:
+    cmd = [str(peer_python), str(PEER_SCRIPT), str(nm_file), str(ct_dir), str(out_dir),
+           "--iterations", str(iterations), "--subsets", str(subsets), "--threads", str(threads), "--support"]
+    if len(points_xyz):
+        cmd += ["--points", ";".join(",".join(str(int(v)) for v in p) for p in points_xyz)]
+    print(f"running PyTomography on {nm_file.parent.parent} ...", file=sys.stderr)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"peer failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def lesion_centres_zyx(study_dir: Path, pid: str, grid) -> list:
+    """(z, y, x) voxel of each lesion's centroid on ``grid`` (phantom truth resampled as in the pipeline)."""
+    from her2sim.core.containers import Phantom
+    from her2sim.core.grid import resample
+
+    ph = Phantom.load(study_dir / "patients" / pid / "phantom.h5")
+    lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, grid, order=0)
+    return [tuple(int(round(c)) for c in np.argwhere(lesion_map == lid).mean(axis=0))
+            for lid in sorted(set(np.unique(lesion_map).tolist()) - {0})]
+
+
+def point_offsets(nm_file: Path, peer_dir: Path, points_zyx) -> dict:
+    """Largest centroid offsets (mm) between PyTomography's and her2sim's projections of unit points.
+
+    Both project a unit voxel with no attenuation and no PSF: PyTomography with the geometry its
+    readers take from ``nm_file`` (``peer_points_proj.npy``), her2sim with the geometry its
+    importer reads from the same file. Views are matched by angle (PyTomography's angle =
+    (360 - her2sim angle) mod 360, its internal convention: ``_peer_pytomography.py``).
+    """
+    from her2sim.dicom_io import import_projections
+    from her2sim.recon import SpectSystemMatrix, grid_for_geometry
+
+    geo = import_projections(nm_file).geometry
+    grid = grid_for_geometry(geo)
+    system = SpectSystemMatrix(grid, geo, None, psf=False)
+    peer = np.load(peer_dir / "peer_points_proj.npy").astype(np.float64)  # (point, angle, r, z)
+    peer_angles = np.load(peer_dir / "peer_angles_deg.npy")
+    du, dv = geo.pixel_mm[1], geo.pixel_mm[0]
+    worst_u = worst_z = 0.0
+    ratios, signed_u = [], []
+    for n, (z, y, x) in enumerate(points_zyx):
+        img = np.zeros(grid.shape)
+        img[z, y, x] = 1.0
+        ours = system.forward(img)  # (view, v, u)
+        for view in range(geo.n_views):
+            target = (360.0 - geo.angles_deg[view]) % 360.0
+            k = int(np.argmin(np.abs((peer_angles - target + 180.0) % 360.0 - 180.0)))
+            a, b = ours[view], peer[n, k].T  # (v, u) both
+            cu = [(m.sum(axis=0) @ np.arange(m.shape[1])) / m.sum() for m in (a, b)]
+            cz = [(m.sum(axis=1) @ np.arange(m.shape[0])) / m.sum() for m in (a, b)]
+            worst_u = max(worst_u, abs(cu[1] - cu[0]) * du)
+            signed_u.append((cu[1] - cu[0]) * du)
+            worst_z = max(worst_z, abs(cz[1] - cz[0]) * dv)
+            ratios.append(b.sum() / a.sum())
+    return {"u_mm": round(worst_u, 3), "z_mm": round(worst_z, 3), "u_mean_signed_mm": round(float(np.mean(signed_u)), 3),
+            "view_sum_ratio_range": [round(float(min(ratios)), 3), round(float(max(ratios)), 3)]}
+
+
+def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict, pid: str, time_h: float) -> dict:
+    """Metrics of one scan: her2sim's exported recon against the peer's reconstruction of the export."""
+    import pydicom
+
+    from her2sim.analysis.lesion_table import lesion_rows
+    from her2sim.core.containers import Phantom
+    from her2sim.core.grid import Grid, resample
+    from her2sim.dicom_io import import_image
+
+    recon_file = scan_dir / "NM_recon" / "recon.dcm"
+    ours = import_image(recon_file)
+    ds = pydicom.dcmread(recon_file)
+    ct = import_image(scan_dir / "CT")
+    affine = np.asarray(json.loads((peer_dir / "peer_affine.json").read_text()))
+    peer_xyz = np.load(peer_dir / "peer_recon_xyz.npy").astype(np.float64)
+    if np.count_nonzero(affine[:3, :3] - np.diag(np.diag(affine[:3, :3]))) or np.any(np.diag(affine)[:3] <= 0):
+        sys.exit(f"peer affine is not axis-aligned with positive steps: {affine.tolist()}")
+    peer_grid = Grid(peer_xyz.shape[::-1], (affine[2, 2], affine[1, 1], affine[0, 0]),
+                     (affine[2, 3], affine[1, 3], affine[0, 3]))
+    peer_counts = np.transpose(peer_xyz, (2, 1, 0))
+    if not peer_grid.same_as(ours.grid):
+        peer_counts = resample(peer_counts, peer_grid, ours.grid, order=1)
+    m = ours.meta
+    counts_per_bq_ml = (float(m["calibration_cps_per_bq"]) * float(m["time_per_view_s"]) * ours.grid.voxel_volume_ml
+                        * float(m["decay_factor_applied"]))
+    peer_bq = peer_counts / counts_per_bq_ml
+    body = resample((ct.array > -500.0).astype(np.uint8), ct.grid, ours.grid, order=0) > 0
+    a, b = peer_bq[body], ours.array.astype(np.float64)[body]
+    corr = float(np.corrcoef(a, b)[0, 1])
+    mirrored = float(np.corrcoef(peer_bq[:, :, ::-1][body], b)[0, 1])
+    total = float(a.sum() / b.sum())
+
+    suv = suv_factor_from_dicom(ds)
+    ph = Phantom.load(study_dir / "patients" / pid / "phantom.h5")
+    ti = list(ph.time_points_h).index(time_h)
+    lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, ours.grid, order=0)
+    margin = ours.grid.spacing_mm[1]
+    rows_ours = lesion_rows(ours.array * suv, ours.grid, lesion_map, ph.truth, pid, time_index=ti, margin_mm=margin)
+    rows_peer = lesion_rows(peer_bq * suv, ours.grid, lesion_map, ph.truth, pid, time_index=ti, margin_mm=margin)
+    lesions = []
+    for ro, rp in zip(rows_ours, rows_peer):
+        lesions.append({"lesion_id": ro["lesion_id"], "ihc": ro.get("ihc"), "time_h": time_h,
+                        "suvmax_her2sim": round(float(ro["suvmax"]), 4),
+                        "suvmax_pytomography": round(float(rp["suvmax"]), 4),
+                        "rel_diff": round(abs(float(rp["suvmax"]) / float(ro["suvmax"]) - 1.0), 4)})
+    elem = ds["CorrectedImage"]
+    corrected = [] if elem.VM == 0 else [str(elem.value)] if elem.VM == 1 else [str(v) for v in elem.value]
+    return {"scan": f"{pid}/t{time_h:g}h", "pytomography_corr": round(corr, 4), "mirrored_corr": round(mirrored, 4),
+            "total_ratio": round(total, 4), "lesions": lesions, "corrected_image": corrected,
+            "decay_correction": str(ds.DecayCorrection), "units": str(ds.Units),
+            "peer_seconds": peer["seconds"], "peer_angles_deg_first": peer["angles_deg_first"]}
+
+
+def export_noise_free(study_dir: Path, scan, dest: Path) -> None:
+    """The scan's noise-free expected projections rounded to counts, her2sim's recon of them with the
+    study's recon settings (the pipeline's own recon function) and the CT, as one DICOM study in ``dest``."""
+    from her2sim import pipeline
+    from her2sim.core.containers import Image, Phantom, Projections
+    from her2sim.dicom_io import DicomPatient, DicomStudy, export_image, export_projections
+
+    params = json.loads((study_dir / ".stages" / f"recon_{scan.patient_id}.json").read_text())["params"]
+    cal = json.loads((study_dir / "calibration" / "calibration.json").read_text())
+    ph = Phantom.load(study_dir / "patients" / scan.patient_id / "phantom.h5")
+    noisy = Projections.load(scan.projections)
+    expected = Projections.load(scan.folder / "expected.h5")
+    rounded = Projections(np.round(expected.counts), expected.windows, expected.geometry, True, meta=dict(noisy.meta))
+    grid = pipeline._recon_grid(params, ph.grid)
+    img = pipeline._reconstruct(rounded, pipeline._mu_map(ph, grid, params), grid, params,
+                                cps_per_bq=cal["cps_per_bq"], phantom=ph)
+    img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
+                     "scan_start_s": scan.time_h * 3600.0})
+    study = DicomStudy.new(seed="dicom_interop-noise-free")
+    patient = DicomPatient(weight_kg=float(ph.meta["weight_kg"]))
+    export_projections(rounded, dest / "NM_projections", patient, study, non_integer="round")
+    export_image(img, dest / "NM_recon", "NM", patient, study)
+    export_image(Image(ph.ct_hu, ph.grid, "HU", {}), dest / "CT", "CT", patient, study)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--study-dir", type=Path, default=None,
+                    help="finished demo study folder (default: run the demo into a temporary folder)")
+    ap.add_argument("--peer-python", type=Path, default=None,
+                    help=f"interpreter with pytomography (default {DEFAULT_PEER_PYTHON.relative_to(REPO)})")
+    ap.add_argument("--time-h", type=float, default=None, help="only the scan at this time point (h)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the DICOM export and peer outputs here")
+    ap.add_argument("--no-noise-free", action="store_true", help="skip the noise-free comparison")
+    args = ap.parse_args(argv)
+
+    peer_python = args.peer_python or DEFAULT_PEER_PYTHON
+    if not Path(peer_python).exists():
+        print(f"dicom_interop: the PyTomography peer interpreter {peer_python} does not exist; build it with "
+              f"`make peer-env` (torch CPU + pytomography, about 1 min) or pass --peer-python", file=sys.stderr)
+        sys.exit(2)
+    tool = _dciodvfy()
+
+    from her2sim.commands_io import export_study_dicom
+    from her2sim.core.containers import Image
+
+    tmp = tempfile.TemporaryDirectory(prefix="her2sim_dicom_interop_")
+    work = args.keep or Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    study_dir = args.study_dir
+    if study_dir is None:
+        from her2sim.config import load_study, preset_path
+        from her2sim.pipeline import run_study
+
+        study_dir = work / "demo"
+        print(f"running the demo study into {study_dir} (a few minutes) ...", file=sys.stderr)
+        run_study(load_study(preset_path("demo")), study_dir, progress=False)
+    scans, _ = export_study_dicom(study_dir, work / "dicom", time_h=args.time_h)
+
+    per_scan, reports = [], {s: [] for s in SERIES}
+    peer_info, offsets = None, None
+    for n, scan in enumerate(scans):
+        scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
+        rmeta = Image.load(scan.recon).meta
+        peer_dir = work / "peer" / scan.patient_id / scan_dir.name
+        nm_file = scan_dir / "NM_projections" / "projections.dcm"
+        centres = lesion_centres_zyx(study_dir, scan.patient_id, Image.load(scan.recon).grid) if n == 0 else []
+        peer_info = run_peer(peer_python, nm_file, scan_dir / "CT", peer_dir, int(rmeta["iterations"]),
+                             int(rmeta["subsets"]), args.threads, [c[::-1] for c in centres])
+        if n == 0:
+            offsets = point_offsets(nm_file, peer_dir, centres)
+        per_scan.append(compare_scan(scan_dir, study_dir, peer_dir, peer_info, scan.patient_id, scan.time_h))
+        if tool is not None:
+            for s in SERIES:
+                reports[s].append(dciodvfy_report(tool, sorted((scan_dir / s).glob("*.dcm"))))
+    noise_free = None
+    if not args.no_noise_free:
+        scan = scans[0]
+        nf_dir = work / "noise_free" / scan.patient_id / f"t{scan.time_h:g}h"
+        export_noise_free(study_dir, scan, nf_dir)
+        rmeta = Image.load(scan.recon).meta
+        nf_peer = run_peer(peer_python, nf_dir / "NM_projections" / "projections.dcm", nf_dir / "CT",
+                           work / "peer_noise_free", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads)
+        noise_free = compare_scan(nf_dir, study_dir, work / "peer_noise_free", nf_peer, scan.patient_id, scan.time_h)
+        noise_free["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in noise_free["lesions"])
+
+    worst_total = max((r["total_ratio"] for r in per_scan), key=lambda v: abs(v - 1.0))
+    result = {
+        "pytomography_corr": min(r["pytomography_corr"] for r in per_scan),
+        "total_ratio": worst_total,
+        "lesion_suvmax_rel_diff_max": max(les["rel_diff"] for r in per_scan for les in r["lesions"]),
+        "dciodvfy_errors": None if tool is None else {s: sum(x["errors"] for x in reports[s]) for s in SERIES},
+        "dciodvfy_warnings": None if tool is None else
+        {s: len({w for x in reports[s] for w in x["warnings"]}) for s in SERIES},
+        "dciodvfy_deprecated": None if tool is None else sum(x["deprecated"] for s in SERIES for x in reports[s]),
+        "dciodvfy_warning_messages": None if tool is None else
+        {s: sorted({w for x in reports[s] for w in x["warnings"]}) for s in SERIES},
+        "corrected_image": per_scan[0]["corrected_image"],
+        "point_projection_offset_mm_max": offsets,
+        "noise_free": noise_free,
+        "scans": per_scan,
+        "peer": {k: peer_info[k] for k in ("name", "version", "torch_version", "threads", "iterations", "subsets")},
+        "targets": TARGETS,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    result["meets_targets"] = bool(
+        result["pytomography_corr"] >= TARGETS["pytomography_corr_min"]
+        and TARGETS["total_ratio"][0] <= result["total_ratio"] <= TARGETS["total_ratio"][1]
+        and result["lesion_suvmax_rel_diff_max"] <= TARGETS["lesion_suvmax_rel_diff_max"]
+        and tool is not None and not any(result["dciodvfy_errors"].values()) and result["dciodvfy_deprecated"] == 0
+        and all(all(c in r["corrected_image"] for c in TARGETS["corrected_image"]) for r in per_scan))
+    tmp.cleanup()
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"her2sim DICOM export read by {result['peer']['name']} {result['peer']['version']} "
+              f"(OSEM {result['peer']['iterations']} x {result['peer']['subsets']}, GI-LEHR PSF, DEW, CT mu map)")
+        for r in per_scan + ([dict(noise_free, scan=noise_free["scan"] + " noise-free")] if noise_free else []):
+            print(f"  {r['scan']}: corr {r['pytomography_corr']:.4f} (mirrored {r['mirrored_corr']:.3f}), "
+                  f"total ratio {r['total_ratio']:.4f}, CorrectedImage {'/'.join(r['corrected_image'])}")
+            for les in r["lesions"]:
+                print(f"    lesion {les['lesion_id']} (IHC {les['ihc']}): SUVmax her2sim {les['suvmax_her2sim']:.3f}, "
+                      f"PyTomography {les['suvmax_pytomography']:.3f} ({100 * les['rel_diff']:.1f} %)")
+        print(f"  lesion-centre voxels projected by both readers: largest offset {offsets['u_mm']} mm (u), "
+              f"{offsets['z_mm']} mm (z)")
+        print(f"  dciodvfy errors {result['dciodvfy_errors']}, distinct warnings {result['dciodvfy_warnings']}, "
+              f"deprecated {result['dciodvfy_deprecated']}; meets targets: {result['meets_targets']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
