@@ -18,6 +18,7 @@ import pydicom
 import pytest
 
 from her2sim.analysis.lesion_table import lesion_rows
+from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_allowed
 from her2sim.config import load_study, override_study
 from her2sim.core.containers import Phantom
 from her2sim.core.grid import Grid, resample
@@ -75,9 +76,12 @@ def test_suvmax_from_dicom_alone_equals_lesions_csv(study):
         assert list(ds.CorrectedImage) == ["ATTN", "SCAT", "DECY"]
         suv, grid = suv_from_dicom(ds)
         time_h = float(path.parent.parent.name[1:-1])
-        lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, grid, order=0)
+        lesions = lesions_on_grid(grid, ph.grid, ph.lesion_fraction, ph.lesion_owner, ph.lesion_own_suv, ph.truth)
+        allowed = margin_allowed(resample(host_labels(ph.labels, ph.label_names), ph.grid, grid, order=0),
+                                 ph.label_names)
         ti = list(ph.time_points_h).index(time_h)
-        rows = lesion_rows(suv, grid, lesion_map, ph.truth, "P001", time_index=ti, margin_mm=grid.spacing_mm[1])
+        rows = lesion_rows(suv, grid, lesions, ph.truth, "P001", time_index=ti, margin_mm=grid.spacing_mm[1],
+                           allowed=allowed)
         for row in rows:
             ref = [r for r in table if int(r["lesion_id"]) == row["lesion_id"] and float(r["time_h"]) == time_h
                    and int(r["realisation"]) == 0]
