@@ -13,10 +13,11 @@ gaussian_filter_fwhm, butterworth_filter, mu_map_from_ct
 from .attenuation import mu_map_from_ct
 from .calibration import calibrate_image, counts_to_bq_per_ml, mean_decay_factor, sensitivity_cps_per_bq
 from .filters import butterworth_filter, gaussian_filter_fwhm
-from .osem import make_subsets, osem, reconstruct, subset_order
+from .osem import make_subsets, osem, osem_batch, post_filter, reconstruct, reconstruct_batch, subset_order
 from .projector import SpectSystemMatrix, grid_for_geometry
 from .scatter import dew_scatter, tew_scatter
 
 __all__ = ["SpectSystemMatrix", "butterworth_filter", "calibrate_image", "counts_to_bq_per_ml", "dew_scatter",
-           "gaussian_filter_fwhm", "grid_for_geometry", "make_subsets", "mean_decay_factor", "mu_map_from_ct", "osem", "reconstruct",
+           "gaussian_filter_fwhm", "grid_for_geometry", "make_subsets", "mean_decay_factor", "mu_map_from_ct", "osem",
+           "osem_batch", "post_filter", "reconstruct", "reconstruct_batch",
            "sensitivity_cps_per_bq", "subset_order", "tew_scatter"]

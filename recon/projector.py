@@ -394,3 +394,74 @@ class SpectSystemMatrix:
         if weights is None:
             self._sens_cache[key] = sens
         return sens
+
+    # ------------------------------------------------------------------ batched operators
+    def forward_batch_yxzb(self, x_yxzb: np.ndarray, views=None) -> np.ndarray:
+        """Forward projection of a batch in the kernels' layout.
+
+        Parameters
+        ----------
+        x_yxzb : numpy.ndarray
+            (ny, nx, nz, B) float64 C-contiguous images (B images of the grid, transposed).
+        views : sequence of int or None
+
+        Returns
+        -------
+        numpy.ndarray
+            (len(views), nu, nv, B) float64 expected counts (the kernels' layout).
+        """
+        x = x_yxzb
+        if self._masked:
+            x = x * self._supp2d[:, :, None, None]  # never in place (the caller's array)
+        v = self._views(views)
+        nv, nu = self.geometry.shape_vu
+        nb = x.shape[3]
+        out = np.zeros((v.size, nu, nv, nb))
+        self._run(_kernels.forward_project_batch, x, lambda n: [out] * n, v)
+        if self._tail_psf is not None:
+            tail = np.zeros_like(out)
+            self._run(_kernels.forward_project_batch, x, lambda n: [tail] * n, v, self._tail_psf)
+            f = self.penetration_fraction
+            out *= 1.0 - f
+            out += f * tail
+        return out
+
+    def backward_batch_yxzb(self, p_uvb: np.ndarray, views=None) -> np.ndarray:
+        """Transpose of :meth:`forward_batch_yxzb`: (len(views), nu, nv, B) -> (ny, nx, nz, B) float64."""
+        v = self._views(views)
+        p = np.ascontiguousarray(p_uvb, dtype=np.float64)
+        nz, ny, nx = self.grid.shape
+        nb = p.shape[3]
+        outs = self._run(_kernels.back_project_batch, p,
+                         lambda n: [np.zeros((ny, nx, nz, nb)) for _ in range(n)], v)
+        total = outs[0]
+        for o in outs[1:]:
+            total += o
+        if self._tail_psf is not None:
+            f = self.penetration_fraction
+            tails = self._run(_kernels.back_project_batch, p,
+                              lambda n: [np.zeros((ny, nx, nz, nb)) for _ in range(n)], v, self._tail_psf)
+            total *= 1.0 - f
+            for o in tails:
+                total += f * o
+        if self._masked:
+            total *= self._supp2d[:, :, None, None]
+        return total
+
+    def forward_batch(self, images, views=None) -> np.ndarray:
+        """Project a batch of images (B, z, y, x) -> (B, len(views), v, u); :meth:`forward` of each image."""
+        x = np.asarray(images, dtype=np.float64)
+        if x.ndim != 4 or x.shape[1:] != self.grid.shape:
+            raise DataError(f"images have shape {x.shape}, expected (B,) + {self.grid.shape} (batch, z, y, x)")
+        out = self.forward_batch_yxzb(np.ascontiguousarray(x.transpose(2, 3, 1, 0)), views)
+        return np.ascontiguousarray(out.transpose(3, 0, 2, 1))
+
+    def backward_batch(self, projections, views=None) -> np.ndarray:
+        """Transpose of :meth:`forward_batch`: (B, len(views), v, u) -> (B, z, y, x)."""
+        v = self._views(views)
+        p = np.asarray(projections, dtype=np.float64)
+        expected = (v.size,) + tuple(self.geometry.shape_vu)
+        if p.ndim != 4 or p.shape[1:] != expected:
+            raise DataError(f"projections have shape {p.shape}, expected (B,) + {expected} (batch, view, v, u)")
+        out = self.backward_batch_yxzb(np.ascontiguousarray(p.transpose(1, 3, 2, 0)), v)
+        return np.ascontiguousarray(out.transpose(3, 2, 0, 1))
