@@ -103,10 +103,7 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
     names = [w.name for w in projections.windows]
     if scatter == "dew" and "scatter" not in names:
         scatter = "none"
-    kwargs = dict(iterations=r["iterations"], subsets=r["subsets"], psf=r["psf"],
-                  penetration=r["penetration"],
-                  post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
-                  attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
+    kwargs = _recon_kwargs(r, mu_map, cps_per_bq, progress)
     mu = mu_map if r["attenuation"] else None
     if scatter == "mc":
         from her2sim.mc_scatter import reconstruct_with_mc_scatter
@@ -117,6 +114,32 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
                                            n_histories=r["scatter_histories"], seed=seed,
                                            smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"], **kwargs)
     return reconstruct(projections, mu, grid, cam, scatter=scatter, **kwargs)
+
+
+def _recon_kwargs(r: dict, mu_map, cps_per_bq, progress: bool) -> dict:
+    """Keyword arguments of :func:`her2sim.recon.reconstruct` from the stage's ``recon`` parameters."""
+    fc = r.get("butterworth_cutoff_cycles_per_cm") or 0.0
+    return dict(iterations=r["iterations"], subsets=r["subsets"], psf=r["psf"], penetration=r["penetration"],
+                post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
+                butterworth=(float(fc), int(r.get("butterworth_order", 10))) if fc > 0 else None,
+                attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
+
+
+def _reconstruct_realisations(realisations: list, mu_map, grid: Grid, params, cps_per_bq=None,
+                              progress=False) -> list:
+    """All noise realisations of one scan in one batched OSEM (:func:`her2sim.recon.reconstruct_batch`):
+    the system matrix, attenuation and sensitivity images are built once and every projector pass
+    serves the whole batch. ``recon.scatter = "mc"`` is not batched (its scatter term needs a
+    reconstruction per realisation); the caller loops over :func:`_reconstruct` then."""
+    from her2sim.recon import reconstruct_batch
+    r = params["recon"]
+    scatter = r["scatter"]
+    names = [w.name for w in realisations[0].windows]
+    if scatter == "dew" and "scatter" not in names:
+        scatter = "none"
+    mu = mu_map if r["attenuation"] else None
+    return reconstruct_batch(realisations, mu, grid, _camera(params), scatter=scatter,
+                             **_recon_kwargs(r, mu_map, cps_per_bq, progress))
 
 
 def _mu_map(phantom: Phantom, grid: Grid, params=None):
@@ -262,12 +285,17 @@ def stage_recon(task: StageTask) -> None:
     grid = _recon_grid(p, ph.grid)
     mu = _mu_map(ph, grid, p)
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
+    n_real = p["monte_carlo"]["noise_realisations"]
     for t_h in ph.time_points_h:
         tdir = pdir / _time_tag(t_h)
-        for k in range(p["monte_carlo"]["noise_realisations"]):
-            proj = Projections.load(tdir / f"noisy_r{k}.h5")
-            img = _reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"], phantom=ph,
-                               seed=_seed(p["seed"], p["index"], 4, int(round(t_h * 3600)), k))
+        projs = [Projections.load(tdir / f"noisy_r{k}.h5") for k in range(n_real)]
+        if p["recon"]["scatter"] == "mc":
+            imgs = [_reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"], phantom=ph,
+                                 seed=_seed(p["seed"], p["index"], 4, int(round(t_h * 3600)), k))
+                    for k, proj in enumerate(projs)]
+        else:  # one batched OSEM over the realisations of this scan
+            imgs = _reconstruct_realisations(projs, mu, grid, p, cps_per_bq=cal["cps_per_bq"])
+        for k, img in enumerate(imgs):
             img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
                              "height_cm": ph.meta.get("height_cm"), "scan_start_s": t_h * 3600.0,
                              "patient_id": p["patient_id"], "time_h": t_h, "realisation": k})
@@ -570,7 +598,9 @@ def build_stages(cfg: StudyConfig) -> list:
                         "penetration": cfg.recon.penetration,
                         "scatter": cfg.recon.scatter, "scatter_histories": cfg.recon.scatter_histories,
                         "scatter_smooth_fwhm_mm": cfg.recon.scatter_smooth_fwhm_mm, "mu_map": cfg.recon.mu_map,
-                        "attenuation": cfg.recon.attenuation, "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm}}
+                        "attenuation": cfg.recon.attenuation, "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm,
+                        "butterworth_cutoff_cycles_per_cm": cfg.recon.butterworth_cutoff_cycles_per_cm,
+                        "butterworth_order": cfg.recon.butterworth_order}}
     analysis = {"threshold": cfg.analysis.threshold, "metrics": list(cfg.analysis.metrics),
                 "pvc_methods": list(cfg.analysis.pvc_methods), "psf_fwhm_mm": cfg.analysis.psf_fwhm_mm,
                 "bootstrap": cfg.analysis.bootstrap, "rose_k": cfg.analysis.rose_k}
