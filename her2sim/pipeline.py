@@ -646,6 +646,52 @@ def build_stages(cfg: StudyConfig) -> list:
     return stages
 
 
+def available_memory_bytes() -> int:
+    """Memory the OS can give this process now (``MemAvailable`` of /proc/meminfo; physical memory
+    when that is unreadable)."""
+    import os
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+#: share of the available memory one batched reconstruction may plan to use
+MEMORY_FRACTION = 0.8
+
+
+def check_noise_realisations(cfg: StudyConfig, available_bytes: int | None = None) -> int:
+    """``monte_carlo.noise_realisations`` N as an int, or a one-line ConfigError when N < 1 or when the
+    batched reconstruction of N realisations of one scan (:func:`her2sim.recon.osem.batch_memory_bytes`)
+    would not fit in :data:`MEMORY_FRACTION` of the available memory. Runs before any stage."""
+    import os
+
+    from her2sim.recon.osem import batch_memory_bytes
+    n = cfg.monte_carlo.noise_realisations
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"monte_carlo.noise_realisations = {n!r}: give an integer >= 1 (Poisson realisations "
+                          f"per scan)")
+    cam = cfg.camera
+    m = int(cam.protocol.matrix)
+    grid_shape = (m, m, m)  # the recon grid: detector rows x matrix x matrix (recon.grid_for_geometry)
+    proj_shape = (int(cam.protocol.n_views), m, m)
+    threads = int(cfg.monte_carlo.threads or 0) or (os.cpu_count() or 1)
+    fixed = batch_memory_bytes(grid_shape, proj_shape, len(cam.windows), 0, threads)
+    per = batch_memory_bytes(grid_shape, proj_shape, len(cam.windows), 1, threads) - fixed
+    need = fixed + int(n) * per
+    avail = available_memory_bytes() if available_bytes is None else int(available_bytes)
+    if need > MEMORY_FRACTION * avail:
+        n_max = max(0, int((MEMORY_FRACTION * avail - fixed) // per))
+        raise ConfigError(f"monte_carlo.noise_realisations = {n}: reconstructing them as one batch needs "
+                          f"~{need / 2**30:.1f} GiB but {avail / 2**30:.1f} GiB is available (limit "
+                          f"{MEMORY_FRACTION:.0%}); use at most {n_max} on this machine")
+    return int(n)
+
+
 def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = True) -> dict:
     """Run (or resume) a study; returns the JSON summary the CLI prints.
 
@@ -658,6 +704,7 @@ def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = 
         Where independent stages run (serial by default).
     progress : bool
     """
+    check_noise_realisations(cfg)  # one-line error before any work (N < 1, or more than fits in memory)
     sd = Path(study_dir or cfg.study.output_dir)
     sd.mkdir(parents=True, exist_ok=True)
     save_study(cfg, sd / "study.toml")

@@ -251,6 +251,40 @@ def osem_batch(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 
     return out
 
 
+def batch_memory_bytes(grid_shape: tuple, projection_shape: tuple, n_windows: int, batch: int,
+                       n_threads: int = 1) -> int:
+    """Upper bound of the memory (bytes) :func:`reconstruct_batch` needs for ``batch`` realisations.
+
+    Counted per realisation: the loaded projections (``n_windows`` windows, float32 on disk,
+    float64 once checked), the photopeak data and scatter term in float32, the image, one
+    forward projection and ratio per subset (bounded by the full view count), one back projection
+    per thread plus their sum (float32, all slices), the float64 output image and its calibrated
+    float32 copy. Fixed: the system's sensitivity images and attenuation map (float64).
+
+    Parameters
+    ----------
+    grid_shape : tuple
+        (z, y, x) of the reconstruction grid.
+    projection_shape : tuple
+        (view, v, u) of one window.
+    n_windows : int
+        Energy windows per projection set.
+    batch : int
+        Realisations reconstructed together (>= 1).
+    n_threads : int
+        Projector threads.
+    """
+    vox = int(np.prod(grid_shape))
+    pix = int(np.prod(projection_shape))
+    per = (n_windows * pix * (4 + 8)      # loaded Projections (float32) + checked float64 copy
+           + 2 * pix * 4                  # photopeak data and scatter term, float32
+           + 2 * pix * 4                  # forward projection and ratio (<= all views), float32
+           + vox * 4 * (2 + n_threads)    # image, back projections per thread and their sum, float32
+           + vox * (8 + 4))               # float64 result and calibrated float32 image
+    fixed = 3 * vox * 8
+    return int(fixed + batch * per)
+
+
 def _scatter_term(projections: Projections, scatter, window_index: int, smooth_fwhm_mm) -> np.ndarray | None:
     if isinstance(scatter, str):
         if scatter not in SCATTER_METHODS:
@@ -374,8 +408,31 @@ def post_filter(x: np.ndarray, grid: Grid, post_filter_fwhm_mm: float | None = N
             cutoff, order = butterworth
         except (TypeError, ValueError):
             raise ConfigError(f"butterworth = {butterworth!r} must be (cutoff_cycles_per_cm, order)") from None
-        x = butterworth_filter(x, grid, cutoff, order)
+        x = _butterworth_on_support(np.asarray(x, dtype=np.float64), grid, cutoff, order)
     return np.maximum(x, 0.0)
+
+
+#: Margin (mm) kept around the nonzero part of an image when it is Butterworth-filtered on its bounding box
+BUTTERWORTH_MARGIN_MM = 60.0
+
+
+def _butterworth_on_support(x: np.ndarray, grid: Grid, cutoff: float, order: int) -> np.ndarray:
+    """:func:`butterworth_filter` of an image that is zero outside a box (OSEM images are zero outside the
+    support's slices): the FFT runs on the slab of nonzero slices grown by :data:`BUTTERWORTH_MARGIN_MM`,
+    so a 128-slice grid holding a 64-slice torso costs about half the FFT. The order-10 filter rings
+    (sharp cut-off), so this is not bit-identical to filtering the whole grid: on a seed-trial patient
+    (0.48 cycles/cm, order 10) the two differ by at most 0.18 % of the image maximum."""
+    nz = np.flatnonzero(x.any(axis=(1, 2)))
+    if nz.size == 0:
+        return x.copy()
+    m = int(np.ceil(BUTTERWORTH_MARGIN_MM / grid.spacing_mm[0]))
+    lo, hi = max(int(nz[0]) - m, 0), min(int(nz[-1]) + 1 + m, x.shape[0])
+    if hi - lo >= x.shape[0]:
+        return butterworth_filter(x, grid, cutoff, order)
+    sub = Grid((hi - lo,) + x.shape[1:], grid.spacing_mm)
+    out = np.zeros_like(x)
+    out[lo:hi] = butterworth_filter(x[lo:hi], sub, cutoff, order)
+    return out
 
 
 def _finish_image(x, projections: Projections, iw: int, grid: Grid, meta: dict, post_filter_fwhm_mm, butterworth,
