@@ -443,6 +443,19 @@ def _call_stability(rows: list, threshold: float) -> dict:
     return out
 
 
+def _robustness_summary(rows: list, a: dict, seed: int, figdir: Path) -> dict:
+    """Threshold robustness under image noise (:func:`her2sim.analysis.robustness.robustness_summary`):
+    Se/Sp/AUC with realisation-nested patient bootstrap, call stability and the P(SUVmax >= threshold)
+    table and figure. Needs >= 2 noise realisations per scan."""
+    from her2sim.analysis.robustness import robustness_summary
+    n_real = len({int(r.get("realisation", 0)) for r in rows})
+    if n_real < 2:
+        return {"noise_realisations": n_real,
+                "undefined": "one noise realisation per scan; set monte_carlo.noise_realisations >= 2"}
+    return robustness_summary(rows, a["threshold"], n_boot=a["bootstrap"] or 200, seed=seed,
+                              figure_path=figdir / "p_positive_vs_true_suv.png")
+
+
 def stage_statistics(task: StageTask) -> None:
     """Merge lesion rows; threshold statistics per metric; seed-paper statistics; figures; summary."""
     _fault_injection_delay(task.stage)
@@ -493,6 +506,7 @@ def stage_statistics(task: StageTask) -> None:
     summary["statistics"] = stats
     summary["call_rates"] = _call_rates(rows, a["threshold"])
     summary["call_stability"] = _call_stability(rows, a["threshold"])
+    summary["robustness"] = _robustness_summary(rows, a, p["seed"], figdir)  # issue 13: noise realisations
     figs = []
     if primary_rows:
         t0 = min(r["time_h"] for r in primary_rows)
