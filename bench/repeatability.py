@@ -30,7 +30,8 @@ Prints (``--json``: one JSON object):
 * ``seconds``, ``load_average``.
 
 Usage: ``python bench/repeatability.py [--json] [--realisations 10] [--patients 1] [--pvc rbv]
-[--compare-no-filter] [--out-dir DIR]``
+[--compare-no-filter] [--set KEY=VALUE ...] [--out-dir DIR]`` (with ``--out-dir`` of an earlier run,
+the Monte Carlo of that run is reused when only recon or analysis keys change).
 """
 from __future__ import annotations
 
@@ -200,6 +201,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--compare-no-filter", action="store_true",
                     help="also reconstruct the same data without the post-filter")
     ap.add_argument("--out-dir", help="keep the study folder here (default: a temporary folder, deleted)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a study key (e.g. recon.iterations=2); repeatable")
     args = ap.parse_args(argv)
     if args.patients < 1:
         raise ConfigError(f"--patients = {args.patients}: give 1 or more")
@@ -207,7 +210,7 @@ def main(argv=None) -> dict:
     load0 = os.getloadavg()
     root = Path(args.out_dir) if args.out_dir else Path(tempfile.mkdtemp(prefix="her2sim_rep_"))
     try:
-        cfg = study_config(args.patients, args.realisations, args.pvc)
+        cfg = study_config(args.patients, args.realisations, args.pvc, args.set)
         sd = root / "study"
         summary = run_study(cfg, sd, progress=False)
         pids = [p.name for p in sorted((sd / "patients").iterdir()) if p.is_dir()]
@@ -220,7 +223,8 @@ def main(argv=None) -> dict:
         out["stage_seconds"] = {k: round(v, 1) for k, v in summary["stage_seconds"].items()}
         if args.compare_no_filter:
             cfg0 = study_config(args.patients, args.realisations, args.pvc,
-                                ["recon.butterworth_cutoff_cycles_per_cm=0.0", "recon.post_filter_fwhm_mm=0.0"])
+                                [*args.set, "recon.butterworth_cutoff_cycles_per_cm=0.0",
+                                 "recon.post_filter_fwhm_mm=0.0"])
             run_study(cfg0, sd, progress=False)  # same data: simulate stages are reused
             f0 = figures(sd, pids, args.realisations)
             out["no_filter"] = {k: f0[k] for k in ("suvmax_wcv_pct", "suvmean_wcv_pct", "background_cov")}

@@ -6,6 +6,9 @@ reconstruct(projections, mu_map_per_cm, grid, ...) -> Image
 SpectSystemMatrix(grid, geometry, mu_map_per_cm, camera, psf) with ``forward`` / ``backward``
 grid_for_geometry(geometry, n_xy=None) -> Grid matching the detector pixels
 osem(system, counts, ...), make_subsets, subset_order
+reconstruct_batch(realisations, ...) / osem_batch(system, counts_batch, ...): the Poisson realisations of
+    one scan through one system matrix, every projector pass shared by the batch
+post_filter(image, grid, fwhm_mm, butterworth)
 dew_scatter, tew_scatter
 sensitivity_cps_per_bq, counts_to_bq_per_ml, calibrate_image, mean_decay_factor
 gaussian_filter_fwhm, butterworth_filter, mu_map_from_ct
