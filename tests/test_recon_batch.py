@@ -126,3 +126,19 @@ def test_butterworth_on_the_support_slab_matches_the_full_grid_filter():
     assert np.max(np.abs(full - slab)) <= 5e-3 * np.max(full)
     m = int(np.ceil(60.0 / 4.42))  # BUTTERWORTH_MARGIN_MM in slices
     assert not slab[: 24 - m].any() and not slab[40 + m:].any()
+
+
+def test_batch_operators_with_the_penetration_tail_equal_the_single_ones():
+    """recon.penetration: the tail's second projection pass is batched too (1e-12 relative)."""
+    from her2sim.sim.penetration import PenetrationTable
+    d_tab = np.array([0.0, 100.0, 200.0, 300.0, 400.0, 500.0])
+    tab = PenetrationTable(d_tab, np.full(6, 0.064), 1.8 + 0.0457 * d_tab)
+    g, geo, a = _setup(penetration=tab)
+    rng = np.random.default_rng(9)
+    xs = rng.random((2,) + g.shape)
+    ys = rng.random((2,) + a.projection_shape)
+    fb, bb = a.forward_batch(xs), a.backward_batch(ys)
+    for b in range(2):
+        f1, b1 = a.forward(xs[b]), a.backward(ys[b])
+        assert np.max(np.abs(fb[b] - f1)) <= 1e-12 * np.max(np.abs(f1))
+        assert np.max(np.abs(bb[b] - b1)) <= 1e-12 * np.max(np.abs(b1))
