@@ -629,11 +629,12 @@ def _robustness(study_dir: Path, summary: dict) -> Section | None:
            f"realisations; 'noise only' is the range over realisations with the cohort fixed. Median "
            f"within-lesion wCV over realisations: SUVmax {format_value(rob.get('suvmax_wcv_pct_median'))} %, "
            f"SUVmean {format_value(rob.get('suvmean_wcv_pct_median'))} %.")
-    rows = []
+    rows, notes = [], []
     for metric, per_t in (rob.get("threshold_with_noise") or {}).items():
         for t, e in per_t.items():
             if not isinstance(e, dict) or "se" not in e:
-                rows.append([metric, t] + ["-"] * 6)
+                notes.append(f"{metric} at {t}: Se/Sp/AUC undefined ("
+                             f"{e.get('undefined', 'no data') if isinstance(e, dict) else e}).")
                 continue
             rows.append([metric, t, format_value(e.get("n_patients")), format_value(e.get("n_lesions"))]
                         + [_with_ci(e[k]["estimate"], e[k]["ci"]) + "; noise only "
@@ -643,6 +644,8 @@ def _robustness(study_dir: Path, summary: dict) -> Section | None:
         s.table(Table(["metric", "time", "patients", "lesions", "Se", "Sp", "AUC"], rows,
                       f"At SUVmax >= {format_value(rob.get('threshold'))}: estimate [95 % interval, realisations "
                       "nested in the patient bootstrap]"))
+    for note in notes:
+        s.text(note)
     cs = rob.get("call_stability")
     if isinstance(cs, dict) and "undefined" not in cs:
         s.table(_key_value_table({k: v for k, v in cs.items() if k != "unstable"}, "Call stability per lesion",
