@@ -48,8 +48,16 @@ start-up (imports and Numba cache loads, several seconds each), which dominates 
 resamples) so the default quick bench (1 and 2 patients x 1 and 2 workers) ends in a
 few minutes.
 
+``--realisations N`` sets ``monte_carlo.noise_realisations = N`` (default: the preset's 1): every
+scan's N Poisson realisations are reconstructed in one batch (issue 13), so the extrapolation is
+that of the N-realisation trial (30 patients x 2 time points x N reconstructions). The same run
+then times, on the first patient's 1 h scan of the first one-worker run, one reconstruction
+(``single_recon_seconds``) and the batch of its N realisations (``batch_recon_seconds``), and
+prints ``batch_over_single_cost_ratio`` = batch / single (issue target: <= 3 for N = 10) and
+``per_realisation_cost_ratio`` = batch / (N x single).
+
 Usage: ``python bench/e2e_seed_trial.py [--json] [--quick] [--patients 1,2] [--workers 1,2]
-[--warmup | --no-warmup] [--out-dir DIR]``
+[--realisations N] [--warmup | --no-warmup] [--out-dir DIR]``
 """
 from __future__ import annotations
 
@@ -141,7 +149,7 @@ def by_kind(seconds_by_stage: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ study
-def study_config(n_patients: int, workers: int, quick: bool) -> StudyConfig:
+def study_config(n_patients: int, workers: int, quick: bool, realisations: int | None = None) -> StudyConfig:
     """The seed-trial preset with ``n_patients`` patients, single-threaded MC when ``workers > 1``.
 
     ``monte_carlo.photons`` and ``monte_carlo.target_relative_noise`` are exclusive, and
@@ -157,6 +165,10 @@ def study_config(n_patients: int, workers: int, quick: bool) -> StudyConfig:
     sets = [f"cohort.n_patients={n_patients}"]
     if workers > 1:
         sets.append("monte_carlo.threads=1")
+    if realisations is not None:
+        if realisations < 1:
+            raise ConfigError(f"--realisations = {realisations}: give an integer >= 1")
+        sets.append(f"monte_carlo.noise_realisations={realisations}")
     if quick:
         data["monte_carlo"].pop("target_relative_noise", None)
         sets.extend(QUICK_OVERRIDES)
@@ -183,13 +195,14 @@ def _cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def run_once(n_patients: int, workers: int, quick: bool, study_dir: Path, warm: bool = False) -> dict:
+def run_once(n_patients: int, workers: int, quick: bool, study_dir: Path, warm: bool = False,
+             realisations: int | None = None) -> dict:
     """One fresh run of the study; returns the row of ``runs``.
 
     ``warm`` is recorded as ``main_process_warm``: a serial run after another serial run
     in this process finds the modules imported and the Numba kernels loaded.
     """
-    cfg = study_config(n_patients, workers, quick)
+    cfg = study_config(n_patients, workers, quick, realisations)
     inner = SerialExecutor() if workers == 1 else cf.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"))
     ex = StageTimingExecutor(inner)
@@ -206,11 +219,47 @@ def run_once(n_patients: int, workers: int, quick: bool, study_dir: Path, warm: 
             "stage_seconds": {k: round(v, 2) for k, v in summary["stage_seconds"].items()},
             "busy_seconds": {k: round(v, 2) for k, v in by_kind(ex.busy_seconds).items()},
             "scans": summary["scans"], "summary_patients": summary["patients"],
+            "noise_realisations": cfg.monte_carlo.noise_realisations,
             "threads": cfg.monte_carlo.threads, "processes_used": len(ex.pids),
             "main_process_warm": bool(warm and workers == 1),
             "cpu_seconds": round(_cpu_seconds() - cpu_before, 2),
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+
+
+def recon_batch_cost(study_dir: Path, quick: bool, realisations: int) -> dict:
+    """Seconds of one reconstruction and of the batch of ``realisations`` of the first scan of a finished study.
+
+    Uses the study's own noisy realisations, attenuation map and calibration (the stage's code path:
+    :func:`her2sim.pipeline._reconstruct` for one, :func:`her2sim.pipeline._reconstruct_realisations`
+    for the batch), each after an untimed warm-up call of its kind.
+    """
+    import json as _json
+
+    from her2sim.core.containers import Phantom, Projections
+    from her2sim.pipeline import _mu_map, _recon_grid, _reconstruct, _reconstruct_realisations, build_stages
+
+    cfg = study_config(1, 1, quick, realisations)
+    params = next(s for s in build_stages(cfg) if s.name.startswith("recon_")).params
+    pdir = sorted(p for p in (study_dir / "patients").iterdir() if p.is_dir())[0]
+    ph = Phantom.load(pdir / "phantom.h5")
+    tdir = pdir / f"t{ph.time_points_h[0]:g}h"
+    projs = [Projections.load(tdir / f"noisy_r{k}.h5") for k in range(realisations)]
+    grid = _recon_grid(params, ph.grid)
+    mu = _mu_map(ph, grid, params)
+    cps = _json.loads((study_dir / "calibration" / "calibration.json").read_text())["cps_per_bq"]
+    _reconstruct(projs[0], mu, grid, params, cps_per_bq=cps, phantom=ph)
+    t0 = time.perf_counter()
+    _reconstruct(projs[0], mu, grid, params, cps_per_bq=cps, phantom=ph)
+    single = time.perf_counter() - t0
+    _reconstruct_realisations(projs[:1], mu, grid, params, cps_per_bq=cps)
+    t0 = time.perf_counter()
+    _reconstruct_realisations(projs, mu, grid, params, cps_per_bq=cps)
+    batch = time.perf_counter() - t0
+    return {"realisations": realisations, "single_recon_seconds": round(single, 2),
+            "batch_recon_seconds": round(batch, 2), "batch_over_single_cost_ratio": round(batch / single, 2),
+            "per_realisation_cost_ratio": round(batch / (realisations * single), 3),
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 # ------------------------------------------------------------------------------------------ figures
@@ -270,7 +319,12 @@ def main(argv=None) -> dict:
                     help="run an uncounted 1-patient quick study first to load/compile the Numba kernels "
                          "(default: on for full runs, off with --quick)")
     ap.add_argument("--out-dir", help="keep the study folders here (default: a temporary folder, deleted)")
+    ap.add_argument("--realisations", type=int, default=None,
+                    help="monte_carlo.noise_realisations per scan (default: the preset's); also times one "
+                         "reconstruction against the batch of N")
     args = ap.parse_args(argv)
+    if args.realisations is not None and args.realisations < 1:
+        raise ConfigError(f"--realisations = {args.realisations}: give an integer >= 1")
     patients = _int_list(args.patients, "--patients")
     workers = _int_list(args.workers, "--workers")
 
@@ -287,17 +341,27 @@ def main(argv=None) -> dict:
                 sd = root / f"{'quick' if args.quick else 'full'}_p{n}_w{w}"
                 if sd.exists():
                     shutil.rmtree(sd)
-                runs.append(run_once(n, w, args.quick, sd, warm=warmup_s is not None or any(r["workers"] == 1 for r in runs)))
+                runs.append(run_once(n, w, args.quick, sd, warm=warmup_s is not None or any(r["workers"] == 1 for r in runs),
+                                     realisations=args.realisations))
                 if not args.json:
                     r = runs[-1]
                     print(f"{n} patient(s), {w} worker(s): {r['wall_seconds']:.1f} s wall, busy "
                           + ", ".join(f"{k} {v:.1f}" for k, v in r["busy_seconds"].items())
                           + f" s; load {r['load_average_after'][0]:.2f}", flush=True)
+        batch_cost = None
+        if args.realisations:
+            serial = [r for r in runs if r["workers"] == 1] or runs
+            first = root / f"{'quick' if args.quick else 'full'}_p{serial[0]['patients']}_w{serial[0]['workers']}"
+            batch_cost = recon_batch_cost(first, args.quick, args.realisations)
     finally:
         if not args.out_dir:
             shutil.rmtree(root, ignore_errors=True)
-    out = {"mode": "quick" if args.quick else "full", "warmup_seconds": warmup_s, "runs": runs}
+    out = {"mode": "quick" if args.quick else "full", "warmup_seconds": warmup_s, "runs": runs,
+           "noise_realisations": args.realisations or 1}
     out.update(derived_figures(runs, args.quick))
+    if batch_cost is not None:
+        out["recon_batch_cost"] = batch_cost
+        out["batch_over_single_cost_ratio"] = batch_cost["batch_over_single_cost_ratio"]
     out["cpu_count"] = os.cpu_count()
     out["load_average"] = {"start": [round(x, 2) for x in load_start],
                            "end": [round(x, 2) for x in os.getloadavg()]}

@@ -10,7 +10,8 @@ A study file has one table per section::
     [protocol]     optional shortcut for [camera.protocol]
     [calibration]  phantom, activity_mbq                          (counts -> Bq/mL calibration scan)
     [monte_carlo]  mode, photons | target_relative_noise, seed, threads, noise_realisations
-    [recon]        iterations, subsets, psf, penetration, scatter, scatter_histories, attenuation, mu_map, post_filter_fwhm_mm
+    [recon]        iterations, subsets, psf, penetration, scatter, scatter_histories, attenuation, mu_map, post_filter_fwhm_mm,
+                   butterworth_cutoff_cycles_per_cm, butterworth_order
     [analysis]     threshold, metrics, pvc_methods, psf_fwhm_mm, bootstrap, rose_k
     [output]       dicom, report, figures
 
@@ -370,6 +371,11 @@ class ReconSection:
         and densities (isolates the attenuation-map error).
     post_filter_fwhm_mm : float
         Gaussian post-filter FWHM (mm), 0 = none.
+    butterworth_cutoff_cycles_per_cm : float
+        Cut-off of a 3-D Butterworth post-filter ``1 / sqrt(1 + (f / fc)^(2 n))`` (cycles/cm), 0 = none.
+        The ``seed-trial`` preset uses the GE Xeleris/Evolution clinical setting (0.48 cycles/cm, order 10).
+    butterworth_order : int
+        Order (GE: "power") n of that filter.
     """
 
     iterations: int = 4
@@ -382,6 +388,8 @@ class ReconSection:
     attenuation: bool = True
     mu_map: str = "ct"
     post_filter_fwhm_mm: float = 0.0
+    butterworth_cutoff_cycles_per_cm: float = 0.0
+    butterworth_order: int = 10
 
 
 @dataclass(frozen=True)
@@ -452,7 +460,8 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
                    "scatter": v_choice(SCATTER_METHODS), "scatter_histories": v_int(*LIMITS["recon.scatter_histories"]),
                    "scatter_smooth_fwhm_mm": v_float(0.0, 500.0),
                    "attenuation": v_bool, "mu_map": v_choice(MU_MAP_SOURCES),
-                   "post_filter_fwhm_mm": v_float(0.0, 100.0)},
+                   "post_filter_fwhm_mm": v_float(0.0, 100.0),
+                   "butterworth_cutoff_cycles_per_cm": v_float(0.0, 100.0), "butterworth_order": v_int(1, 20)},
     AnalysisSection: {"threshold": v_float(0.0, 100.0, lo_open=True), "metrics": v_choice_list(ANALYSIS_METRICS),
                       "pvc_methods": v_choice_list(PVC_METHODS), "psf_fwhm_mm": v_float(0.0, 100.0, lo_open=True),
                       "bootstrap": v_int(0, 1_000_000), "rose_k": v_float(0.0, 100.0, lo_open=True),

@@ -104,10 +104,7 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
     names = [w.name for w in projections.windows]
     if scatter == "dew" and "scatter" not in names:
         scatter = "none"
-    kwargs = dict(iterations=r["iterations"], subsets=r["subsets"], psf=r["psf"],
-                  penetration=r["penetration"],
-                  post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
-                  attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
+    kwargs = _recon_kwargs(r, mu_map, cps_per_bq, progress)
     mu = mu_map if r["attenuation"] else None
     if scatter == "mc":
         from her2sim.mc_scatter import reconstruct_with_mc_scatter
@@ -118,6 +115,32 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
                                            n_histories=r["scatter_histories"], seed=seed,
                                            smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"], **kwargs)
     return reconstruct(projections, mu, grid, cam, scatter=scatter, **kwargs)
+
+
+def _recon_kwargs(r: dict, mu_map, cps_per_bq, progress: bool) -> dict:
+    """Keyword arguments of :func:`her2sim.recon.reconstruct` from the stage's ``recon`` parameters."""
+    fc = r.get("butterworth_cutoff_cycles_per_cm") or 0.0
+    return dict(iterations=r["iterations"], subsets=r["subsets"], psf=r["psf"], penetration=r["penetration"],
+                post_filter_fwhm_mm=r["post_filter_fwhm_mm"] or None, calibration_cps_per_bq=cps_per_bq,
+                butterworth=(float(fc), int(r.get("butterworth_order", 10))) if fc > 0 else None,
+                attenuation_correction=bool(r["attenuation"] and mu_map is not None), progress=progress)
+
+
+def _reconstruct_realisations(realisations: list, mu_map, grid: Grid, params, cps_per_bq=None,
+                              progress=False) -> list:
+    """All noise realisations of one scan in one batched OSEM (:func:`her2sim.recon.reconstruct_batch`):
+    the system matrix, attenuation and sensitivity images are built once and every projector pass
+    serves the whole batch. ``recon.scatter = "mc"`` is not batched (its scatter term needs a
+    reconstruction per realisation); the caller loops over :func:`_reconstruct` then."""
+    from her2sim.recon import reconstruct_batch
+    r = params["recon"]
+    scatter = r["scatter"]
+    names = [w.name for w in realisations[0].windows]
+    if scatter == "dew" and "scatter" not in names:
+        scatter = "none"
+    mu = mu_map if r["attenuation"] else None
+    return reconstruct_batch(realisations, mu, grid, _camera(params), scatter=scatter,
+                             **_recon_kwargs(r, mu_map, cps_per_bq, progress))
 
 
 def _mu_map(phantom: Phantom, grid: Grid, params=None):
@@ -268,12 +291,17 @@ def stage_recon(task: StageTask) -> None:
     grid = _recon_grid(p, ph.grid)
     mu = _mu_map(ph, grid, p)
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
+    n_real = p["monte_carlo"]["noise_realisations"]
     for t_h in ph.time_points_h:
         tdir = pdir / _time_tag(t_h)
-        for k in range(p["monte_carlo"]["noise_realisations"]):
-            proj = Projections.load(tdir / f"noisy_r{k}.h5")
-            img = _reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"], phantom=ph,
-                               seed=_seed(p["seed"], p["index"], 4, int(round(t_h * 3600)), k))
+        projs = [Projections.load(tdir / f"noisy_r{k}.h5") for k in range(n_real)]
+        if p["recon"]["scatter"] == "mc":
+            imgs = [_reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"], phantom=ph,
+                                 seed=_seed(p["seed"], p["index"], 4, int(round(t_h * 3600)), k))
+                    for k, proj in enumerate(projs)]
+        else:  # one batched OSEM over the realisations of this scan
+            imgs = _reconstruct_realisations(projs, mu, grid, p, cps_per_bq=cal["cps_per_bq"])
+        for k, img in enumerate(imgs):
             img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
                              "height_cm": ph.meta.get("height_cm"), "scan_start_s": t_h * 3600.0,
                              "patient_id": p["patient_id"], "time_h": t_h, "realisation": k})
@@ -462,6 +490,19 @@ def _call_stability(rows: list, threshold: float) -> dict:
     return out
 
 
+def _robustness_summary(rows: list, a: dict, seed: int, figdir: Path) -> dict:
+    """Threshold robustness under image noise (:func:`her2sim.analysis.robustness.robustness_summary`):
+    Se/Sp/AUC with realisation-nested patient bootstrap, call stability and the P(SUVmax >= threshold)
+    table and figure. Needs >= 2 noise realisations per scan."""
+    from her2sim.analysis.robustness import robustness_summary
+    n_real = len({int(r.get("realisation", 0)) for r in rows})
+    if n_real < 2:
+        return {"noise_realisations": n_real,
+                "undefined": "one noise realisation per scan; set monte_carlo.noise_realisations >= 2"}
+    return robustness_summary(rows, a["threshold"], n_boot=a["bootstrap"] or 200, seed=seed,
+                              figure_path=figdir / "p_positive_vs_true_suv.png")
+
+
 def stage_statistics(task: StageTask) -> None:
     """Merge lesion rows; threshold statistics per metric; seed-paper statistics; figures; summary."""
     _fault_injection_delay(task.stage)
@@ -525,6 +566,7 @@ def stage_statistics(task: StageTask) -> None:
     summary["statistics"] = stats
     summary["call_rates"] = _call_rates(rows, a["threshold"])
     summary["call_stability"] = _call_stability(rows, a["threshold"])
+    summary["robustness"] = _robustness_summary(rows, a, p["seed"], figdir)  # issue 13: noise realisations
     figs = []
     if primary_rows:
         t0 = min(r["time_h"] for r in primary_rows)
@@ -634,7 +676,9 @@ def build_stages(cfg: StudyConfig) -> list:
                         "penetration": cfg.recon.penetration,
                         "scatter": cfg.recon.scatter, "scatter_histories": cfg.recon.scatter_histories,
                         "scatter_smooth_fwhm_mm": cfg.recon.scatter_smooth_fwhm_mm, "mu_map": cfg.recon.mu_map,
-                        "attenuation": cfg.recon.attenuation, "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm}}
+                        "attenuation": cfg.recon.attenuation, "post_filter_fwhm_mm": cfg.recon.post_filter_fwhm_mm,
+                        "butterworth_cutoff_cycles_per_cm": cfg.recon.butterworth_cutoff_cycles_per_cm,
+                        "butterworth_order": cfg.recon.butterworth_order}}
     analysis = {"threshold": cfg.analysis.threshold, "metrics": list(cfg.analysis.metrics),
                 "pvc_methods": list(cfg.analysis.pvc_methods), "psf_fwhm_mm": cfg.analysis.psf_fwhm_mm,
                 "bootstrap": cfg.analysis.bootstrap, "rose_k": cfg.analysis.rose_k, "voi": cfg.analysis.voi,
@@ -683,6 +727,52 @@ def build_stages(cfg: StudyConfig) -> list:
     return stages
 
 
+def available_memory_bytes() -> int:
+    """Memory the OS can give this process now (``MemAvailable`` of /proc/meminfo; physical memory
+    when that is unreadable)."""
+    import os
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+#: share of the available memory one batched reconstruction may plan to use
+MEMORY_FRACTION = 0.8
+
+
+def check_noise_realisations(cfg: StudyConfig, available_bytes: int | None = None) -> int:
+    """``monte_carlo.noise_realisations`` N as an int, or a one-line ConfigError when N < 1 or when the
+    batched reconstruction of N realisations of one scan (:func:`her2sim.recon.osem.batch_memory_bytes`)
+    would not fit in :data:`MEMORY_FRACTION` of the available memory. Runs before any stage."""
+    import os
+
+    from her2sim.recon.osem import batch_memory_bytes
+    n = cfg.monte_carlo.noise_realisations
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"monte_carlo.noise_realisations = {n!r}: give an integer >= 1 (Poisson realisations "
+                          f"per scan)")
+    cam = cfg.camera
+    m = int(cam.protocol.matrix)
+    grid_shape = (m, m, m)  # the recon grid: detector rows x matrix x matrix (recon.grid_for_geometry)
+    proj_shape = (int(cam.protocol.n_views), m, m)
+    threads = int(cfg.monte_carlo.threads or 0) or (os.cpu_count() or 1)
+    fixed = batch_memory_bytes(grid_shape, proj_shape, len(cam.windows), 0, threads)
+    per = batch_memory_bytes(grid_shape, proj_shape, len(cam.windows), 1, threads) - fixed
+    need = fixed + int(n) * per
+    avail = available_memory_bytes() if available_bytes is None else int(available_bytes)
+    if need > MEMORY_FRACTION * avail:
+        n_max = max(0, int((MEMORY_FRACTION * avail - fixed) // per))
+        raise ConfigError(f"monte_carlo.noise_realisations = {n}: reconstructing them as one batch needs "
+                          f"~{need / 2**30:.1f} GiB but {avail / 2**30:.1f} GiB is available (limit "
+                          f"{MEMORY_FRACTION:.0%}); use at most {n_max} on this machine")
+    return int(n)
+
+
 def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = True, workers: int = 1) -> dict:
     """Run (or resume) a study; returns the JSON summary the CLI prints.
 
@@ -705,6 +795,7 @@ def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = 
     DataError
         Another run holds the study folder (:func:`her2sim.stages.study_lock`).
     """
+    check_noise_realisations(cfg)  # one-line error before any work (N < 1, or more than fits in memory)
     sd = Path(study_dir or cfg.study.output_dir)
     preflight(cfg, workers)
     stages = build_stages(cfg)

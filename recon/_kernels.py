@@ -481,3 +481,283 @@ def back_project(proj_uv, mu_yxz, use_att, supp2d, zlo, zhi, views, cos_t, sin_t
         _back_view(g, mu_yxz, use_att, supp2d, zv_lo, zv_hi, z_off, cos_t[vw], sin_t[vw], s_hi[vw], ds, u_c,
                    axis_x, axis_y, ox, oy, dx, dy, inc_u_px2[vw], inc_v_px2[vw], use_psf, var_step_px2,
                    margin_u, margin_v, iy0, ix0, w4, ulo, uhi, bv_u, bv_v, gbuf, cum, tmp, out_yxz)
+
+
+# ------------------------------------------------------------------------------------------ batched kernels
+# The same operators for a batch of B images that share the geometry, attenuation and response (e.g. the
+# Poisson realisations of one scan). Arrays carry a trailing batch axis, so the lattice, the attenuation
+# factors exp(-integral mu) and the blur plan are computed once per sample and reused for the B images,
+# and the innermost loops run over the batch contiguously. The sampling is fused with the summation (no
+# per-plane buffer of B images, which is what made the work memory-bound): the back projection meets the
+# planes nearest first, the order in which the attenuation integral grows, and the forward projection,
+# which adds them farthest first, gets each sample's path to the face as (total path) - (path beyond it),
+# the total coming from a first pass over the attenuation map only. Images cover only the slices
+# ``zbase:zbase + nz_local`` (the support's slice range) to halve their memory.
+
+
+@njit(cache=True)
+def _pass_b(a, tmp, axis, w, vlo, vhi, ulo, uhi, olo, ohi):
+    """:func:`_pass` on ``a`` (u, v, B): the same three-tap pass applied to every image of the batch."""
+    c = 1.0 - 2.0 * w
+    nb = a.shape[2]
+    if axis == 0:
+        for iu in range(olo, ohi):
+            has_l = iu - 1 >= ulo and iu - 1 < uhi
+            has_m = iu >= ulo and iu < uhi
+            has_r = iu + 1 >= ulo and iu + 1 < uhi
+            for iv in range(vlo, vhi):
+                for b in range(nb):
+                    s = 0.0
+                    if has_l:
+                        s += w * a[iu - 1, iv, b]
+                    if has_m:
+                        s += c * a[iu, iv, b]
+                    if has_r:
+                        s += w * a[iu + 1, iv, b]
+                    tmp[iu, iv, b] = s
+        for iu in range(olo, ohi):
+            for iv in range(vlo, vhi):
+                for b in range(nb):
+                    a[iu, iv, b] = tmp[iu, iv, b]
+    else:
+        for iu in range(ulo, uhi):
+            for iv in range(olo, ohi):
+                has_u = iv - 1 >= vlo and iv - 1 < vhi
+                has_m = iv >= vlo and iv < vhi
+                has_d = iv + 1 >= vlo and iv + 1 < vhi
+                for b in range(nb):
+                    s = 0.0
+                    if has_u:
+                        s += w * a[iu, iv - 1, b]
+                    if has_m:
+                        s += c * a[iu, iv, b]
+                    if has_d:
+                        s += w * a[iu, iv + 1, b]
+                    tmp[iu, iv, b] = s
+            for iv in range(olo, ohi):
+                for b in range(nb):
+                    a[iu, iv, b] = tmp[iu, iv, b]
+
+
+@njit(cache=True)
+def _mu_bilinear_half(mu_yxz, y0, x0, iz, w00, w01, w10, w11, ds):
+    """Half the attenuation path of one sample: 0.5 ds mu(sample) (mu in 1/mm)."""
+    return 0.5 * ds * (w00 * mu_yxz[y0, x0, iz] + w01 * mu_yxz[y0, x0 + 1, iz]
+                       + w10 * mu_yxz[y0 + 1, x0, iz] + w11 * mu_yxz[y0 + 1, x0 + 1, iz])
+
+
+@njit(cache=True)
+def _forward_view_b(vol, zbase, mu_yxz, use_att, supp2d, zv_lo, zv_hi, z_off, ct, st, sh, ds, u_c, axis_x,
+                    axis_y, ox, oy, dx, dy, inc_u, inc_v, use_psf, var_step_px2, margin_u, margin_v,
+                    iy0, ix0, w4, ulo, uhi, bv_u, bv_v, tot, far, acc, tmp):
+    """:func:`_forward_view` for a batch: ``vol`` (y, x, z - zbase, B) -> ``acc`` (u, v, B), fused."""
+    ns = iy0.shape[0]
+    nu, nv, nb = acc.shape
+    z0 = zv_lo - z_off
+    nzr = zv_hi - zv_lo
+    _sample_lattice(ct, st, sh, ds, u_c, axis_x, axis_y, ox, oy, dx, dy, supp2d, iy0, ix0, w4, ulo, uhi)
+    if use_att:  # total attenuation path (both halves of every sample) from the far side to the face
+        tot[:, :] = 0.0
+        far[:, :] = 0.0
+        for j in range(ns):
+            for iu in range(ulo[j], uhi[j]):
+                y0 = iy0[j, iu]
+                x0 = ix0[j, iu]
+                for r in range(nzr):
+                    tot[iu, r] += 2.0 * _mu_bilinear_half(mu_yxz, y0, x0, z0 + r, w4[j, iu, 0], w4[j, iu, 1],
+                                                          w4[j, iu, 2], w4[j, iu, 3], ds)
+    acc[:, :, :] = 0.0
+    if use_psf:
+        _group_variances(ulo, uhi, inc_u, inc_v, var_step_px2, bv_u, bv_v)
+    else:
+        bv_u[:] = 0.0
+        bv_v[:] = 0.0
+    wu, wv = _plane_weights(ns, bv_u, bv_v)
+    ops = np.empty((_count_ops(bv_u, bv_v, ns), 9), np.int64)
+    n_ops = _blur_plan(ulo, uhi, zv_lo, zv_hi, nv, nu, bv_u, bv_v, margin_u, margin_v, ops)
+    for q in range(n_ops):
+        j = ops[q, 1]
+        if ops[q, 0] == 0:  # sample plane j (attenuated) and add it, farthest planes first
+            for iu in range(ulo[j], uhi[j]):
+                y0 = iy0[j, iu]
+                x0 = ix0[j, iu]
+                w00 = w4[j, iu, 0]
+                w01 = w4[j, iu, 1]
+                w10 = w4[j, iu, 2]
+                w11 = w4[j, iu, 3]
+                for r in range(nzr):
+                    iz = z0 + r
+                    f = 1.0
+                    if use_att:
+                        half = _mu_bilinear_half(mu_yxz, y0, x0, iz, w00, w01, w10, w11, ds)
+                        f = math.exp(-(tot[iu, r] - far[iu, r] - half))
+                        far[iu, r] += 2.0 * half
+                    a00 = w00 * f
+                    a01 = w01 * f
+                    a10 = w10 * f
+                    a11 = w11 * f
+                    lz = iz - zbase
+                    iv = zv_lo + r
+                    for b in range(nb):
+                        acc[iu, iv, b] += (a00 * vol[y0, x0, lz, b] + a01 * vol[y0, x0 + 1, lz, b]
+                                           + a10 * vol[y0 + 1, x0, lz, b] + a11 * vol[y0 + 1, x0 + 1, lz, b])
+        else:
+            axis = ops[q, 2]
+            w = wu[j] if axis == 0 else wv[j]
+            _pass_b(acc, tmp, axis, w, ops[q, 3], ops[q, 4], ops[q, 5], ops[q, 6], ops[q, 7], ops[q, 8])
+
+
+@njit(cache=True)
+def _back_view_b(g, zbase, mu_yxz, use_att, supp2d, zv_lo, zv_hi, z_off, ct, st, sh, ds, u_c, axis_x, axis_y,
+                 ox, oy, dx, dy, inc_u, inc_v, use_psf, var_step_px2, margin_u, margin_v,
+                 iy0, ix0, w4, ulo, uhi, bv_u, bv_v, cum, tmp, outc):
+    """:func:`_back_view` for a batch: adds the back projection of ``g`` (u, v, B; overwritten) to ``outc``
+    (y, x, z - zbase, B); each plane is spread into the volume as soon as the transposed blur reaches it."""
+    ns = iy0.shape[0]
+    nu, nv, nb = g.shape
+    z0 = zv_lo - z_off
+    nzr = zv_hi - zv_lo
+    _sample_lattice(ct, st, sh, ds, u_c, axis_x, axis_y, ox, oy, dx, dy, supp2d, iy0, ix0, w4, ulo, uhi)
+    if use_psf:
+        _group_variances(ulo, uhi, inc_u, inc_v, var_step_px2, bv_u, bv_v)
+    else:
+        bv_u[:] = 0.0
+        bv_v[:] = 0.0
+    wu, wv = _plane_weights(ns, bv_u, bv_v)
+    ops = np.empty((_count_ops(bv_u, bv_v, ns), 9), np.int64)
+    n_ops = _blur_plan(ulo, uhi, zv_lo, zv_hi, nv, nu, bv_u, bv_v, margin_u, margin_v, ops)
+    cum[:, :] = 0.0
+    for q in range(n_ops - 1, -1, -1):  # planes come nearest first
+        j = ops[q, 1]
+        if ops[q, 0] == 0:
+            for iu in range(ulo[j], uhi[j]):
+                y0 = iy0[j, iu]
+                x0 = ix0[j, iu]
+                w00 = w4[j, iu, 0]
+                w01 = w4[j, iu, 1]
+                w10 = w4[j, iu, 2]
+                w11 = w4[j, iu, 3]
+                for r in range(nzr):
+                    iz = z0 + r
+                    f = 1.0
+                    if use_att:
+                        half = _mu_bilinear_half(mu_yxz, y0, x0, iz, w00, w01, w10, w11, ds)
+                        f = math.exp(-(cum[iu, r] + half))
+                        cum[iu, r] += 2.0 * half
+                    a00 = w00 * f
+                    a01 = w01 * f
+                    a10 = w10 * f
+                    a11 = w11 * f
+                    lz = iz - zbase
+                    iv = zv_lo + r
+                    for b in range(nb):
+                        val = g[iu, iv, b]
+                        outc[y0, x0, lz, b] += a00 * val
+                        outc[y0, x0 + 1, lz, b] += a01 * val
+                        outc[y0 + 1, x0, lz, b] += a10 * val
+                        outc[y0 + 1, x0 + 1, lz, b] += a11 * val
+        else:
+            axis = ops[q, 2]
+            w = wu[j] if axis == 0 else wv[j]
+            if axis == 0:
+                _pass_b(g, tmp, 0, w, ops[q, 3], ops[q, 4], ops[q, 7], ops[q, 8], ops[q, 5], ops[q, 6])
+            else:
+                _pass_b(g, tmp, 1, w, ops[q, 7], ops[q, 8], ops[q, 5], ops[q, 6], ops[q, 3], ops[q, 4])
+
+
+@njit(cache=True, nogil=True)
+def forward_project_batch(vol_yxzb, zbase, mu_yxz, use_att, supp2d, zlo, zhi, views, cos_t, sin_t, s_hi, ds, ns,
+                          u_c, axis_x, axis_y, ox, oy, dx, dy, z_off, inc_u_px2, inc_v_px2, use_psf, var_step_px2,
+                          margin_u, margin_v, chunk, n_chunks, out):
+    """:func:`forward_project` of a batch of images sharing geometry, attenuation and response.
+
+    Parameters
+    ----------
+    vol_yxzb : ndarray (ny, nx, nz_local, B) float64
+        The B activity images, transposed to (y, x, z, batch), holding grid slices
+        ``zbase:zbase + nz_local`` (they must contain ``zlo:zhi``).
+    zbase : int
+        Grid slice of ``vol_yxzb[:, :, 0]``.
+    out : ndarray (len(views), nu, nv, B) float64
+        Output projections; rows of this chunk are overwritten.
+
+    The other parameters are those of :func:`forward_project`. Per sample the bilinear weights
+    and the attenuation factor are computed once and applied to all B images.
+    """
+    nview, nu, nv, nb = out.shape
+    zv_lo = max(zlo + z_off, 0)
+    zv_hi = min(zhi + z_off, nv)
+    nzr = max(zv_hi - zv_lo, 1)
+    iy0 = np.empty((ns, nu), np.int64)
+    ix0 = np.empty((ns, nu), np.int64)
+    w4 = np.empty((ns, nu, 4))
+    ulo = np.empty(ns, np.int64)
+    uhi = np.empty(ns, np.int64)
+    bv_u = np.zeros(ns)
+    bv_v = np.zeros(ns)
+    tot = np.zeros((nu, nzr))
+    far = np.zeros((nu, nzr))
+    tmp = np.zeros((nu, nv, nb))
+    for k in range(chunk, nview, n_chunks):
+        vw = views[k]
+        _forward_view_b(vol_yxzb, zbase, mu_yxz, use_att, supp2d, zv_lo, zv_hi, z_off, cos_t[vw], sin_t[vw],
+                        s_hi[vw], ds, u_c, axis_x, axis_y, ox, oy, dx, dy, inc_u_px2[vw], inc_v_px2[vw], use_psf,
+                        var_step_px2, margin_u, margin_v, iy0, ix0, w4, ulo, uhi, bv_u, bv_v, tot, far,
+                        out[k], tmp)
+
+
+@njit(cache=True, nogil=True)
+def back_project_batch(proj_uvb, zbase, mu_yxz, use_att, supp2d, zlo, zhi, views, cos_t, sin_t, s_hi, ds, ns, u_c,
+                       axis_x, axis_y, ox, oy, dx, dy, z_off, inc_u_px2, inc_v_px2, use_psf, var_step_px2,
+                       margin_u, margin_v, chunk, n_chunks, out_yxzb):
+    """Exact transpose of :func:`forward_project_batch` for the views ``views[chunk::n_chunks]``.
+
+    ``proj_uvb`` is (len(views), nu, nv, B); the back projections are *added* to ``out_yxzb``
+    (ny, nx, nz_local, B) float64 holding slices ``zbase:`` (one output per thread, summed by the caller).
+    """
+    nview, nu, nv, nb = proj_uvb.shape
+    zv_lo = max(zlo + z_off, 0)
+    zv_hi = min(zhi + z_off, nv)
+    nzr = max(zv_hi - zv_lo, 1)
+    iy0 = np.empty((ns, nu), np.int64)
+    ix0 = np.empty((ns, nu), np.int64)
+    w4 = np.empty((ns, nu, 4))
+    ulo = np.empty(ns, np.int64)
+    uhi = np.empty(ns, np.int64)
+    bv_u = np.zeros(ns)
+    bv_v = np.zeros(ns)
+    cum = np.zeros((nu, nzr))
+    g = np.zeros((nu, nv, nb))
+    tmp = np.zeros((nu, nv, nb))
+    for k in range(chunk, nview, n_chunks):
+        vw = views[k]
+        g[:, :, :] = proj_uvb[k]
+        _back_view_b(g, zbase, mu_yxz, use_att, supp2d, zv_lo, zv_hi, z_off, cos_t[vw], sin_t[vw], s_hi[vw], ds,
+                     u_c, axis_x, axis_y, ox, oy, dx, dy, inc_u_px2[vw], inc_v_px2[vw], use_psf, var_step_px2,
+                     margin_u, margin_v, iy0, ix0, w4, ulo, uhi, bv_u, bv_v, cum, tmp, out_yxzb)
+
+
+@njit(cache=True, nogil=True)
+def em_ratio(y, ybar, s, use_s, out):
+    """OSEM data ratio ``out = y / (ybar + s)`` (0 where the denominator is 0), elementwise on equal-shape
+    C-contiguous arrays (``s`` ignored unless ``use_s``); one pass instead of several numpy temporaries."""
+    yf = y.ravel()
+    bf = ybar.ravel()
+    sf = s.ravel()
+    of = out.ravel()
+    for i in range(yf.size):
+        d = bf[i] + sf[i] if use_s else bf[i]
+        of[i] = yf[i] / d if d > 0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def em_update(x, bp, inv_sens):
+    """OSEM multiplicative update ``x *= bp * inv_sens`` in place; ``x``, ``bp`` (..., B), ``inv_sens`` (...)."""
+    nb = x.shape[-1]
+    xf = x.reshape(-1, nb)
+    bf = bp.reshape(-1, nb)
+    inv = inv_sens.ravel()
+    for i in range(inv.size):
+        w = inv[i]
+        for b in range(nb):
+            xf[i, b] *= bf[i, b] * w

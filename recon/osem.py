@@ -19,6 +19,7 @@ from her2sim.core.containers import Image, Projections
 from her2sim.core.errors import ConfigError, DataError, check_int, check_range
 from her2sim.core.grid import Grid
 
+from . import _kernels
 from .calibration import counts_to_bq_per_ml
 from .filters import butterworth_filter, gaussian_filter_fwhm
 from .projector import SpectSystemMatrix
@@ -160,6 +161,130 @@ def osem(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, sub
     return x
 
 
+def osem_batch(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, subsets: int = 10,
+               scatter: np.ndarray | None = None, progress: bool = True, dtype=np.float32) -> np.ndarray:
+    """:func:`osem` of B data sets that share the system matrix (e.g. Poisson realisations of one scan).
+
+    Every projector pass is one batched kernel call
+    (:meth:`~her2sim.recon.projector.SpectSystemMatrix.forward_batch_yxzb`): the sample lattice,
+    attenuation factors and blur plan are computed once per view for the whole batch, and the
+    sensitivity images are shared. Each data set gets exactly the updates :func:`osem` would
+    give it alone (same subsets, same start rule).
+
+    Parameters
+    ----------
+    system : SpectSystemMatrix
+    counts : numpy.ndarray
+        (B, view, v, u) measured counts of one window, B >= 1.
+    iterations, subsets : int
+        As :func:`osem`.
+    scatter : numpy.ndarray or None
+        (B, view, v, u) additive scatter estimates (one per data set).
+    progress : bool
+        tqdm progress bar.
+    dtype : numpy float type
+        Storage of the images and projections inside the loop: ``float32`` (default; the batched
+        kernels are memory-bound, and single precision changes an image by ~1e-6 relative, far
+        below Poisson noise) or ``float64`` (bit-for-bit the updates of :func:`osem`, to rounding).
+
+    Returns
+    -------
+    numpy.ndarray
+        (B, z, y, x) float64 images in counts per voxel (per view time), >= 0.
+    """
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ConfigError(f"dtype = {dtype!r}: use numpy.float32 or numpy.float64")
+    it = check_int("iterations", iterations, 1, 1000)
+    n_views = system.n_views
+    if isinstance(subsets, bool) or not isinstance(subsets, (int, np.integer)) or not 1 <= subsets <= n_views:
+        raise ConfigError(f"subsets = {subsets!r} is outside the allowed range [1, {n_views}] (number of views)")
+    c = np.asarray(counts)
+    if c.ndim != 4 or c.shape[0] < 1:
+        raise DataError(f"counts has shape {c.shape}, expected (B, view, v, u) with B >= 1")
+    nb = c.shape[0]
+    y = np.stack([check_counts(c[b], system.projection_shape, f"counts[{b}]") for b in range(nb)])
+    s = None
+    if scatter is not None:
+        sc = np.asarray(scatter)
+        if sc.shape != y.shape:
+            raise DataError(f"scatter has shape {sc.shape}, expected {y.shape} (B, view, v, u)")
+        s = np.stack([check_counts(sc[b], system.projection_shape, f"scatter[{b}]") for b in range(nb)])
+    groups = make_subsets(system.geometry.angles_deg, int(subsets))
+    sens = [system.sensitivity(v) for v in groups]
+    total_sens = float(sum(x.sum() for x in sens))
+    if total_sens <= 0:
+        raise DataError("the sensitivity image is zero everywhere: the grid is not seen by the detector")
+    # kernels' layout: projections (view, u, v, B), images (y, x, z, B)
+    y_uvb = np.ascontiguousarray(y.transpose(1, 3, 2, 0), dtype=dt)
+    s_uvb = None if s is None else np.ascontiguousarray(s.transpose(1, 3, 2, 0), dtype=dt)
+    net = ((y - s) if s is not None else y).clip(min=0.0).sum(axis=(1, 2, 3))
+    level = np.maximum(net, 1e-12 * y[0].size) / total_sens
+    nz, ny, nx = system.grid.shape
+    lo, hi = system.batch_z_range  # images hold the support's slices only (zero elsewhere, never seen)
+    x = np.empty((ny, nx, hi - lo, nb), dtype=dt)
+    x[...] = level
+    inv_sens = []
+    seen_any = np.zeros((ny, nx, hi - lo), dtype=bool)
+    for v in sens:
+        v_yxz = np.ascontiguousarray(v[lo:hi].transpose(1, 2, 0))
+        seen = v_yxz > 0
+        seen_any |= seen
+        inv = np.zeros_like(v_yxz)
+        np.divide(1.0, v_yxz, out=inv, where=seen)
+        inv_sens.append(np.ascontiguousarray(inv, dtype=dt))
+    x[~seen_any] = 0.0  # also zero outside the transaxial support (the sensitivity is masked there)
+    y_sub = [np.ascontiguousarray(y_uvb[v]) for v in groups]
+    s_sub = [np.ascontiguousarray(s_uvb[v]) for v in groups] if s_uvb is not None else None
+    bar = tqdm(total=it * len(groups), desc=f"OSEM x{nb}", unit="subset", disable=not progress, leave=False)
+    for _ in range(it):
+        for k, views in enumerate(groups):
+            ybar = system.forward_batch_yxzb(x, views, masked=True)
+            ratio = np.empty_like(ybar)
+            _kernels.em_ratio(y_sub[k], ybar, s_sub[k] if s_sub is not None else ybar, s_sub is not None, ratio)
+            bp = system.backward_batch_yxzb(ratio, views)
+            _kernels.em_update(x, bp, inv_sens[k])  # 0 where this subset does not see a voxel
+            bar.update(1)
+    bar.close()
+    out = np.zeros((nb, nz, ny, nx))
+    out[:, lo:hi] = x.transpose(3, 2, 0, 1)
+    return out
+
+
+def batch_memory_bytes(grid_shape: tuple, projection_shape: tuple, n_windows: int, batch: int,
+                       n_threads: int = 1) -> int:
+    """Upper bound of the memory (bytes) :func:`reconstruct_batch` needs for ``batch`` realisations.
+
+    Counted per realisation: the loaded projections (``n_windows`` windows, float32 on disk,
+    float64 once checked), the photopeak data and scatter term in float32, the image, one
+    forward projection and ratio per subset (bounded by the full view count), one back projection
+    per thread plus their sum (float32, all slices), the float64 output image and its calibrated
+    float32 copy. Fixed: the system's sensitivity images and attenuation map (float64).
+
+    Parameters
+    ----------
+    grid_shape : tuple
+        (z, y, x) of the reconstruction grid.
+    projection_shape : tuple
+        (view, v, u) of one window.
+    n_windows : int
+        Energy windows per projection set.
+    batch : int
+        Realisations reconstructed together (>= 1).
+    n_threads : int
+        Projector threads.
+    """
+    vox = int(np.prod(grid_shape))
+    pix = int(np.prod(projection_shape))
+    per = (n_windows * pix * (4 + 8)      # loaded Projections (float32) + checked float64 copy
+           + 2 * pix * 4                  # photopeak data and scatter term, float32
+           + 2 * pix * 4                  # forward projection and ratio (<= all views), float32
+           + vox * 4 * (2 + n_threads)    # image, back projections per thread and their sum, float32
+           + vox * (8 + 4))               # float64 result and calibrated float32 image
+    fixed = 3 * vox * 8
+    return int(fixed + batch * per)
+
+
 def _scatter_term(projections: Projections, scatter, window_index: int, smooth_fwhm_mm) -> np.ndarray | None:
     if isinstance(scatter, str):
         if scatter not in SCATTER_METHODS:
@@ -265,6 +390,17 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
     s = _scatter_term(projections, scatter, iw, scatter_smooth_fwhm_mm)
     x = osem(system, projections.counts[iw], iterations=iterations, subsets=subsets, scatter=s,
              pixel_mask=pixel_mask, progress=progress)
+    meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
+            "psf": bool(psf), "penetration": bool(penetration), "attenuation_correction": bool(attenuation_correction),
+            "scatter": scatter if isinstance(scatter, str) else "array"}
+    return _finish_image(x, projections, iw, grid, meta, post_filter_fwhm_mm, butterworth, calibration_cps_per_bq,
+                         decay_reference)
+
+
+def post_filter(x: np.ndarray, grid: Grid, post_filter_fwhm_mm: float | None = None,
+                butterworth: tuple | None = None) -> np.ndarray:
+    """Post-reconstruction filtering of an image (z, y, x): Gaussian (FWHM, mm), then Butterworth
+    ((cut-off cycles/cm, order)), each only when given; the result is clipped at 0."""
     if post_filter_fwhm_mm is not None:
         x = gaussian_filter_fwhm(x, grid, post_filter_fwhm_mm)
     if butterworth is not None:
@@ -272,12 +408,40 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
             cutoff, order = butterworth
         except (TypeError, ValueError):
             raise ConfigError(f"butterworth = {butterworth!r} must be (cutoff_cycles_per_cm, order)") from None
-        x = butterworth_filter(x, grid, cutoff, order)
-    x = np.maximum(x, 0.0)
-    meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
-            "psf": bool(psf), "penetration": bool(penetration), "attenuation_correction": bool(attenuation_correction),
-            "scatter": scatter if isinstance(scatter, str) else "array",
-            "post_filter_fwhm_mm": post_filter_fwhm_mm, "butterworth": None if butterworth is None else list(butterworth),
+        x = _butterworth_on_support(np.asarray(x, dtype=np.float32), grid, cutoff, order)
+    return np.maximum(x, 0.0)
+
+
+#: Margin (mm) kept around the nonzero part of an image when it is Butterworth-filtered on its bounding box
+BUTTERWORTH_MARGIN_MM = 60.0
+
+
+def _butterworth_on_support(x: np.ndarray, grid: Grid, cutoff: float, order: int) -> np.ndarray:
+    """:func:`butterworth_filter` of an image that is zero outside a box (OSEM images are zero outside the
+    support's slices): the FFT runs on the slab of nonzero slices grown by :data:`BUTTERWORTH_MARGIN_MM`,
+    so a 128-slice grid holding a 64-slice torso costs about half the FFT. The order-10 filter rings
+    (sharp cut-off), so this is not bit-identical to filtering the whole grid: on a seed-trial patient
+    (0.48 cycles/cm, order 10) the two differ by at most 0.18 % of the image maximum. Single precision
+    (images are stored as float32)."""
+    nz = np.flatnonzero(x.any(axis=(1, 2)))
+    if nz.size == 0:
+        return x.copy()
+    m = int(np.ceil(BUTTERWORTH_MARGIN_MM / grid.spacing_mm[0]))
+    lo, hi = max(int(nz[0]) - m, 0), min(int(nz[-1]) + 1 + m, x.shape[0])
+    if hi - lo >= x.shape[0]:
+        return butterworth_filter(x, grid, cutoff, order)
+    sub = Grid((hi - lo,) + x.shape[1:], grid.spacing_mm)
+    out = np.zeros_like(x)
+    out[lo:hi] = butterworth_filter(x[lo:hi], sub, cutoff, order)
+    return out
+
+
+def _finish_image(x, projections: Projections, iw: int, grid: Grid, meta: dict, post_filter_fwhm_mm, butterworth,
+                  calibration_cps_per_bq, decay_reference) -> Image:
+    """Post-filter, record the settings and (optionally) calibrate one reconstructed image."""
+    x = post_filter(x, grid, post_filter_fwhm_mm, butterworth)
+    meta = {**meta, "post_filter_fwhm_mm": post_filter_fwhm_mm,
+            "butterworth": None if butterworth is None else list(butterworth),
             "window": projections.windows[iw].name}
     for key in ("injected_mbq", "scan_start_s", "time_per_view_s", "weight_kg"):
         if key in projections.meta:
@@ -293,3 +457,66 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
     conc, cal_meta = counts_to_bq_per_ml(x, grid, calibration_cps_per_bq, t_view,
                                          None if start is None else float(start), duration, decay_reference)
     return Image(conc.astype(np.float32), grid, "Bq/mL", {**meta, **cal_meta})
+
+
+def reconstruct_batch(realisations, mu_map_per_cm: np.ndarray | None, grid: Grid, camera=None,
+                      iterations: int = 4, subsets: int = 10, psf: bool = True, scatter: str = "none",
+                      post_filter_fwhm_mm: float | None = None, calibration_cps_per_bq: float | None = None, *,
+                      attenuation_correction: bool = True, butterworth: tuple | None = None,
+                      window: str | None = None, scatter_smooth_fwhm_mm: float | None = None,
+                      decay_reference: str = "injection", support="auto", n_threads: int | None = None,
+                      progress: bool = True, penetration: bool = False) -> list:
+    """:func:`reconstruct` of several projection sets of one scan (same geometry), sharing the projector.
+
+    The system matrix (attenuation, response, support) and the sensitivity images are built once
+    and :func:`osem_batch` runs every projector pass for all sets together; each set gets its own
+    scatter estimate (``"dew"``/``"tew"`` from its own windows), post-filter and calibration, so the
+    i-th image equals ``reconstruct(realisations[i], ...)`` up to rounding.
+
+    Parameters
+    ----------
+    realisations : sequence of Projections
+        B >= 1 projection sets with identical geometry and windows (e.g. Poisson realisations).
+    Other parameters
+        As :func:`reconstruct` (``scatter`` may be ``"none"``, ``"dew"`` or ``"tew"``).
+
+    Returns
+    -------
+    list of Image
+    """
+    projs = list(realisations)
+    if not projs:
+        raise DataError("realisations is empty: give at least one Projections set")
+    for i, p in enumerate(projs):
+        if not isinstance(p, Projections):
+            raise DataError(f"realisations[{i}] must be a her2sim Projections container, got {type(p).__name__}")
+    first = projs[0]
+    for i, p in enumerate(projs[1:], 1):
+        if p.counts.shape != first.counts.shape or not np.allclose(p.geometry.angles_deg, first.geometry.angles_deg) \
+                or not np.allclose(p.geometry.radii_mm, first.geometry.radii_mm):
+            raise DataError(f"realisations[{i}] has another geometry or shape than realisations[0]; "
+                            "a batch must share one scan's geometry")
+    if not isinstance(scatter, str):
+        raise ConfigError("reconstruct_batch: scatter must be one of 'none', 'dew', 'tew'")
+    if attenuation_correction and mu_map_per_cm is None:
+        raise ConfigError("mu_map_per_cm is None but attenuation_correction=True; pass a mu map (1/cm) or set "
+                          "attenuation_correction=False")
+    iw = _window_index(first, window)
+    pen = None
+    if penetration:
+        if not psf:
+            raise ConfigError("penetration = True needs psf = True (the tail is part of the collimator response)")
+        from her2sim.sim.camera import Camera
+        from her2sim.sim.penetration import penetration_table
+        pen = penetration_table(camera if camera is not None else Camera())
+    system = SpectSystemMatrix(grid, first.geometry, mu_map_per_cm if attenuation_correction else None,
+                               camera=camera, psf=psf, n_threads=n_threads, support=support, penetration=pen)
+    scat = [_scatter_term(p, scatter, iw, scatter_smooth_fwhm_mm) for p in projs]
+    s = None if scat[0] is None else np.stack(scat)
+    xs = osem_batch(system, np.stack([p.counts[iw] for p in projs]), iterations=iterations, subsets=subsets,
+                    scatter=s, progress=progress)
+    meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
+            "psf": bool(psf), "penetration": bool(penetration), "attenuation_correction": bool(attenuation_correction),
+            "scatter": scatter, "batch": len(projs)}
+    return [_finish_image(xs[b], projs[b], iw, grid, meta, post_filter_fwhm_mm, butterworth, calibration_cps_per_bq,
+                          decay_reference) for b in range(len(projs))]
