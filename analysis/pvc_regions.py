@@ -21,6 +21,11 @@ lesion, the organ's voxels outside every lesion VOI for an organ.
 
 For RBV and iterative Yang a lesion's corrected mean is the template fit of the corrected image
 (its own-uptake estimate); its corrected maximum is the voxel maximum inside the lesion VOI.
+
+The blur is the reconstructed image's point response: an isotropic Gaussian FWHM (mm), or any callable
+``psf(image) -> image``, e.g. the reconstruction's Gaussian resolution followed by the clinical
+post-filter (a Butterworth filter is not a Gaussian: modelling it as one of the same FWHM over-corrects
+lesions, because it keeps the low frequencies that carry a lesion's mean).
 """
 from __future__ import annotations
 
@@ -31,6 +36,16 @@ import numpy as np
 from her2sim.core.errors import DataError, check_int, check_range
 
 from .pvc import gaussian_blur
+
+
+def _blur(image, psf, spacing_mm) -> np.ndarray:
+    """Apply ``psf``: a FWHM in mm (scalar or (z, y, x)) for a Gaussian, or a callable image -> image."""
+    if callable(psf):
+        out = np.asarray(psf(np.asarray(image, dtype=np.float64)), dtype=np.float64)
+        if out.shape != np.shape(image):
+            raise DataError(f"psf callable returned shape {out.shape} for an image of shape {np.shape(image)}")
+        return out
+    return gaussian_blur(image, psf, spacing_mm)
 
 #: region id offset of lesions (organ labels are below it)
 LESION_REGION_OFFSET = 100_000
@@ -131,7 +146,7 @@ class RegionModel:
         return idx.ravel(), counts
 
     # ------------------------------------------------------------------ methods
-    def gtm(self, image, fwhm_mm, spacing_mm) -> np.ndarray:
+    def gtm(self, image, psf, spacing_mm) -> np.ndarray:
         """GTM coefficients (one per region, image units) with the sub-voxel lesion templates."""
         img = np.asarray(image, dtype=np.float64)
         idx, counts = self._voi_index()
@@ -140,7 +155,7 @@ class RegionModel:
         m = (np.bincount(idx, weights=img.ravel(), minlength=n + 1)[:n] / np.maximum(counts, 1))[keep]
         W = np.zeros((keep.size, keep.size))
         for col, j in enumerate(keep):
-            bt = gaussian_blur(self.template(int(j)), fwhm_mm, spacing_mm)
+            bt = _blur(self.template(int(j)), psf, spacing_mm)
             W[:, col] = (np.bincount(idx, weights=bt.ravel(), minlength=n + 1)[:n] / np.maximum(counts, 1))[keep]
         cond = np.linalg.cond(W)
         if not np.isfinite(cond) or cond > 1e12:
@@ -149,14 +164,14 @@ class RegionModel:
         c[keep] = np.linalg.solve(W, m)
         return c
 
-    def rbv(self, image, fwhm_mm, spacing_mm, *, gtm_coeffs=None) -> tuple:
+    def rbv(self, image, psf, spacing_mm, *, gtm_coeffs=None) -> tuple:
         """RBV-corrected image and its template fit: ``(x, c)`` (``gtm_coeffs`` reuses a GTM already solved)."""
         img = np.asarray(image, dtype=np.float64)
-        s = self.synthesize(self.gtm(img, fwhm_mm, spacing_mm) if gtm_coeffs is None else gtm_coeffs)
-        x = img * _ratio(s, gaussian_blur(s, fwhm_mm, spacing_mm))
+        s = self.synthesize(self.gtm(img, psf, spacing_mm) if gtm_coeffs is None else gtm_coeffs)
+        x = img * _ratio(s, _blur(s, psf, spacing_mm))
         return x, self.fit(x)
 
-    def iterative_yang(self, image, fwhm_mm, spacing_mm, *, n_iter: int = 10, tol: float = 1e-4) -> tuple:
+    def iterative_yang(self, image, psf, spacing_mm, *, n_iter: int = 10, tol: float = 1e-4) -> tuple:
         """Iterative-Yang-corrected image and its template fit: ``(x, c)``."""
         n = check_int("n_iter", n_iter, 1, 500)
         check_range("tol", tol, 0.0, 1.0)
@@ -165,7 +180,7 @@ class RegionModel:
         c = self.fit(x)
         for _ in range(n):
             s = self.synthesize(c)
-            x = img * _ratio(s, gaussian_blur(s, fwhm_mm, spacing_mm))
+            x = img * _ratio(s, _blur(s, psf, spacing_mm))
             c_new = self.fit(x)
             change = np.max(np.abs(c_new - c)) / max(np.max(np.abs(c_new)), 1e-30)
             c = c_new

@@ -202,3 +202,18 @@ def test_lumped_background_gtm_is_what_fails_for_a_liver_metastasis():
 def test_effective_fwhm_fit_recovers_a_known_resolution():
     d = np.array([10.0, 13.0, 17.0, 22.0, 28.0, 37.0])
     assert fit_effective_fwhm_mm(d, analytic_rc_mean(d, 11.5)) == pytest.approx(11.5, abs=0.05)
+
+
+def test_gtm_with_the_protocol_psf_callable_recovers_the_true_values():
+    """PVC's point response = Gaussian recon resolution then the clinical Butterworth filter (pipeline.pvc_psf)."""
+    from her2sim.pipeline import pvc_psf
+    g, _, model = _regions_case(8.0)
+    psf = pvc_psf({"butterworth_cutoff_cycles_per_cm": 0.48, "butterworth_order": 10}, 7.0, g)
+    truth = model.synthesize(np.r_[[{0: 0.0, 1: 0.3, 14: 6.0, 21: 2.5}[o] for o in model.organs], 1.2, 3.0])
+    img = psf(truth)
+    c = model.gtm(img, psf, g.spacing_mm)
+    assert model.lesion_value(c, 1) == pytest.approx(1.2, rel=1e-6)
+    assert model.lesion_value(c, 2) == pytest.approx(3.0, rel=1e-6)
+    # the same image corrected with a Gaussian of the filtered point source's FWHM over-corrects
+    wrong = model.gtm(img, 14.0, g.spacing_mm)
+    assert model.lesion_value(wrong, 2) > 3.0 * 1.05
