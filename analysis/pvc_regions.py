@@ -64,11 +64,16 @@ class RegionModel:
         Partial-volume fraction of each lesion (0-1).
     lesion_vois : dict of int -> bool array (z, y, x)
         Each lesion's hard VOI.
+    valid : bool array (z, y, x), optional
+        Voxels whose observed value may be used (organ VOIs and template fits are restricted to them);
+        a box cut from a larger image (:func:`lesion_box_models`) excludes its rim, where a blur computed
+        inside the box misses the activity outside it.
     """
 
     organ_labels: np.ndarray
     lesion_fractions: dict
     lesion_vois: dict
+    valid: np.ndarray | None = None
     ids: list = field(init=False)
 
     def __post_init__(self):
@@ -88,6 +93,9 @@ class RegionModel:
             any_voi |= np.asarray(self.lesion_vois[lid], bool)
         self._rest = np.clip(1.0 - F, 0.0, 1.0)
         self._any_voi = any_voi
+        self._valid = np.ones(lab.shape, bool) if self.valid is None else np.asarray(self.valid, bool)
+        if self._valid.shape != lab.shape:
+            raise DataError(f"valid mask shape {self._valid.shape} does not match labels {lab.shape}")
         organs = [int(v) for v in np.unique(lab)]
         self._organ_index = {o: i for i, o in enumerate(organs)}
         self._flat_index = np.searchsorted(np.asarray(organs), lab.ravel()).reshape(lab.shape)
@@ -95,7 +103,6 @@ class RegionModel:
         self.lesions = sorted(int(k) for k in self.lesion_fractions)
         self.ids = organs + [LESION_REGION_OFFSET + k for k in self.lesions]
         # organ VOIs: organ voxels outside every lesion VOI; a region with an empty VOI cannot be measured
-        self._organ_voi_count = np.bincount(self._flat_index[~any_voi].ravel(), minlength=len(organs))
 
     # ------------------------------------------------------------------ templates
     def template(self, j: int) -> np.ndarray:
@@ -116,15 +123,15 @@ class RegionModel:
 
     def fit(self, image) -> np.ndarray:
         """Least-squares coefficients ``c`` of ``image ~ sum_j c_j T_j`` (normal equations, exact for hard regions)."""
-        img = np.asarray(image, dtype=np.float64)
+        img = np.where(self._valid, np.asarray(image, dtype=np.float64), 0.0)
         n_org, n = len(self.organs), len(self.ids)
         flat = self._flat_index.ravel()
-        rest = self._rest.ravel()
+        rest = (self._rest * self._valid).ravel()
         A = np.zeros((n, n))
         b = np.zeros(n)
         A[np.arange(n_org), np.arange(n_org)] = np.bincount(flat, weights=rest * rest, minlength=n_org)
         b[:n_org] = np.bincount(flat, weights=rest * img.ravel(), minlength=n_org)
-        fr = [np.asarray(self.lesion_fractions[lid], dtype=np.float64).ravel() for lid in self.lesions]
+        fr = [(np.asarray(self.lesion_fractions[lid], dtype=np.float64) * self._valid).ravel() for lid in self.lesions]
         for a, fa in enumerate(fr):
             ia = n_org + a
             A[ia, :n_org] = A[:n_org, ia] = np.bincount(flat, weights=rest * fa, minlength=n_org)
@@ -139,7 +146,7 @@ class RegionModel:
     def _voi_index(self) -> tuple:
         """Region index of each voxel's VOI (len(ids) = none) and the VOI sizes."""
         n_org, n = len(self.organs), len(self.ids)
-        idx = np.where(self._any_voi, n, self._flat_index)
+        idx = np.where(self._any_voi | ~self._valid, n, self._flat_index)
         for k, lid in enumerate(self.lesions):
             idx[np.asarray(self.lesion_vois[lid], bool)] = n_org + k
         counts = np.bincount(idx.ravel(), minlength=n + 1)[:n]
@@ -198,4 +205,46 @@ def _ratio(num, den) -> np.ndarray:
     out = np.zeros_like(num)
     ok = np.abs(den) > floor
     out[ok] = num[ok] / den[ok]
+    return out
+
+
+def lesion_box_models(organ_labels, lesion_fractions: dict, lesion_vois: dict, spacing_mm, *,
+                      margin_mm: float = 60.0, rim_mm: float = 25.0) -> dict:
+    """One small :class:`RegionModel` per lesion: a box around it, so PVC costs FFTs of a few cm, not the body.
+
+    The box is the lesion VOI's bounding box grown by ``margin_mm``; every lesion reaching into the box is a
+    region of it, and so is every organ present. Voxels within ``rim_mm`` of the box faces are not ``valid``
+    (their blurred templates lack the activity outside the box), so organ VOIs and template fits use the
+    inner part only. The lesion VOI lies ``margin_mm - rim_mm`` inside that.
+
+    Returns
+    -------
+    dict of int -> (tuple of slices, RegionModel)
+        The box (slices of the full image) and its model, per lesion id.
+    """
+    lab = np.asarray(organ_labels)
+    m = check_range("margin_mm", margin_mm, 0.0, 1000.0)
+    r = check_range("rim_mm", rim_mm, 0.0, m)
+    out = {}
+    for lid, voi in lesion_vois.items():
+        idx = np.nonzero(np.asarray(voi, bool))
+        if idx[0].size == 0:
+            raise DataError(f"lesion {lid}: empty VOI")
+        box = tuple(slice(max(int(a.min()) - int(np.ceil(m / d)), 0), min(int(a.max()) + 1 + int(np.ceil(m / d)), n))
+                    for a, d, n in zip(idx, spacing_mm, lab.shape))
+        valid = np.zeros(tuple(s.stop - s.start for s in box), bool)
+        inner = []
+        for s_, d, n in zip(box, spacing_mm, lab.shape):
+            rv = int(np.ceil(r / d))
+            lo = 0 if s_.start == 0 else rv           # the image edge is a true edge: nothing lies beyond it
+            hi = (s_.stop - s_.start) - (0 if s_.stop == n else rv)
+            inner.append(slice(lo, max(hi, lo)))
+        valid[tuple(inner)] = True
+        fr, vo = {}, {}
+        for other, f in lesion_fractions.items():
+            sub = np.asarray(f)[box]
+            if np.any(sub > 0):
+                fr[other] = sub
+                vo[other] = np.asarray(lesion_vois[other], bool)[box] & valid
+        out[int(lid)] = (box, RegionModel(lab[box], fr, vo, valid=valid))
     return out

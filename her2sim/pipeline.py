@@ -250,20 +250,18 @@ def _point_source_fwhm_mm(p: dict, grid: Grid, cam) -> float | None:
 def pvc_psf(recon: dict, fwhm_mm: float, grid: Grid):
     """The reconstructed image's point response for PVC: Gaussian ``fwhm_mm`` then the protocol's post-filter.
 
-    Returns a callable image (z, y, x) -> image on ``grid`` (:mod:`her2sim.analysis.pvc_regions`).
+    Returns a callable image (z, y, x) -> image on ``grid`` (:mod:`her2sim.analysis.pvc_regions`), one FFT
+    per call in single precision (:func:`her2sim.recon.filters.point_response_filter`).
     """
-    from her2sim.analysis.pvc import gaussian_blur
-    from her2sim.recon.filters import butterworth_filter, gaussian_filter_fwhm
+    from her2sim.recon.filters import point_response_filter
 
     fc = recon.get("butterworth_cutoff_cycles_per_cm") or 0.0
-    post = recon.get("post_filter_fwhm_mm") or 0.0
+    bw = (float(fc), int(recon.get("butterworth_order", 10))) if fc > 0 else None
+    post = float(recon.get("post_filter_fwhm_mm") or 0.0)
 
     def psf(image):
-        x = gaussian_blur(image, fwhm_mm, grid)
-        if post > 0:
-            x = gaussian_filter_fwhm(x, grid, post)
-        if fc > 0:
-            x = butterworth_filter(x, grid, fc, int(recon.get("butterworth_order", 10)))
+        x = point_response_filter(np.asarray(image, dtype=np.float32), grid, fwhm_mm, post_filter_fwhm_mm=post,
+                                  butterworth=bw)
         return np.asarray(x, dtype=np.float64)
     return psf
 
@@ -376,7 +374,7 @@ def stage_quantify(task: StageTask) -> None:
     from her2sim.analysis.lesion_table import lesion_rows
     from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_allowed
     from her2sim.analysis.pvc import apply_pvc, pvc_recovery_coefficient
-    from her2sim.analysis.pvc_regions import RegionModel
+    from her2sim.analysis.pvc_regions import lesion_box_models
     from her2sim.analysis.suv import lean_body_mass_kg, suv_image
     from her2sim.analysis.threshold import visual_read
     from her2sim.core.grid import resample
@@ -406,10 +404,12 @@ def stage_quantify(task: StageTask) -> None:
     margin = float(sp[1]) if margin is None else float(margin)
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
     psf_fwhm = a.get("psf_fwhm_mm") or cal.get("recon_fwhm_mm") or p["psf_fwhm_mm"]
-    psf = pvc_psf(p.get("recon", {}), psf_fwhm, grid)
     region_methods = [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")]
-    model = RegionModel(organs.astype(np.int32), {lid: L.fraction for lid, L in measured.items()},
-                        {lid: L.voi for lid, L in measured.items()}) if region_methods and measured else None
+    # one small region model per lesion (a box of +-60 mm: the blur's reach), organs + lesions as regions
+    boxes = lesion_box_models(organs.astype(np.int32), {lid: L.fraction for lid, L in measured.items()},
+                              {lid: L.voi for lid, L in measured.items()}, sp) if region_methods and measured else {}
+    box_psf = {lid: pvc_psf(p.get("recon", {}), psf_fwhm, Grid(tuple(s.stop - s.start for s in box), sp))
+               for lid, (box, _) in boxes.items()}
     lbm_kg = lean_body_mass_kg(ph.meta["weight_kg"], ph.meta["height_cm"], ph.meta.get("sex", "F"))
     r1 = max(1, int(round(10.0 / sp[1])))
     r2 = max(r1 + 1, int(round(25.0 / sp[1])))
@@ -439,7 +439,7 @@ def stage_quantify(task: StageTask) -> None:
                     row["recovery"] = row["suvmean"] / row["true_suv_intrinsic"]
                 row["sul"] = row["suvmax"] * lbm_kg / ph.meta["weight_kg"]
             done = [row for row in base if row["measured"]]
-            gtm_c = None
+            gtm_c = {}
             for method in a["pvc_methods"]:
                 if method == "none" or not done:
                     continue
@@ -455,19 +455,22 @@ def stage_quantify(task: StageTask) -> None:
                             row["suvmean"], row["diameter_mm"], d[order], np.clip(rc, 1e-3, 2.0),
                             extrapolate=True, background=row.get("background_suv", 0.0))
                     continue
-                if method == "gtm":
-                    gtm_c = model.gtm(suv, psf, sp)
+                if method in ("gtm", "rbv", "iy"):
                     for row in done:
-                        row["pvc_gtm_suvmean"] = model.lesion_value(gtm_c, row["lesion_id"])
-                    continue
-                if method in ("rbv", "iy"):
-                    if method == "rbv":
-                        x, c = model.rbv(suv, psf, sp, gtm_coeffs=gtm_c)
-                    else:
-                        x, c = model.iterative_yang(suv, psf, sp)
-                    for row in done:
-                        row[f"pvc_{method}_suvmean"] = model.lesion_value(c, row["lesion_id"])
-                        row[f"pvc_{method}_suvmax"] = float(x[lesions[row["lesion_id"]].voi].max())
+                        lid = row["lesion_id"]
+                        box, model = boxes[lid]
+                        sub = suv[box]
+                        if method == "gtm" or lid not in gtm_c:
+                            gtm_c[lid] = model.gtm(sub, box_psf[lid], sp)
+                        if method == "gtm":
+                            row["pvc_gtm_suvmean"] = model.lesion_value(gtm_c[lid], lid)
+                            continue
+                        if method == "rbv":
+                            x, c = model.rbv(sub, box_psf[lid], sp, gtm_coeffs=gtm_c[lid])
+                        else:
+                            x, c = model.iterative_yang(sub, box_psf[lid], sp)
+                        row[f"pvc_{method}_suvmean"] = model.lesion_value(c, lid)
+                        row[f"pvc_{method}_suvmax"] = float(x[model.lesion_vois[lid]].max())
                     continue
                 # voxel-wise deconvolutions (rl, vc) and two-compartment Muller-Gartner on the lesion VOIs
                 labels = np.where(any_lesion, 0, np.where(body, 10000, 1)).astype(np.int32)

@@ -217,3 +217,15 @@ def test_gtm_with_the_protocol_psf_callable_recovers_the_true_values():
     # the same image corrected with a Gaussian of the filtered point source's FWHM over-corrects
     wrong = model.gtm(img, 14.0, g.spacing_mm)
     assert model.lesion_value(wrong, 2) > 3.0 * 1.05
+
+
+def test_lesion_box_models_agree_with_the_whole_image_model():
+    from her2sim.analysis.pvc_regions import lesion_box_models
+    g, img, model = _regions_case(8.0)
+    boxes = lesion_box_models(model.organ_labels, model.lesion_fractions, model.lesion_vois, g.spacing_mm,
+                              margin_mm=40.0, rim_mm=16.0)
+    for lid, true in ((1, 1.2), (2, 3.0)):
+        box, sub = boxes[lid]
+        assert all((s.stop - s.start) < n for s, n in zip(box, g.shape)) or lid == 1
+        c = sub.gtm(img[box], 8.0, g.spacing_mm)
+        assert sub.lesion_value(c, lid) == pytest.approx(true, rel=0.01)
