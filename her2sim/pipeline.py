@@ -217,34 +217,40 @@ def stage_calibration(task: StageTask) -> None:
     _write_json(task.outputs[0], cal)
 
 
-#: where the calibration places its point source: in a 216 mm water cylinder, 60 mm anterior and 80 mm
-#: lateral of the axis (about where breast lesions sit relative to the body centre)
-PSF_POINT_MM = (0.0, -60.0, 80.0)
+#: point sources of the reconstructed-resolution measurement (z, y, x mm): the centre of a 216 mm water
+#: cylinder and 75 mm off the axis, as NEMA NU 1 measures SPECT reconstructed resolution with scatter
+PSF_POINTS_MM = ((0.0, 0.0, 0.0), (0.0, 0.0, 75.0))
 
 
 def _point_source_fwhm_mm(p: dict, grid: Grid, cam) -> float | None:
-    """Reconstructed resolution of the study's protocol without its post-filter (mm FWHM, mean of z, y, x).
+    """Reconstructed resolution of the study's protocol without its post-filter (mm FWHM).
 
-    A 10 MBq point source in a 216 mm water cylinder (:data:`PSF_POINT_MM`) is simulated with the study's
-    camera and reconstructed with its OSEM (iterations, subsets, resolution recovery, AC, scatter
-    correction) but no post-filter, and a 3-D Gaussian is fitted (:func:`her2sim.analysis.pvc.psf_from_point_source`).
-    Partial-volume correction then models the image's point response as this Gaussian followed by the
-    protocol's post-filter, which is known exactly (as clinics measure the system PSF with a point source).
+    A 10 MBq point source in a 216 mm water cylinder, at each of :data:`PSF_POINTS_MM` (NEMA NU 1: central
+    and 75 mm peripheral), is simulated with the study's camera and reconstructed with its OSEM (iterations,
+    subsets, resolution recovery, AC, scatter correction) but no post-filter; a 3-D Gaussian is fitted to
+    each (:func:`her2sim.analysis.pvc.psf_from_point_source`) and the FWHMs (z, y, x, both points) are
+    averaged. Partial-volume correction models the image's point response as this Gaussian followed by the
+    protocol's post-filter, which is known exactly (:func:`pvc_psf`). None when no fit succeeds.
     """
     from her2sim.analysis.pvc import psf_from_point_source
     from her2sim.phantoms.calibration import point_source_phantom
     from her2sim.sim.transport import simulate_projections
 
-    ph = point_source_phantom(grid, 10.0, position_mm=PSF_POINT_MM, medium="water", medium_diameter_mm=216.0)
-    res = simulate_projections(ph, cam, _mc_settings(p, _seed(p["seed"], 0, 5), p["monte_carlo"]["calibration_histories"]))
     unfiltered = dict(p, recon=dict(p["recon"], post_filter_fwhm_mm=0.0, butterworth_cutoff_cycles_per_cm=0.0))
     rgrid = _recon_grid(p, grid)
-    img = _reconstruct(res.projections, _mu_map(ph, rgrid, p), rgrid, unfiltered, phantom=ph, seed=_seed(p["seed"], 0, 6))
-    try:
-        fwhm = psf_from_point_source(img.array, rgrid)["fwhm_mm"]
-    except (DataError, RuntimeError, ValueError):   # no Gaussian fits (e.g. a grid too coarse for the point)
-        return None
-    return float(np.mean(fwhm)) if all(np.isfinite(fwhm)) and min(fwhm) > 0 else None
+    fwhms = []
+    for i, pos in enumerate(PSF_POINTS_MM):
+        ph = point_source_phantom(grid, 10.0, position_mm=pos, medium="water", medium_diameter_mm=216.0)
+        res = simulate_projections(ph, cam, _mc_settings(p, _seed(p["seed"], 0, 5, i),
+                                                         p["monte_carlo"]["calibration_histories"]))
+        img = _reconstruct(res.projections, _mu_map(ph, rgrid, p), rgrid, unfiltered, phantom=ph,
+                           seed=_seed(p["seed"], 0, 6, i))
+        try:
+            fwhms.extend(psf_from_point_source(img.array, rgrid)["fwhm_mm"])
+        except (DataError, RuntimeError, ValueError):   # no Gaussian fits (e.g. a grid too coarse for a point)
+            continue
+    fwhms = [f for f in fwhms if np.isfinite(f) and f > 0]
+    return float(np.mean(fwhms)) if fwhms else None
 
 
 def pvc_psf(recon: dict, fwhm_mm: float, grid: Grid):
