@@ -33,7 +33,7 @@ def _save(fig, path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    from her2sim.stages import savefig_atomic
+    from her2sim.core.atomic import savefig_atomic
     savefig_atomic(fig, p, dpi=120)
     plt.close(fig)
     return p
@@ -207,7 +207,7 @@ def plot_true_vs_reconstructed(true_suv, recon_suv, spacing_mm, path, *, title: 
         fig.suptitle(title, fontsize=10)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    from her2sim.stages import savefig_atomic
+    from her2sim.core.atomic import savefig_atomic
     savefig_atomic(fig, p, dpi=110)
     plt.close(fig)
     return p

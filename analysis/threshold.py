@@ -495,7 +495,7 @@ def write_lesion_csv(rows, path) -> Path:
         if missing:
             raise DataError(f"write_lesion_csv: row {r!r} lacks {missing}")
         cols += [k for k in r if k not in cols]
-    from her2sim.stages import atomic_path
+    from her2sim.core.atomic import atomic_path
 
     p = Path(path)
     with atomic_path(p) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:  # a kill leaves no half CSV

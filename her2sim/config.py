@@ -908,22 +908,12 @@ def override_study(cfg: StudyConfig, assignments) -> StudyConfig:
 
 def save_study(cfg: StudyConfig, path) -> Path:
     """Write the resolved study (every default filled in) as TOML, atomically."""
-    import os
-    import tempfile
-
     import tomli_w
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from her2sim.core.atomic import write_text_atomic
+
     text = f"# resolved her2sim study (sha256 {cfg.hash()})\n" + tomli_w.dumps(cfg.to_dict())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)     # mkstemp makes 0600; a study file is as readable as any other output
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def preset_dir() -> Path:

@@ -65,8 +65,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from her2sim.config import canonical_json
+from her2sim.core.atomic import atomic_path, savefig_atomic, write_bytes_atomic, write_text_atomic  # noqa: F401
 from her2sim.core.errors import ConfigError, DataError
-from her2sim.core.hdf5io import record_written, recording_writes
+from her2sim.core.hdf5io import recording_writes
 
 MANIFEST_DIR = ".stages"
 #: lock file of the run that writes a study folder (one writer per study)
@@ -76,58 +77,7 @@ STATUS_DONE, STATUS_STALE, STATUS_MISSING = "done", "stale", "missing"
 
 
 # ---------------------------------------------------------------------------- atomic files
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
-
-    The temporary name is ``.<name>.<random>.tmp`` in the same folder (same pattern as
-    :mod:`her2sim.core.hdf5io`), so :func:`os.replace` is atomic and stale leftovers of a
-    killed run can be recognised and removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        if os.path.isfile(tmp):  # mkstemp makes 0600 files: give the result the usual permissions
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-        record_written(path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_bytes_atomic(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    return Path(path)
-
-
-def write_text_atomic(path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def savefig_atomic(fig, path, **kwargs) -> Path:
-    """``fig.savefig(path, **kwargs)`` through :func:`atomic_path` (the format from the file suffix).
-
-    A killed run leaves no half-written image, and the stage runner records the figure among the
-    stage's outputs (size and sha256).
-    """
-    path = Path(path)
-    kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, **kwargs)
-    return path
+# (one implementation, in her2sim.core.atomic; re-exported here for the stage functions)
 
 
 def remove_stale_temporaries(path) -> int:

@@ -102,7 +102,7 @@ def plot_phantom(phantom: Phantom, path, frame: int = 0, point_mm=None, hu_windo
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from her2sim.stages import savefig_atomic
+    from her2sim.core.atomic import savefig_atomic
     savefig_atomic(fig, out, dpi=dpi)
     plt.close(fig)
     return out

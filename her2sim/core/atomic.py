@@ -1,0 +1,67 @@
+"""Atomic file writes: a temporary file beside the target, renamed onto it only when complete.
+
+Every writer of study products uses these (stage manifests, JSON, CSV, TOML, figures), so a killed run never
+leaves a half-written file, and the stage runner sees each written file (:func:`her2sim.core.hdf5io.record_written`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from .hdf5io import record_written
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The temporary name is ``.<name>.<random>.tmp`` in the same folder (same pattern as
+    :mod:`her2sim.core.hdf5io`), so :func:`os.replace` is atomic and stale leftovers of a
+    killed run can be recognised and removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if os.path.isfile(tmp):  # mkstemp makes 0600 files: give the result the usual permissions
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+        record_written(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def savefig_atomic(fig, path, **kwargs) -> Path:
+    """``fig.savefig(path, **kwargs)`` through :func:`atomic_path` (the format from the file suffix).
+
+    A killed run leaves no half-written image, and the stage runner records the figure among the
+    stage's outputs (size and sha256).
+    """
+    path = Path(path)
+    kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, **kwargs)
+    return path
