@@ -17,7 +17,10 @@ row of ``results/lesions.csv`` with its truth. Prints (``--json``: one object):
   ``ihc_spearman_rho_1h`` / ``ihc_spearman_p_1h`` (primaries, SUVmax vs IHC score),
   ``mets_her2pos_vs_neg_p_1h`` (metastases, HER2+ vs HER2-, Student t, with the group means), and
   ``treated_vs_new_pos_p_1h`` (HER2-positive primaries, newly diagnosed vs treated, Student t);
-  ``seed_trends_truth`` the same on ``true_suv_intrinsic``;
+  ``seed_trends_truth`` the same on ``true_suv_intrinsic`` and ``seed_trends_pvc`` on ``pvc_gtm_suvmean`` and
+  ``pvc_rbv_suvmax``;
+* ``bias_pct_by_type[type][method][bin][metric]`` - the bias split by lesion type (primary, lymph_node, bone,
+  liver), which shows where a bin's mean comes from;
 * ``recon_fwhm_mm`` - the reconstruction's Gaussian resolution measured on a point source (PVC models the
   image's point response as this Gaussian followed by the protocol's post-filter) and
   ``iec_gaussian_fit_fwhm_mm`` - the Gaussian that best fits the IEC recovery (reported only);
@@ -142,8 +145,12 @@ def summarise(study: Path) -> dict:
     out = {"lesions_truth": summary.get("lesions_truth"), "lesions_reported": len(per_lesion),
            "lesions_measured": len(per_lesion) - sum(reasons.values()), "unmeasured_by_reason": reasons}
     out.update(accuracy(measured))
+    out["bias_pct_by_type"] = {t: accuracy([r for r in measured if r["type"] == t])["bias_pct"]
+                               for t in sorted({r["type"] for r in measured})}
     out["seed_trends"] = seed_trends(measured, "suvmax")
     out["seed_trends_truth"] = seed_trends(measured, "true_suv_intrinsic")
+    out["seed_trends_pvc"] = {c: seed_trends(measured, c) for c in ("pvc_gtm_suvmean", "pvc_rbv_suvmax")
+                              if any(_num(r.get(c)) is not None for r in measured)}
     cal = summary.get("calibration", {})
     out["recon_fwhm_mm"] = cal.get("recon_fwhm_mm")
     out["iec_gaussian_fit_fwhm_mm"] = cal.get("iec_gaussian_fit_fwhm_mm")
