@@ -159,6 +159,10 @@ SET_CASES = {
     "metric_unknown": (["analysis.metrics=[\"suvmx\"]"], r"analysis\.metrics\[0\] = 'suvmx' .*did you mean 'suvmax'"),
     "pvc_rc_without_iec": (["analysis.pvc_methods=[\"rc\"]", "calibration.phantom=cylinder"], r"analysis\.pvc_methods includes 'rc'"),
     "report_format": (["output.report=pdf"], r"output\.report = 'pdf'"),
+    "voi_unknown": (["analysis.voi=sphere"], r"analysis\.voi = 'sphere' is not allowed"),
+    "voi_threshold_fraction": (["analysis.voi_threshold_fraction=0.7"], r"analysis\.voi_threshold_fraction = 0\.7"),
+    "min_voi_voxels_zero": (["analysis.min_voi_voxels=0"], r"analysis\.min_voi_voxels = 0"),
+    "voi_margin_negative": (["analysis.voi_margin_mm=-1"], r"analysis\.voi_margin_mm = -1"),
 }
 
 
