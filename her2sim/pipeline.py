@@ -232,6 +232,10 @@ def _point_source_fwhm_mm(p: dict, grid: Grid, cam) -> float | None:
     averaged. Partial-volume correction models the image's point response as this Gaussian followed by the
     protocol's post-filter, which is known exactly (:func:`pvc_psf`). None when no fit succeeds.
     """
+    import warnings
+
+    from scipy.optimize import OptimizeWarning
+
     from her2sim.analysis.pvc import psf_from_point_source
     from her2sim.phantoms.calibration import point_source_phantom
     from her2sim.sim.transport import simulate_projections
@@ -246,7 +250,9 @@ def _point_source_fwhm_mm(p: dict, grid: Grid, cam) -> float | None:
         img = _reconstruct(res.projections, _mu_map(ph, rgrid, p), rgrid, unfiltered, phantom=ph,
                            seed=_seed(p["seed"], 0, 6, i))
         try:
-            fwhms.extend(psf_from_point_source(img.array, rgrid)["fwhm_mm"])
+            with warnings.catch_warnings():   # a coarse grid leaves the fit's covariance undetermined: not an error
+                warnings.simplefilter("ignore", OptimizeWarning)
+                fwhms.extend(psf_from_point_source(img.array, rgrid)["fwhm_mm"])
         except (DataError, RuntimeError, ValueError):   # no Gaussian fits (e.g. a grid too coarse for a point)
             continue
     fwhms = [f for f in fwhms if np.isfinite(f) and f > 0]
