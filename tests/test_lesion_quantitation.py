@@ -229,3 +229,19 @@ def test_lesion_box_models_agree_with_the_whole_image_model():
         assert all((s.stop - s.start) < n for s, n in zip(box, g.shape)) or lid == 1
         c = sub.gtm(img[box], 8.0, g.spacing_mm)
         assert sub.lesion_value(c, lid) == pytest.approx(true, rel=0.01)
+
+
+def test_ct_voi_finds_a_visible_lesion_and_reports_an_invisible_one():
+    """Bone metastasis (600 HU) in marrow (250 HU) is segmented on CT; a primary of 45 HU in gland of 40 HU is not."""
+    g = Grid.centered((20, 20, 20), 4.0)
+    f, owner, own, labels, names, suv = _sphere_phantom(g, (0.0, 0.0, -20.0), 16.0, 3.0)
+    truth = [{"id": 1, "type": "bone", "in_fov": True, "her2_positive": True, "ihc": "3+",
+              "suv_intrinsic_mean": [3.0], "diameter_mm": 16.0}]
+    les = lesions_on_grid(g, g, f, owner, own, truth)
+    ct_bone = 250.0 * (1 - f) + 600.0 * f
+    row = lesion_rows(suv, g, les, truth, "P1", voi="ct", ct_hu=ct_bone, margin_mm=4.0)[0]
+    assert row["measured"] and row["voi"] == "ct"
+    assert abs(row["voi_voxels"] - int(les[1].voi.sum())) <= 0.2 * les[1].voi.sum()
+    ct_gland = 40.0 * (1 - f) + 45.0 * f
+    row = lesion_rows(suv, g, les, truth, "P1", voi="ct", ct_hu=ct_gland, margin_mm=4.0)[0]
+    assert not row["measured"] and row["unmeasured_reason"] == "not_visible_on_ct" and row["suvmax"] is None

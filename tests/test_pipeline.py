@@ -38,6 +38,22 @@ def test_outputs_and_summary_keys(finished):
     by_ihc = {r["ihc"]: r for r in rows}
     assert by_ihc[3]["suvmax"] > by_ihc[0]["suvmax"]
     assert "suvmax@1h" in s["threshold"]
+    # every lesion of the truth is reported and counted; the truth quoted is the lesion's own
+    assert s["lesions_truth"] == 2 and s["lesions_measured"] == 2 and s["unmeasured_by_reason"] == {}
+    assert all(r["measured"] and r["voi"] == "lesion" and r["true_suvmax_pv"] <= r["true_suv_intrinsic"] * 1.5
+               for r in rows)
+
+
+def test_voi_and_pvc_options_rerun_only_the_analysis(finished, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    cfg = override_study(load_study(STUDY), ["analysis.voi=threshold", 'analysis.pvc_methods=["none", "gtm", "rbv"]'])
+    s = run_study(cfg, out, progress=False)
+    ran = {k for k, v in s["stage_status"].items() if v == "ran"}
+    assert ran == {"quantify_P001", "statistics", "report"}
+    rows = json.loads((out / "patients" / "P001" / "lesions.json").read_text())
+    assert all(r["voi"] == "threshold" for r in rows)
+    assert all("pvc_gtm_suvmean" in r and "pvc_gtm_suvmax" not in r and "pvc_rbv_suvmax" in r for r in rows)
 
 
 def test_rerun_skips_every_stage(finished):
