@@ -259,8 +259,7 @@ def plot_lesion_truths(truth_suv, own_suv, measured_suv, voi, centre_index, spac
     fig.colorbar(im, ax=axes, shrink=0.8, label="SUV")
     if title:
         fig.suptitle(title, fontsize=10)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
+    from her2sim.core.atomic import savefig_atomic
+    p = savefig_atomic(fig, path, dpi=110)   # no tight_layout: the colour bar spans the three panels
     plt.close(fig)
     return p

@@ -102,6 +102,8 @@ class RegionModel:
         self.organs = organs
         self.lesions = sorted(int(k) for k in self.lesion_fractions)
         self.ids = organs + [LESION_REGION_OFFSET + k for k in self.lesions]
+        self._voi_idx, self._voi_counts = self._voi_index()
+        self._gtm_matrix_cache: dict = {}
         # organ VOIs: organ voxels outside every lesion VOI; a region with an empty VOI cannot be measured
 
     # ------------------------------------------------------------------ templates
@@ -153,22 +155,37 @@ class RegionModel:
         return idx.ravel(), counts
 
     # ------------------------------------------------------------------ methods
+    def gtm_matrix(self, psf, spacing_mm) -> tuple:
+        """``(W, keep)``: the GTM matrix over the regions with a non-empty VOI (indices ``keep``).
+
+        It depends only on the regions and the point response, so it is computed once per ``psf`` (a
+        callable is keyed by identity) and reused for every image of the same scan geometry.
+        """
+        key = (id(psf) if callable(psf) else tuple(np.atleast_1d(psf).tolist()),
+               tuple(float(d) for d in spacing_mm))
+        if key not in self._gtm_matrix_cache:
+            idx, counts = self._voi_idx, self._voi_counts
+            n = len(self.ids)
+            keep = np.nonzero(counts > 0)[0]
+            W = np.zeros((keep.size, keep.size))
+            for col, j in enumerate(keep):
+                bt = _blur(self.template(int(j)), psf, spacing_mm)
+                W[:, col] = (np.bincount(idx, weights=bt.ravel(), minlength=n + 1)[:n] / np.maximum(counts, 1))[keep]
+            cond = np.linalg.cond(W)
+            if not np.isfinite(cond) or cond > 1e12:
+                raise DataError(f"GTM matrix is singular (condition number {cond:.3g}); regions too small for the PSF")
+            self._gtm_matrix_cache[key] = (W, keep, psf)   # psf kept alive so its id stays unique
+        W, keep, _ = self._gtm_matrix_cache[key]
+        return W, keep
+
     def gtm(self, image, psf, spacing_mm) -> np.ndarray:
         """GTM coefficients (one per region, image units) with the sub-voxel lesion templates."""
         img = np.asarray(image, dtype=np.float64)
-        idx, counts = self._voi_index()
+        W, keep = self.gtm_matrix(psf, spacing_mm)
         n = len(self.ids)
-        keep = np.nonzero(counts > 0)[0]
-        m = (np.bincount(idx, weights=img.ravel(), minlength=n + 1)[:n] / np.maximum(counts, 1))[keep]
-        W = np.zeros((keep.size, keep.size))
-        for col, j in enumerate(keep):
-            bt = _blur(self.template(int(j)), psf, spacing_mm)
-            W[:, col] = (np.bincount(idx, weights=bt.ravel(), minlength=n + 1)[:n] / np.maximum(counts, 1))[keep]
-        cond = np.linalg.cond(W)
-        if not np.isfinite(cond) or cond > 1e12:
-            raise DataError(f"GTM matrix is singular (condition number {cond:.3g}); regions too small for the PSF")
+        m = (np.bincount(self._voi_idx, weights=img.ravel(), minlength=n + 1)[:n] / np.maximum(self._voi_counts, 1))
         c = np.zeros(n)
-        c[keep] = np.linalg.solve(W, m)
+        c[keep] = np.linalg.solve(W, m[keep])
         return c
 
     def rbv(self, image, psf, spacing_mm, *, gtm_coeffs=None) -> tuple:

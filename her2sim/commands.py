@@ -54,18 +54,23 @@ def _executor(args):
     return None
 
 
-def _out_dir(option: str, path) -> Path:
-    """Check an output folder option before any work: not an existing file; creatable and writable."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{option} {p}: exists and is not a folder; give a folder (it is created if absent)")
-    probe = p
+def _check_creatable(option: str, p: Path, start: Path) -> None:
+    """The nearest existing ancestor of ``start`` must be a writable folder (so ``p`` can be created)."""
+    probe = start
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise ConfigError(f"{option} {p}: {probe} is a file, so the folder cannot be created")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {p}: {probe} is not writable (permission denied)")
+
+
+def _out_dir(option: str, path) -> Path:
+    """Check an output folder option before any work: not an existing file; creatable and writable."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{option} {p}: exists and is not a folder; give a folder (it is created if absent)")
+    _check_creatable(option, p, p)
     return p
 
 
@@ -76,13 +81,7 @@ def _out_file(option: str, path) -> Path:
         raise ConfigError(f"{option} {p}: is a folder; give the path of the file to write")
     if p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"{option} {p}: exists and is not writable (permission denied)")
-    probe = p.parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"{option} {p}: {probe} is a file, so the folder cannot be created")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} {p}: {probe} is not writable (permission denied)")
+    _check_creatable(option, p, p.parent)
     return p
 
 

@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from her2sim.analysis.lesion_table import VOI_METHODS
 from her2sim.core.errors import ConfigError, check_int, check_range
 from her2sim.core.grid import Grid
 from her2sim.core.limits import LIMITS, check_memory, estimate_peak_memory_bytes
@@ -53,8 +54,7 @@ MC_MODES = ("fast", "explicit")
 SCATTER_METHODS = ("none", "dew", "tew", "mc")
 MU_MAP_SOURCES = ("ct", "materials")
 PVC_METHODS = ("none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc")
-#: SUVmean VOI of a lesion: the library's own list
-from her2sim.analysis.lesion_table import VOI_METHODS  # noqa: E402
+#: SUVmean VOI of a lesion: the library's own list (her2sim.analysis.lesion_table.VOI_METHODS)
 #: Per-lesion metrics the analysis can report.
 ANALYSIS_METRICS = ("suvmax", "suvmean", "suvpeak", "sul", "tbr", "recovery", "cnr")
 REPORT_FORMATS = ("html", "markdown")
