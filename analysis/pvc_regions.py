@@ -212,9 +212,122 @@ class RegionModel:
                 break
         return x, c
 
+    # ------------------------------------------------------------------ with the reconstruction's own response
+    def voi_means(self, image) -> np.ndarray:
+        """Mean of ``image`` over each region's VOI (0 for a region with an empty VOI)."""
+        n = len(self.ids)
+        img = np.asarray(image, dtype=np.float64)
+        return np.bincount(self._voi_idx, weights=img.ravel(), minlength=n + 1)[:n] / np.maximum(self._voi_counts, 1)
+
+    def gtm_response(self, image, response, psf, spacing_mm, *, multipliers=(0.5, 1.0, 1.5)) -> "ResponseFit":
+        """GTM through the reconstruction itself: each lesion's ``c_j`` with ``VOI mean_j(response(S(c))) = VOI mean_j(image)``.
+
+        ``response`` maps a batch of model images (B, z, y, x) to their reconstructions, e.g.
+        :class:`her2sim.recon.response.ReconstructionResponse`. It is non-linear (OSEM), so it is evaluated
+        on whole model images near the solution, not region by region:
+
+        1. the Gaussian GTM (``psf``) gives every region's coefficient ``g``; organs (large regions, where a
+           Gaussian and the reconstruction nearly agree) are then refined by one Newton step with the
+           Gaussian GTM block, from the response at ``g``;
+        2. one batch of model images with every lesion at ``multipliers`` x ``g_j`` (``g_j`` floored at 20 % of
+           its VOI mean) gives each lesion's VOI mean as a function of its own coefficient; a straight-line
+           fit solves it for the observed mean (lesions far apart do not see each other's change);
+        3. one more model image at that solution refines it by a secant step (with the nearest trial) and is the
+           pair RBV uses.
+
+        Two response calls in all, the first a batch of ``len(multipliers)`` images.
+
+        Returns
+        -------
+        ResponseFit
+            ``coeffs``, and the last evaluated pair ``synthetic`` / ``response`` (for RBV).
+        """
+        mult = np.asarray(multipliers, dtype=np.float64)
+        if mult.ndim != 1 or mult.size < 2 or np.any(mult < 0) or np.unique(mult).size != mult.size:
+            raise DataError(f"multipliers = {multipliers!r}: give at least two distinct values >= 0")
+        img = np.asarray(image, dtype=np.float64)
+        W, keep = self.gtm_matrix(psf, spacing_mm)
+        n, n_org = len(self.ids), len(self.organs)
+        m = self.voi_means(img)
+        g = np.zeros(n)
+        g[keep] = np.linalg.solve(W, m[keep])
+        g = np.maximum(g, 0.0)
+        les = [int(j) for j in keep if j >= n_org]
+        if not les:
+            s_img = self.synthesize(g)
+            return ResponseFit(g, s_img, np.asarray(response(s_img[None]))[0], 1, 0.0)
+        base = {j: max(g[j], 0.2 * abs(m[j]), 1e-12) for j in les}
+        trials = []
+        for f in mult:
+            c = g.copy()
+            for j in les:
+                c[j] = f * base[j]
+            trials.append(c)
+        resp = np.asarray(response(np.stack([self.synthesize(c) for c in trials])))
+        r = np.array([self.voi_means(x) for x in resp])           # (trial, region)
+        # organs: a Newton step with the Gaussian GTM block, from the trial nearest the Gaussian solution
+        org = [int(j) for j in keep if j < n_org]
+        rows_o = [pos_ for pos_, j in enumerate(keep) if j < n_org]
+        mid = int(np.argmin(np.abs(mult - 1.0)))
+        d_org = np.zeros(n)
+        if org:
+            d_org[org] = np.linalg.solve(W[np.ix_(rows_o, rows_o)], (m - r[mid])[org])
+        c_new = g + d_org
+        c_new[org] = np.maximum(c_new[org], 0.0)
+        slope = {}
+        for j in les:
+            x = np.array([t[j] for t in trials])
+            b, a = np.polyfit(x, r[:, j], 1)
+            slope[j] = max(b, 1e-3)
+            row = int(np.flatnonzero(keep == j)[0])
+            spill = float(W[row, rows_o] @ d_org[org]) if org else 0.0   # the organ step's spill into the VOI
+            c_new[j] = float(np.clip((m[j] - a - spill) / slope[j], 0.0, 4.0 * mult.max() * base[j]))
+        s_img = self.synthesize(c_new)
+        r_img = np.asarray(response(s_img[None]))[0]
+        r1 = self.voi_means(r_img)
+        out = c_new.copy()
+        change = 0.0
+        for j in les:
+            x = np.array([t[j] for t in trials])
+            k = int(np.argmin(np.abs(x - c_new[j])))                 # secant with the nearest trial
+            if abs(c_new[j] - x[k]) > 1e-3 * base[j]:
+                slope[j] = max((r1[j] - r[k, j]) / (c_new[j] - x[k]), 1e-3)
+            out[j] = float(np.clip(c_new[j] + (m[j] - r1[j]) / slope[j], 0.0, 4.0 * mult.max() * base[j]))
+            change = max(change, abs(out[j] - c_new[j]) / max(c_new[j], 0.1 * abs(m[j]), 1e-12))
+        return ResponseFit(out, s_img, r_img, mult.size + 1, change)
+
+    def rbv_response(self, image, fit: "ResponseFit") -> tuple:
+        """RBV with the reconstruction's response: ``x = image * S / response(S)`` at the GTM-response fit."""
+        img = np.asarray(image, dtype=np.float64)
+        x = img * _ratio(fit.synthetic, fit.response)
+        return x, self.fit(x)
+
     def lesion_value(self, coeffs, lesion_id: int) -> float:
         """A lesion's coefficient (its own mean uptake estimate)."""
         return float(coeffs[len(self.organs) + self.lesions.index(int(lesion_id))])
+
+
+@dataclass
+class ResponseFit:
+    """Result of :meth:`RegionModel.gtm_response`.
+
+    Attributes
+    ----------
+    coeffs : numpy.ndarray
+        Region coefficients (image units).
+    synthetic, response : numpy.ndarray
+        The last model image evaluated and its reconstruction.
+    evaluations : int
+        Model images reconstructed.
+    last_change : float
+        Largest relative change of a lesion coefficient in the last step.
+    """
+
+    coeffs: np.ndarray
+    synthetic: np.ndarray
+    response: np.ndarray
+    evaluations: int
+    last_change: float
 
 
 def _ratio(num, den) -> np.ndarray:
@@ -264,4 +377,59 @@ def lesion_box_models(organ_labels, lesion_fractions: dict, lesion_vois: dict, s
                 fr[other] = sub
                 vo[other] = np.asarray(lesion_vois[other], bool)[box] & valid
         out[int(lid)] = (box, RegionModel(lab[box], fr, vo, valid=valid))
+    return out
+
+
+#: Responses a region PVC can use for the reconstructed image: the reconstruction's own (non-linear OSEM,
+#: :class:`her2sim.recon.response.ReconstructionResponse`) or a Gaussian of the point-source FWHM plus the
+#: protocol's post-filter.
+PVC_RESPONSES = ("reconstruction", "gaussian")
+
+
+def lesion_slab_models(organ_labels, lesion_fractions: dict, lesion_vois: dict, spacing_mm, *,
+                       margin_mm: float = 60.0, rim_mm: float = 25.0) -> list:
+    """:class:`RegionModel` s on slabs of whole slices around the lesions, for the reconstruction's response.
+
+    The reconstruction mixes activity along each projection ray, so its response cannot be cut to a box;
+    it can be cut to slices. Each lesion's VOI slice range is grown by ``margin_mm``; overlapping ranges
+    merge into one slab. Slices within ``rim_mm`` of a slab face (not at the image edge) are not ``valid``
+    (activity beyond the face is missing from the model there).
+
+    Returns
+    -------
+    list of (slice, RegionModel)
+        Slab (slices of axis 0) and its model, in slice order; every lesion of ``lesion_vois`` lies in
+        exactly one slab's valid part.
+    """
+    lab = np.asarray(organ_labels)
+    m = check_range("margin_mm", margin_mm, 0.0, 1000.0)
+    r = check_range("rim_mm", rim_mm, 0.0, m)
+    dz, nz = float(spacing_mm[0]), lab.shape[0]
+    grow, rim = int(np.ceil(m / dz)), int(np.ceil(r / dz))
+    spans = []
+    for lid, voi in lesion_vois.items():
+        zs = np.flatnonzero(np.asarray(voi, bool).any(axis=(1, 2)))
+        if zs.size == 0:
+            raise DataError(f"lesion {lid}: empty VOI")
+        spans.append([max(int(zs[0]) - grow, 0), min(int(zs[-1]) + 1 + grow, nz), [int(lid)]])
+    spans.sort()
+    merged = []
+    for s in spans:
+        if merged and s[0] < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], s[1])
+            merged[-1][2] += s[2]
+        else:
+            merged.append(s)
+    out = []
+    for lo, hi, _ in merged:
+        sl = slice(lo, hi)
+        valid = np.zeros((hi - lo,) + lab.shape[1:], bool)
+        valid[(0 if lo == 0 else rim):(hi - lo) - (0 if hi == nz else rim)] = True
+        fr, vo = {}, {}
+        for other, f in lesion_fractions.items():
+            sub = np.asarray(f)[sl]
+            if np.any(sub > 0):
+                fr[int(other)] = sub
+                vo[int(other)] = np.asarray(lesion_vois[other], bool)[sl] & valid
+        out.append((sl, RegionModel(lab[sl], fr, vo, valid=valid)))
     return out

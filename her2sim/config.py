@@ -44,6 +44,7 @@ from typing import Any, Callable
 import numpy as np
 
 from her2sim.analysis.lesion_table import VOI_METHODS
+from her2sim.analysis.pvc_regions import PVC_RESPONSES
 from her2sim.core.errors import ConfigError, check_int, check_range
 from her2sim.core.grid import Grid
 from her2sim.core.limits import LIMITS, check_memory, estimate_peak_memory_bytes
@@ -420,6 +421,11 @@ class AnalysisSection:
         Isocontour fraction of the ``threshold`` VOI (0.40-0.50).
     min_voi_voxels : float
         A lesion smaller than this many recon voxels is reported unmeasured (``below_n_voxels``).
+    pvc_response : str
+        What GTM, RBV and iterative Yang take as the reconstructed image's response, from ``PVC_RESPONSES``:
+        ``reconstruction`` (default; the OSEM protocol itself applied to the region model,
+        :mod:`her2sim.recon.response`) or ``gaussian`` (the point-source FWHM plus the post-filter; cheaper,
+        but OSEM recovers cold lesions more slowly than a Gaussian predicts).
     """
 
     threshold: float = 1.5
@@ -432,6 +438,7 @@ class AnalysisSection:
     voi_margin_mm: float | None = None
     voi_threshold_fraction: float = 0.42
     min_voi_voxels: float = 1.0
+    pvc_response: str = "reconstruction"
 
 
 @dataclass(frozen=True)
@@ -466,7 +473,8 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
                       "pvc_methods": v_choice_list(PVC_METHODS), "psf_fwhm_mm": v_float(0.0, 100.0, lo_open=True),
                       "bootstrap": v_int(0, 1_000_000), "rose_k": v_float(0.0, 100.0, lo_open=True),
                       "voi": v_choice(VOI_METHODS), "voi_margin_mm": v_float(0.0, 100.0),
-                      "voi_threshold_fraction": v_float(0.40, 0.50), "min_voi_voxels": v_float(0.1, 1000.0)},
+                      "voi_threshold_fraction": v_float(0.40, 0.50), "min_voi_voxels": v_float(0.1, 1000.0),
+                      "pvc_response": v_choice(PVC_RESPONSES)},
     OutputSection: {"dicom": v_bool, "report": v_choice(REPORT_FORMATS), "figures": v_bool},
 }
 
@@ -643,6 +651,11 @@ class StudyConfig:
         if self.recon.penetration and not self.recon.psf:
             raise ConfigError("recon.penetration = true models the tail of the collimator response but "
                               "recon.psf = false; set recon.psf = true or recon.penetration = false")
+        if (self.recon.scatter == "mc" and self.analysis.pvc_response == "reconstruction"
+                and {"gtm", "rbv", "iy"} & set(self.analysis.pvc_methods)):
+            raise ConfigError("analysis.pvc_response = 'reconstruction' reruns the reconstruction with its scatter "
+                              "estimate, but recon.scatter = 'mc' makes a new Monte Carlo estimate per image; "
+                              "set analysis.pvc_response = 'gaussian' or recon.scatter = 'dew'/'tew'/'none'")
         if self.recon.scatter == "mc" and not self.phantom.ct:
             raise ConfigError("recon.scatter = 'mc' simulates scatter through the CT but phantom.ct = false; "
                               "set phantom.ct = true or choose recon.scatter = 'dew'/'tew'/'none'")

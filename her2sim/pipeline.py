@@ -420,9 +420,13 @@ def stage_quantify(task: StageTask) -> None:
     cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
     psf_fwhm = a.get("psf_fwhm_mm") or cal.get("recon_fwhm_mm") or p["psf_fwhm_mm"]
     region_methods = [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")]
+    use_response = bool(region_methods and measured) and a.get("pvc_response", "reconstruction") == "reconstruction"
     # one small region model per lesion (a box of +-60 mm: the blur's reach), organs + lesions as regions
     boxes = lesion_box_models(organs.astype(np.int32), {lid: L.fraction for lid, L in measured.items()},
-                              {lid: L.voi for lid, L in measured.items()}, sp) if region_methods and measured else {}
+                              {lid: L.voi for lid, L in measured.items()}, sp) \
+        if region_methods and measured and not use_response else {}
+    slabs = _response_slabs(p, ph, grid, organs, measured, psf_fwhm, Projections.load(
+        pdir / _time_tag(ph.time_points_h[0]) / "noisy_r0.h5").geometry) if use_response else []
     box_psf = {lid: pvc_psf(p.get("recon", {}), psf_fwhm, Grid(tuple(s.stop - s.start for s in box), sp))
                for lid, (box, _) in boxes.items()}
     lbm_kg = lean_body_mass_kg(ph.meta["weight_kg"], ph.meta["height_cm"], ph.meta.get("sex", "F"))
@@ -455,6 +459,9 @@ def stage_quantify(task: StageTask) -> None:
                 row["sul"] = row["suvmax"] * lbm_kg / ph.meta["weight_kg"]
             done = [row for row in base if row["measured"]]
             gtm_c = {}
+            if slabs and done:
+                _region_pvc_with_response(slabs, suv, img, Projections.load(tdir / f"noisy_r{k}.h5"), p,
+                                          [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")], done)
             for method in a["pvc_methods"]:
                 if method == "none" or not done:
                     continue
@@ -471,8 +478,11 @@ def stage_quantify(task: StageTask) -> None:
                             extrapolate=True, background=row.get("background_suv", 0.0))
                     continue
                 if method in ("gtm", "rbv", "iy"):
+                    if slabs:
+                        continue   # done above with the reconstruction's response
                     for row in done:
                         lid = row["lesion_id"]
+                        row["gtm_response"] = "gaussian"
                         box, model = boxes[lid]
                         sub = suv[box]
                         if method == "gtm" or lid not in gtm_c:
@@ -508,6 +518,82 @@ def stage_quantify(task: StageTask) -> None:
                                            title=f"{p['patient_id']} at {t_h:g} h: truth vs OSEM (SUV)",
                                            lesion_mask=any_lesion, vmax=4.0)
     _write_json(task.outputs[0], rows)
+
+
+def _response_slabs(p: dict, ph: Phantom, grid: Grid, organs, measured: dict, psf_fwhm: float, geometry) -> list:
+    """Slab region models (:func:`her2sim.analysis.pvc_regions.lesion_slab_models`) with their system
+    matrices (the reconstruction's, supported on the slab) and Gaussian point responses (the Newton
+    preconditioner of :meth:`~her2sim.analysis.pvc_regions.RegionModel.gtm_response`)."""
+    from her2sim.analysis.pvc_regions import lesion_slab_models
+    from her2sim.recon.projector import SpectSystemMatrix
+    from her2sim.recon.response import slab_support
+
+    r = p["recon"]
+    mu = _mu_map(ph, grid, p) if r["attenuation"] else None
+    cam = _camera(p)
+    pen = None
+    if r["penetration"]:
+        from her2sim.sim.penetration import penetration_table
+        pen = penetration_table(cam)
+    out = []
+    models = lesion_slab_models(organs.astype(np.int32), {lid: L.fraction for lid, L in measured.items()},
+                                {lid: L.voi for lid, L in measured.items()}, grid.spacing_mm)
+    for sl, model in models:
+        system = SpectSystemMatrix(grid, geometry, mu, camera=cam, psf=r["psf"], support=slab_support(mu, grid, sl),
+                                   penetration=pen)
+        slab_grid = Grid((sl.stop - sl.start,) + grid.shape[1:], grid.spacing_mm)
+        own = [lid for lid in model.lesions if lid in measured and measured[lid].voi[sl].sum() == measured[lid].voi.sum()]
+        out.append((sl, model, system, pvc_psf(r, psf_fwhm, slab_grid), own))
+    return out
+
+
+def _counts_per_suv(img: Image, suv_meta: dict) -> float:
+    """Counts per voxel per view time of one SUV in a calibrated reconstruction (inverse of its calibration)."""
+    m = img.meta
+    return (float(m["calibration_cps_per_bq"]) * float(m["time_per_view_s"]) * img.grid.voxel_volume_ml
+            * float(m.get("decay_factor_applied", 1.0)) / float(suv_meta["suv_scale_factor"]))
+
+
+def _region_pvc_with_response(slabs: list, suv, img: Image, projections: Projections, p: dict, methods: list,
+                              rows: list) -> None:
+    """GTM and RBV of each slab with the reconstruction's own response (iterative Yang with the Gaussian one);
+    fills ``rows``."""
+    from her2sim.analysis.suv import suv_image
+    from her2sim.recon.response import scan_response
+
+    r = p["recon"]
+    scatter = r["scatter"]
+    if scatter == "dew" and "scatter" not in [w.name for w in projections.windows]:
+        scatter = "none"
+    kw = _recon_kwargs(r, None, None, False)
+    cpu = _counts_per_suv(img, suv_image(img).meta)
+    by_id = {row["lesion_id"]: row for row in rows}
+    for sl, model, system, psf, own in slabs:
+        todo = [lid for lid in own if lid in by_id]
+        if not todo:
+            continue
+        resp = scan_response(projections, system, iterations=r["iterations"], subsets=r["subsets"], scatter=scatter,
+                             scatter_smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"],
+                             post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
+                             counts_per_unit=cpu, z_slice=sl)
+        sub = suv[sl]
+        fit = model.gtm_response(sub, resp, psf, system.grid.spacing_mm)
+        x_rbv, c_rbv = model.rbv_response(sub, fit) if "rbv" in methods else (None, None)
+        # iterative Yang keeps the Gaussian response: each of its iterations would cost a reconstruction
+        x_iy, c_iy = model.iterative_yang(sub, psf, system.grid.spacing_mm) if "iy" in methods else (None, None)
+        for lid in todo:
+            row = by_id[lid]
+            voi = model.lesion_vois[lid]
+            if "gtm" in methods:
+                row["pvc_gtm_suvmean"] = model.lesion_value(fit.coeffs, lid)
+            if x_rbv is not None:
+                row["pvc_rbv_suvmean"] = model.lesion_value(c_rbv, lid)
+                row["pvc_rbv_suvmax"] = float(x_rbv[voi].max())
+            if x_iy is not None:
+                row["pvc_iy_suvmean"] = model.lesion_value(c_iy, lid)
+                row["pvc_iy_suvmax"] = float(x_iy[voi].max())
+            row["gtm_response"] = "reconstruction"
+            row["gtm_response_images"] = resp.evaluations
 
 
 def _defined(fn, *args, **kwargs):
@@ -757,7 +843,7 @@ def build_stages(cfg: StudyConfig) -> list:
                 "bootstrap": cfg.analysis.bootstrap, "rose_k": cfg.analysis.rose_k, "voi": cfg.analysis.voi,
                 "voi_margin_mm": cfg.analysis.voi_margin_mm,
                 "voi_threshold_fraction": cfg.analysis.voi_threshold_fraction,
-                "min_voi_voxels": cfg.analysis.min_voi_voxels}
+                "min_voi_voxels": cfg.analysis.min_voi_voxels, "pvc_response": cfg.analysis.pvc_response}
     cal_kind = cfg.calibration.phantom if cfg.calibration.phantom in ("iec", "cylinder") else "cylinder"
     stages = [Stage("calibration", [], dict(common, calibration={"phantom": cal_kind,
                                                                    "activity_mbq": cfg.calibration.activity_mbq,
@@ -786,7 +872,7 @@ def build_stages(cfg: StudyConfig) -> list:
         stages.append(Stage(f"quantify_{pid}", [f"recon_{pid}", "calibration"],
                             {"version": PIPELINE_VERSION, "grid": common["grid"], "analysis": analysis,
                              "monte_carlo": common["monte_carlo"], "patient_id": pid, "psf_fwhm_mm": psf_fwhm,
-                             "recon": common["recon"]},
+                             "recon": common["recon"], "camera": common["camera"]},
                             stage_quantify, [f"patients/{pid}/lesions.json"]))
     stages.append(Stage("statistics", [f"quantify_{pid}" for pid in ids] + ["calibration"],
                         {"version": PIPELINE_VERSION, "analysis": analysis, "patient_ids": ids,

@@ -54,6 +54,13 @@ def test_voi_and_pvc_options_rerun_only_the_analysis(finished, tmp_path):
     rows = json.loads((out / "patients" / "P001" / "lesions.json").read_text())
     assert all(r["voi"] == "threshold" for r in rows)
     assert all("pvc_gtm_suvmean" in r and "pvc_gtm_suvmax" not in r and "pvc_rbv_suvmax" in r for r in rows)
+    # the default response is the reconstruction's own (recon.response): two calls, four model images per scan
+    assert all(r["gtm_response"] == "reconstruction" and r["gtm_response_images"] == 4 for r in rows)
+    g = override_study(cfg, ["analysis.pvc_response=gaussian"])
+    s = run_study(g, out, progress=False)
+    assert {k for k, v in s["stage_status"].items() if v == "ran"} == {"quantify_P001", "statistics", "report"}
+    rows_g = json.loads((out / "patients" / "P001" / "lesions.json").read_text())
+    assert all(r["gtm_response"] == "gaussian" and np.isfinite(r["pvc_gtm_suvmean"]) for r in rows_g)
 
 
 def test_rerun_skips_every_stage(finished):
