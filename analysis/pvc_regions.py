@@ -26,6 +26,13 @@ The blur is the reconstructed image's point response: an isotropic Gaussian FWHM
 ``psf(image) -> image``, e.g. the reconstruction's Gaussian resolution followed by the clinical
 post-filter (a Butterworth filter is not a Gaussian: modelling it as one of the same FWHM over-corrects
 lesions, because it keeps the low frequencies that carry a lesion's mean).
+
+OSEM with resolution recovery is not a blur at all for a cold lesion in a hot organ: at a clinical iteration
+count it fills the lesion with the organ's activity far beyond what the point response predicts.
+:meth:`RegionModel.gtm_response` and :meth:`RegionModel.rbv_response` therefore take the reconstruction
+itself as the response (any callable mapping model images to their reconstructions, e.g.
+:class:`her2sim.recon.response.ReconstructionResponse`; this module does not import ``recon``), on slabs of
+whole slices (:func:`lesion_slab_models`), since a reconstruction mixes activity along projection rays.
 """
 from __future__ import annotations
 

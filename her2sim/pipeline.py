@@ -381,7 +381,9 @@ def stage_quantify(task: StageTask) -> None:
     Every lesion of the truth gets a row: measured on the recon grid (its VOI from the phantom's sub-voxel
     lesion fraction, its margin kept out of other organs), or with the reason it is not
     (:data:`her2sim.analysis.lesion_truth.UNMEASURED_REASONS`). GTM, RBV and iterative Yang use the organ
-    labels plus the lesions' fraction maps as regions (:mod:`her2sim.analysis.pvc_regions`).
+    labels plus the lesions' fraction maps as regions (:mod:`her2sim.analysis.pvc_regions`); with
+    ``analysis.pvc_response = "reconstruction"`` GTM and RBV model the image by the OSEM protocol itself
+    (:mod:`her2sim.recon.response`), iterative Yang by the Gaussian point response.
     """
     _fault_injection_delay(task.stage)
     from scipy import ndimage
