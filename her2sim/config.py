@@ -651,11 +651,6 @@ class StudyConfig:
         if self.recon.penetration and not self.recon.psf:
             raise ConfigError("recon.penetration = true models the tail of the collimator response but "
                               "recon.psf = false; set recon.psf = true or recon.penetration = false")
-        if (self.recon.scatter == "mc" and self.analysis.pvc_response == "reconstruction"
-                and {"gtm", "rbv", "iy"} & set(self.analysis.pvc_methods)):
-            raise ConfigError("analysis.pvc_response = 'reconstruction' reruns the reconstruction with its scatter "
-                              "estimate, but recon.scatter = 'mc' makes a new Monte Carlo estimate per image; "
-                              "set analysis.pvc_response = 'gaussian' or recon.scatter = 'dew'/'tew'/'none'")
         if self.recon.scatter == "mc" and not self.phantom.ct:
             raise ConfigError("recon.scatter = 'mc' simulates scatter through the CT but phantom.ct = false; "
                               "set phantom.ct = true or choose recon.scatter = 'dew'/'tew'/'none'")

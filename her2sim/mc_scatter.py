@@ -139,7 +139,7 @@ def monte_carlo_scatter(projections: Projections, activity_bq_per_ml: np.ndarray
 def reconstruct_with_mc_scatter(projections: Projections, mu_map_per_cm, grid: Grid, camera, ct_hu: np.ndarray,
                                 ct_grid: Grid, first_scatter: str = "dew", updates: int = 1,
                                 n_histories: int = 100_000, seed: int = 0, smooth_fwhm_mm: float = 0.0,
-                                **recon_kwargs) -> Image:
+                                return_scatter: bool = False, **recon_kwargs):
     """OSEM with Monte Carlo scatter correction.
 
     A first reconstruction (``first_scatter``: ``"dew"``, ``"tew"`` or ``"none"``) is the
@@ -161,13 +161,16 @@ def reconstruct_with_mc_scatter(projections: Projections, mu_map_per_cm, grid: G
         Monte Carlo histories per estimate and seed (estimate i uses ``seed + i``).
     smooth_fwhm_mm : float
         Smoothing of each estimate (see :func:`monte_carlo_scatter`).
+    return_scatter : bool
+        Also return the last scatter estimate (e.g. for the reconstruction's response in PVC).
     **recon_kwargs
         Passed to :func:`her2sim.recon.reconstruct` (iterations, subsets, psf, calibration...).
 
     Returns
     -------
-    Image
-        The reconstruction with the last scatter estimate; ``meta["scatter"] = "mc"``.
+    Image, or (Image, numpy.ndarray) with ``return_scatter``
+        The reconstruction with the last scatter estimate; ``meta["scatter"] = "mc"``; the estimate
+        (view, v, u) in counts.
     """
     from her2sim.recon import reconstruct
 
@@ -185,7 +188,7 @@ def reconstruct_with_mc_scatter(projections: Projections, mu_map_per_cm, grid: G
     img.meta["scatter_updates"] = updates
     img.meta["scatter_histories"] = n_histories
     img.meta["scatter_smooth_fwhm_mm"] = smooth_fwhm_mm
-    return img
+    return (img, s) if return_scatter else img
 
 
 __all__ = ["scatter_phantom", "monte_carlo_scatter", "reconstruct_with_mc_scatter", "SCATTER_COMPONENTS"]

@@ -96,7 +96,9 @@ def _recon_grid(params, phantom_grid: Grid) -> Grid:
 
 
 def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_bq=None, progress=False,
-                 phantom: Phantom | None = None, seed: int = 0) -> Image:
+                 phantom: Phantom | None = None, seed: int = 0, scatter_out: list | None = None) -> Image:
+    """One reconstruction with the study's recon settings; with ``recon.scatter = "mc"`` the Monte Carlo
+    scatter estimate (view, v, u) is appended to ``scatter_out`` when given."""
     from her2sim.recon import reconstruct
     r = params["recon"]
     cam = _camera(params)
@@ -110,10 +112,14 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
         from her2sim.mc_scatter import reconstruct_with_mc_scatter
         if phantom is None:
             raise ConfigError("recon.scatter = 'mc' needs the phantom's CT for the scatter simulation")
-        return reconstruct_with_mc_scatter(projections, mu, grid, cam, phantom.ct_hu, phantom.grid,
-                                           first_scatter="dew" if "scatter" in names else "none",
-                                           n_histories=r["scatter_histories"], seed=seed,
-                                           smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"], **kwargs)
+        img, s = reconstruct_with_mc_scatter(projections, mu, grid, cam, phantom.ct_hu, phantom.grid,
+                                             first_scatter="dew" if "scatter" in names else "none",
+                                             n_histories=r["scatter_histories"], seed=seed,
+                                             smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"], return_scatter=True,
+                                             **kwargs)
+        if scatter_out is not None:
+            scatter_out.append(s)
+        return img
     return reconstruct(projections, mu, grid, cam, scatter=scatter, **kwargs)
 
 
@@ -363,9 +369,17 @@ def stage_recon(task: StageTask) -> None:
         tdir = pdir / _time_tag(t_h)
         projs = [Projections.load(tdir / f"noisy_r{k}.h5") for k in range(n_real)]
         if p["recon"]["scatter"] == "mc":
-            imgs = [_reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"], phantom=ph,
-                                 seed=_seed(p["seed"], p["index"], 4, int(round(t_h * 3600)), k))
-                    for k, proj in enumerate(projs)]
+            imgs = []
+            for k, proj in enumerate(projs):
+                est: list = []
+                imgs.append(_reconstruct(proj, mu, grid, p, cps_per_bq=cal["cps_per_bq"], phantom=ph,
+                                         seed=_seed(p["seed"], p["index"], 4, int(round(t_h * 3600)), k),
+                                         scatter_out=est))
+                # kept for PVC with the reconstruction's response (analysis.pvc_response)
+                pk = [w.name for w in proj.windows].index("photopeak")
+                Projections(est[0][None].astype(np.float32), (proj.windows[pk],), proj.geometry, is_expected=True,
+                            meta={"content": "Monte Carlo scatter estimate of the photopeak window (counts)"}
+                            ).save(tdir / f"mc_scatter_r{k}.h5")
         else:  # one batched OSEM over the realisations of this scan
             imgs = _reconstruct_realisations(projs, mu, grid, p, cps_per_bq=cal["cps_per_bq"])
         for k, img in enumerate(imgs):
@@ -463,7 +477,8 @@ def stage_quantify(task: StageTask) -> None:
             gtm_c = {}
             if slabs and done:
                 _region_pvc_with_response(slabs, suv, img, Projections.load(tdir / f"noisy_r{k}.h5"), p,
-                                          [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")], done)
+                                          [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")], done,
+                                          mc_scatter_path=tdir / f"mc_scatter_r{k}.h5")
             for method in a["pvc_methods"]:
                 if method == "none" or not done:
                     continue
@@ -557,7 +572,7 @@ def _counts_per_suv(img: Image, suv_meta: dict) -> float:
 
 
 def _region_pvc_with_response(slabs: list, suv, img: Image, projections: Projections, p: dict, methods: list,
-                              rows: list) -> None:
+                              rows: list, mc_scatter_path: Path | None = None) -> None:
     """GTM and RBV of each slab with the reconstruction's own response (iterative Yang with the Gaussian one);
     fills ``rows``."""
     from her2sim.analysis.suv import suv_image
@@ -567,6 +582,13 @@ def _region_pvc_with_response(slabs: list, suv, img: Image, projections: Project
     scatter = r["scatter"]
     if scatter == "dew" and "scatter" not in [w.name for w in projections.windows]:
         scatter = "none"
+    if scatter == "mc":
+        path = mc_scatter_path
+        if path is None or not path.exists():
+            raise DataError(f"{path} is missing: the reconstruction's Monte Carlo scatter estimate is needed for "
+                            "analysis.pvc_response = 'reconstruction' (a study made by an older her2sim); delete "
+                            "the recon outputs and rerun, or set analysis.pvc_response = 'gaussian'")
+        scatter = Projections.load(path).counts[0]
     kw = _recon_kwargs(r, None, None, False)
     cpu = _counts_per_suv(img, suv_image(img).meta)
     by_id = {row["lesion_id"]: row for row in rows}

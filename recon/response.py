@@ -89,7 +89,7 @@ class ReconstructionResponse:
         return out[0] if single else out
 
 
-def scan_response(projections, system: SpectSystemMatrix, *, iterations: int, subsets: int, scatter: str = "none",
+def scan_response(projections, system: SpectSystemMatrix, *, iterations: int, subsets: int, scatter="none",
                   scatter_smooth_fwhm_mm: float | None = None, post_filter_fwhm_mm: float | None = None,
                   butterworth: tuple | None = None, counts_per_unit: float = 1.0, z_slice: slice | None = None,
                   window: str | None = None) -> ReconstructionResponse:
@@ -101,8 +101,9 @@ def scan_response(projections, system: SpectSystemMatrix, *, iterations: int, su
         The measured projections the image was reconstructed from (their scatter window gives ``s``).
     system : SpectSystemMatrix
         Built like the reconstruction's (:func:`her2sim.recon.reconstruct`), optionally with a slab support.
-    scatter : {"none", "dew", "tew"}
-        The reconstruction's scatter method.
+    scatter : {"none", "dew", "tew"} or numpy.ndarray
+        The reconstruction's scatter method, or its scatter estimate (view, v, u) in counts (e.g. the Monte
+        Carlo estimate :func:`her2sim.mc_scatter.reconstruct_with_mc_scatter` returns).
     Other parameters
         As :func:`her2sim.recon.reconstruct` and :class:`ReconstructionResponse`.
     """

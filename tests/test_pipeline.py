@@ -83,13 +83,17 @@ def test_mc_scatter_reruns_calibration_and_recon_and_lowers_the_calibration(fini
     corrected, and removing the scatter DEW leaves lowers the reconstructed calibration (cps/MBq)."""
     out = tmp_path / "copy"
     shutil.copytree(finished[0], out)
-    s = run_study(override_study(load_study(STUDY), ["recon.scatter=mc", "recon.scatter_histories=20000"]), out,
-                  progress=False)
+    s = run_study(override_study(load_study(STUDY), ["recon.scatter=mc", "recon.scatter_histories=20000",
+                                                     'analysis.pvc_methods=["none", "gtm"]']), out, progress=False)
     ran = {k for k, v in s["stage_status"].items() if v == "ran"}
     assert ran == {"calibration", "recon_P001", "quantify_P001", "statistics", "report"}
     from her2sim.core.containers import Image
     meta = Image.load(out / "patients" / "P001" / "t1h" / "recon_r0.h5").meta
     assert meta.get("scatter") == "mc" and meta.get("scatter_first") == "dew"
+    # the Monte Carlo scatter estimate is kept, and GTM's reconstruction response uses it
+    assert (out / "patients" / "P001" / "t1h" / "mc_scatter_r0.h5").exists()
+    rows = json.loads((out / "patients" / "P001" / "lesions.json").read_text())
+    assert all(r["gtm_response"] == "reconstruction" and np.isfinite(r["pvc_gtm_suvmean"]) for r in rows)
     dew = json.loads((finished[0] / "calibration" / "calibration.json").read_text())["sensitivity_cps_per_mbq"]
     mc = json.loads((out / "calibration" / "calibration.json").read_text())["sensitivity_cps_per_mbq"]
     assert mc < dew

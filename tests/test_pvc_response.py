@@ -97,7 +97,5 @@ def test_pvc_response_is_checked_in_the_config():
     base = '[study]\nname = "x"\n[phantom]\npreset = "torso"\nshape = [16, 32, 32]\nspacing_mm = [8.84, 8.84, 8.84]\n'
     with pytest.raises(ConfigError, match="analysis.pvc_response"):
         loads_study(base + '[analysis]\npvc_response = "blur"\n')
-    with pytest.raises(ConfigError, match="pvc_response = 'reconstruction'"):
-        loads_study(base + '[recon]\nscatter = "mc"\n[analysis]\npvc_methods = ["gtm"]\n')
-    cfg = loads_study(base + '[recon]\nscatter = "mc"\n[analysis]\npvc_methods = ["gtm"]\npvc_response = "gaussian"\n')
+    cfg = loads_study(base + '[analysis]\npvc_methods = ["gtm"]\npvc_response = "gaussian"\n')
     assert cfg.analysis.pvc_response == "gaussian"
