@@ -25,17 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from her2sim.core.errors import ConfigError, DataError
+from her2sim.core.jsonio import print_json as _print_json
 
 _TIME_DIR = re.compile(r"^t(\d+(?:\.\d+)?)h$")
 _REALISATION = re.compile(r"^(noisy|recon)_r(\d+)\.h5$")
 #: Series folder written by :func:`her2sim.dicom_io.export_study` for each of its outputs.
 SERIES_FOLDERS = {"projections": "NM_projections", "recon": "NM_recon", "ct": "CT"}
-
-
-def _print_json(obj) -> None:
-    from her2sim.core.hdf5io import to_json
-
-    print(json.dumps(json.loads(to_json(obj)), indent=2))
 
 
 def _study_dir(path) -> Path:

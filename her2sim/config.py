@@ -46,6 +46,7 @@ import numpy as np
 from her2sim.analysis.lesion_table import VOI_METHODS
 from her2sim.core.errors import ConfigError, check_int, check_range
 from her2sim.core.grid import Grid
+from her2sim.core.jsonio import canonical_json
 from her2sim.core.limits import LIMITS, check_memory, estimate_peak_memory_bytes
 
 PHANTOM_PRESETS = ("demo", "torso", "iec", "cylinder", "point")
@@ -66,28 +67,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 # ---------------------------------------------------------------------------- canonical JSON / hashing
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (tuple, set, frozenset)):
-        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def canonical_json(obj) -> str:
-    """Canonical JSON text: keys sorted, no whitespace, numpy values converted, NaN refused."""
-    return json.dumps(obj, default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
-
-
 def config_hash(section_dicts) -> str:
     """sha256 (hex) of the canonical JSON of ``section_dicts`` (a dict of sections, a section, or any JSON value)."""
     return hashlib.sha256(canonical_json(section_dicts).encode("ascii")).hexdigest()

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from her2sim import __version__
 from her2sim.config import RESOLVED_NAME, StudyConfig, preflight, save_study
 from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.grid import Grid
 from her2sim.core.hdf5io import to_json
-from her2sim.stages import Stage, StageTask, run_stages, study_lock, write_text_atomic
+from her2sim.core.jsonio import write_json
+from her2sim.core.versions import package_versions
+from her2sim.stages import Stage, StageTask, run_stages, study_lock
 
 #: bump when a stage's function changes what it writes (part of every stage key)
 PIPELINE_VERSION = 2  # 2: exact recon support (recon outputs change)
@@ -79,8 +80,7 @@ def _mc_settings(params, seed: int, histories: int | None = None):
     return MonteCarloSettings(n_histories=int(histories or mc["histories"]), seed=seed, threads=threads)
 
 
-def _write_json(path: Path, obj) -> Path:
-    return write_text_atomic(path, json.dumps(json.loads(to_json(obj)), indent=2))
+_write_json = write_json
 
 
 def _grid(params) -> Grid:
@@ -685,16 +685,7 @@ def stage_dicom(task: StageTask) -> None:
     _write_json(task.outputs[0], [str(x) for x in series])
 
 
-def _versions() -> dict:
-    """Versions of her2sim and the libraries whose numbers shape the results."""
-    import importlib.metadata as md
-    out = {"her2sim": __version__}
-    for pkg in ("numpy", "numba", "scipy", "h5py", "pydicom", "xraydb", "scikit-learn", "matplotlib"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
+_versions = package_versions  # her2sim and the libraries whose numbers shape the results (None: not installed)
 
 
 def stage_report(task: StageTask) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from her2sim.core.errors import ConfigError, DataError
+from her2sim.core.versions import VERSION_PACKAGES, package_versions
 from her2sim.config import resolved_study_path
 from her2sim.stages import write_text_atomic
 
@@ -60,7 +61,7 @@ _TRUTH_OF = {"suvmean": ("true_suv_intrinsic", "true_suvmean", "true_suv"),
              "suvmean_iso": ("true_suv_intrinsic", "true_suvmean", "true_suv"),
              "suvmax": ("true_suvmax_pv", "true_suvmax")}
 #: Packages whose installed versions are listed when the summary has no ``versions``.
-_VERSION_PACKAGES = ("her2sim", "numpy", "scipy", "numba", "h5py", "pydicom", "matplotlib", "scikit-learn", "xraydb")
+_VERSION_PACKAGES = VERSION_PACKAGES
 _RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 
 
@@ -396,16 +397,8 @@ def _count(v) -> str:
 
 
 def installed_versions(packages=_VERSION_PACKAGES) -> dict:
-    """Installed versions of ``packages`` (importlib.metadata; packages not installed are left out)."""
-    from importlib import metadata
-
-    out = {}
-    for name in packages:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    """Installed versions of her2sim and ``packages`` (packages not installed are left out)."""
+    return package_versions(packages, keep_missing=False)
 
 
 def _seeds(summary: dict, toml: dict) -> dict:
