@@ -20,9 +20,7 @@ import numpy as np
 
 from her2sim.core.containers import Image
 from her2sim.core.errors import ConfigError, DataError, check_choice, check_range
-from her2sim.core.radionuclide import TC99M
-
-DECAY_REFERENCES = ("injection", "scan_start", "acquisition_mean")
+from her2sim.core.radionuclide import DECAY_REFERENCES, TC99M  # noqa: F401 - DECAY_REFERENCES re-exported
 
 
 def mean_decay_factor(start_s: float, duration_s: float, nuclide=TC99M) -> float:
