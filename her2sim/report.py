@@ -37,7 +37,6 @@ from pathlib import Path
 
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.versions import VERSION_PACKAGES, package_versions
-from her2sim.config import resolved_study_path
 from her2sim.stages import write_text_atomic
 
 REPORT_FORMATS = ("html", "markdown")
@@ -366,7 +365,7 @@ def _study_toml(study_dir: Path) -> dict:
     import tomllib
 
     try:
-        data = tomllib.loads(resolved_study_path(study_dir).read_text(encoding="utf-8"))
+        data = tomllib.loads(_resolved_study_path(study_dir).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -374,7 +373,7 @@ def _study_toml(study_dir: Path) -> dict:
 
 def _config_text(study_dir: Path, summary: dict) -> tuple[str, str]:
     """(text, where from) of the resolved configuration."""
-    toml_path = resolved_study_path(study_dir)
+    toml_path = _resolved_study_path(study_dir)
     if toml_path.is_file():
         try:
             return toml_path.read_text(encoding="utf-8"), toml_path.name
@@ -394,6 +393,12 @@ def _count(v) -> str:
     if isinstance(v, (list, tuple, dict)):
         return str(len(v))
     return format_value(v)
+
+
+def _resolved_study_path(study_dir) -> Path:
+    """:func:`her2sim.config.resolved_study_path` (imported here: the config imports :data:`REPORT_FORMATS`)."""
+    from her2sim.config import resolved_study_path
+    return resolved_study_path(study_dir)
 
 
 def installed_versions(packages=_VERSION_PACKAGES) -> dict:
@@ -753,7 +758,7 @@ def _figures(figures: list) -> Section:
 def _reproduce(study_dir: Path, summary: dict, toml: dict) -> Section:
     s = Section("How to reproduce")
     seed = _seeds(summary, toml).get("study")
-    toml_path = resolved_study_path(study_dir)
+    toml_path = _resolved_study_path(study_dir)
     lines = []
     if toml_path.is_file():
         from her2sim.stages import file_sha256

@@ -19,6 +19,11 @@ from .filters import butterworth_filter, gaussian_filter_fwhm
 from .osem import make_subsets, osem, osem_batch, post_filter, reconstruct, reconstruct_batch, subset_order
 from .projector import SpectSystemMatrix, grid_for_geometry
 from .scatter import dew_scatter, tew_scatter
+from .osem import SCATTER_METHODS as _RECONSTRUCT_SCATTER
+
+#: scatter corrections of a study (``recon.scatter``): the window estimates :func:`reconstruct` takes
+#: (``none``, ``dew``, ``tew``) and ``mc``, the Monte Carlo estimate of :mod:`her2sim.mc_scatter`
+SCATTER_METHODS = _RECONSTRUCT_SCATTER + ("mc",)
 
 __all__ = ["SpectSystemMatrix", "butterworth_filter", "calibrate_image", "counts_to_bq_per_ml", "dew_scatter",
            "gaussian_filter_fwhm", "grid_for_geometry", "make_subsets", "mean_decay_factor", "mu_map_from_ct", "osem",

@@ -22,6 +22,12 @@ from her2sim.core.containers import Image
 from her2sim.core.errors import ConfigError, DataError, check_choice, check_range
 from her2sim.core.radionuclide import DECAY_REFERENCES, TC99M  # noqa: F401 - DECAY_REFERENCES re-exported
 
+#: objects a study's counts -> Bq/mL calibration can scan (``calibration.phantom``): the IEC body phantom
+#: (recovery coefficients too), a uniform cylinder, a point source in air (total counts of its
+#: reconstruction, :func:`sensitivity_cps_per_bq`), or ``none``: no scan, the camera's analytic planar
+#: sensitivity (:meth:`her2sim.sim.camera.Camera.sensitivity_cps_per_mbq`)
+CALIBRATION_PHANTOMS = ("iec", "cylinder", "point", "none")
+
 
 def mean_decay_factor(start_s: float, duration_s: float, nuclide=TC99M) -> float:
     """Mean of ``exp(-lambda t)`` over ``[start_s, start_s + duration_s]`` (t from the reference, s).
