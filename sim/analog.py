@@ -78,7 +78,7 @@ def simulate_explicit(phantom: Phantom, camera: Camera | None = None, settings: 
             w = esc[sel, K.V_W] * w_hist * st.batches * eff_s[j]
             t0 = time.perf_counter()
             score = detect_photons(cam, u, v, cu, dz[sel], cn[sel], esc[sel, K.V_E], w, order,
-                                   seed=int(st.seed * 1000003 + b * 1009 + j), shape_vu=(nv, nu), pixel_mm=geo.pixel_mm)
+                                   seed=(int(st.seed) * 1000003 + b * 1009 + j) % 2 ** 63, shape_vu=(nv, nu), pixel_mm=geo.pixel_mm)
             t_det += time.perf_counter() - t0
             batch[b, :, j] = score.counts
             for ci, name in enumerate(EXPLICIT_COMPONENTS):
