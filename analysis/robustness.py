@@ -323,9 +323,8 @@ def plot_p_positive(table: list, path, threshold: float = 1.5) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"P(SUVmax >= {threshold:g}) over noise realisations")
     axes[0][0].legend(title="diameter" + (f" (hollow: {pvc[0]})" if pvc else ""), fontsize=7, title_fontsize=7)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    from her2sim.core.atomic import savefig_atomic
     fig.tight_layout()
-    fig.savefig(p, dpi=120)
+    p = savefig_atomic(fig, path, dpi=120)
     plt.close(fig)
     return p

@@ -28,13 +28,12 @@ import numpy as np
 
 from her2sim.core.containers import Image
 from her2sim.core.errors import ConfigError, DataError, check_choice, check_range
-from her2sim.core.radionuclide import TC99M, Radionuclide
+from her2sim.core.radionuclide import DECAY_REFERENCES, TC99M, Radionuclide  # noqa: F401 - re-exported
 
 #: Assumed tissue density used to turn grams of body weight into millilitres (g/mL).
 TISSUE_DENSITY_G_PER_ML = 1.0
 
 SUV_NORMALISATIONS = ("bw", "lbm", "bsa")
-DECAY_REFERENCES = ("scan_start", "injection")
 
 
 def decay_corrected_activity_bq(injected_bq: float, elapsed_s: float,
@@ -106,7 +105,8 @@ def _normalise_sex(sex) -> str:
 
 def suv_scale_factor(injected_bq: float, weight_kg: float, *, elapsed_s: float = 0.0,
                      normalisation: str = "bw", height_cm: float | None = None, sex: str | None = None,
-                     decay_reference: str = "scan_start", nuclide: Radionuclide = TC99M) -> float:
+                     decay_reference: str = "scan_start", duration_s: float = 0.0,
+                     nuclide: Radionuclide = TC99M) -> float:
     """Factor that turns a concentration in Bq/mL into an SUV.
 
     ``SUV = C [Bq/mL] * factor``.
@@ -126,9 +126,14 @@ def suv_scale_factor(injected_bq: float, weight_kg: float, *, elapsed_s: float =
         Needed for 'lbm' and 'bsa'.
     sex : str, optional
         'F'/'M'; needed for 'lbm'.
-    decay_reference : {'scan_start', 'injection'}
-        Time to which the image voxels are decay-corrected. 'scan_start' decays
-        the injected activity by ``elapsed_s``; 'injection' uses it as is.
+    decay_reference : {'scan_start', 'injection', 'acquisition_mean'}
+        Time to which the image voxels are decay-corrected
+        (:data:`her2sim.core.radionuclide.DECAY_REFERENCES`). 'scan_start' decays the injected
+        activity by ``elapsed_s``; 'injection' uses it as is; 'acquisition_mean' (voxels hold the
+        mean concentration during the scan, no decay correction) uses its mean over
+        ``[elapsed_s, elapsed_s + duration_s]``.
+    duration_s : float
+        Scan duration (s), used by 'acquisition_mean' (0: the instant ``elapsed_s``).
     nuclide : Radionuclide
 
     Returns
@@ -144,6 +149,11 @@ def suv_scale_factor(injected_bq: float, weight_kg: float, *, elapsed_s: float =
     check_choice("decay_reference", decay_reference, DECAY_REFERENCES)
     if decay_reference == "scan_start":
         activity = decay_corrected_activity_bq(injected_bq, elapsed_s, nuclide)
+    elif decay_reference == "acquisition_mean":
+        dur = check_range("duration_s", duration_s, 0.0, 10 * 24 * 3600.0)
+        activity = decay_corrected_activity_bq(injected_bq, elapsed_s, nuclide)
+        if dur > 0:  # mean of A(t) over the scan = A(start) x mean of exp(-lambda t) over [0, dur]
+            activity *= nuclide.decays_in_interval(1.0, 0.0, dur) / dur
     else:
         activity = check_range("injected_bq", injected_bq, 0.0, None, lo_open=True)
     # phantoms (a 0.5 L cylinder "weighs" 0.5 kg) are allowed, hence the open lower bound
@@ -190,7 +200,8 @@ def suv_image(image: Image, *, normalisation: str = "bw", nuclide: Radionuclide 
     * ``weight_kg`` - required;
     * ``scan_start_s`` - time from injection to scan start (s), required unless
       ``decay_corrected_to == 'injection'``;
-    * ``decay_corrected_to`` - 'scan_start' (default) or 'injection';
+    * ``decay_corrected_to`` - 'scan_start' (default), 'injection' or 'acquisition_mean';
+    * ``scan_duration_s`` - scan duration (s), for 'acquisition_mean' (absent: 0);
     * ``height_cm`` / ``sex`` - for SUL and SUVbsa.
 
     Returns
@@ -211,13 +222,15 @@ def suv_image(image: Image, *, normalisation: str = "bw", nuclide: Radionuclide 
     ref = meta.get("decay_corrected_to", "scan_start")
     check_choice("Image.meta['decay_corrected_to']", ref, DECAY_REFERENCES)
     elapsed = meta.get("scan_start_s")
-    if ref == "scan_start" and elapsed is None:
+    if ref != "injection" and elapsed is None:
         raise DataError("Image.meta['scan_start_s'] is missing; it is the time from injection to scan start in s, "
-                        "needed to decay-correct the injected activity (or set decay_corrected_to='injection')")
+                        f"needed to decay-correct the injected activity to decay_corrected_to={ref!r} "
+                        "(or set decay_corrected_to='injection')")
     factor = suv_scale_factor(float(meta["injected_mbq"]) * 1e6, float(meta["weight_kg"]),
                               elapsed_s=float(elapsed or 0.0), normalisation=normalisation,
                               height_cm=meta.get("height_cm"), sex=meta.get("sex"),
-                              decay_reference=ref, nuclide=nuclide)
+                              decay_reference=ref, duration_s=float(meta.get("scan_duration_s") or 0.0),
+                              nuclide=nuclide)
     new_meta = dict(meta)
     new_meta.update({"suv_normalisation": normalisation, "suv_scale_factor": factor})
     arr = np.asarray(image.array, dtype=np.float32) * np.float32(factor)

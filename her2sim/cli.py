@@ -17,18 +17,13 @@ Errors reach the user as one line on stderr, never as a traceback (unless
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from her2sim.core.errors import Her2simError
-from her2sim.core.hdf5io import to_json
+from her2sim.core.jsonio import print_json as _print_json
 from her2sim.core.limits import float_range, int_range  # noqa: F401 - argparse types, re-exported
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(json.loads(to_json(obj)), indent=2))
 
 
 # ---------------------------------------------------------------------- materials

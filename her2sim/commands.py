@@ -4,7 +4,6 @@ Each prints a short human summary and, with ``--json``, one JSON object with sta
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -12,11 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from her2sim.core.errors import ConfigError, DataError
-from her2sim.core.hdf5io import to_json
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(json.loads(to_json(obj)), indent=2))
+from her2sim.core.jsonio import print_json as _print_json
 
 
 #: seconds to wait for a Dask scheduler before giving up (``her2sim run --dask ADDRESS``)

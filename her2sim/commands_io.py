@@ -25,17 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from her2sim.core.errors import ConfigError, DataError
+from her2sim.core.jsonio import print_json as _print_json
 
 _TIME_DIR = re.compile(r"^t(\d+(?:\.\d+)?)h$")
 _REALISATION = re.compile(r"^(noisy|recon)_r(\d+)\.h5$")
 #: Series folder written by :func:`her2sim.dicom_io.export_study` for each of its outputs.
 SERIES_FOLDERS = {"projections": "NM_projections", "recon": "NM_recon", "ct": "CT"}
-
-
-def _print_json(obj) -> None:
-    from her2sim.core.hdf5io import to_json
-
-    print(json.dumps(json.loads(to_json(obj)), indent=2))
 
 
 def _study_dir(path) -> Path:
@@ -263,11 +258,12 @@ def _injection_time(*metas) -> _dt.datetime | None:
     return None
 
 
-def export_scan_dicom(scan: Scan, out_dir, study_name: str = "her2sim") -> list:
+def export_scan_dicom(scan: Scan, out_dir, study_name: str = "her2sim", ct: bool = True) -> list:
     """Write the DICOM series of one scan under ``out_dir``; returns the series folders written.
 
     NM projections (the noisy realisation), NM reconstruction (Bq/mL) and CT (the
-    phantom's HU volume) share one StudyInstanceUID and FrameOfReferenceUID. Patient
+    phantom's HU volume; not with ``ct=False``, a study without CT, ``phantom.ct = false``) share one
+    StudyInstanceUID and FrameOfReferenceUID. Patient
     weight/height come from ``Phantom.meta``; injected activity, scan start and
     injection time from the image/projection meta, falling back to the phantom meta
     and to ``time_h`` for the scan start.
@@ -288,8 +284,8 @@ def export_scan_dicom(scan: Scan, out_dir, study_name: str = "her2sim") -> list:
                            proj.variance, {**fill, **proj.meta})
     if rec is not None:
         rec = Image(rec.array, rec.grid, rec.units, {**fill, **rec.meta})
-    ct = None
-    if ph is not None:
+    with_ct, ct = ct, None
+    if ph is not None and with_ct:
         src = rec.meta if rec is not None else (proj.meta if proj is not None else fill)
         ct_meta = {k: src[k] for k in ("scan_start_s", "weight_kg") if src.get(k) is not None}
         ct = Image(ph.ct_hu, ph.grid, "HU", ct_meta)
@@ -321,8 +317,9 @@ def _study_name(study_dir: Path) -> str:
 
 
 def export_study_dicom(study_dir, out_dir, patient: str | None = None, time_h: float | None = None,
-                       realisation: int | None = None) -> tuple[list, list]:
-    """Export the selected scans of a study folder as DICOM (see :func:`find_scans`, :func:`export_scan_dicom`).
+                       realisation: int | None = None, ct: bool = True) -> tuple[list, list]:
+    """Export the selected scans of a study folder as DICOM (see :func:`find_scans`, :func:`export_scan_dicom`;
+    ``ct=False``: no CT series).
 
     Returns
     -------
@@ -336,7 +333,7 @@ def export_study_dicom(study_dir, out_dir, patient: str | None = None, time_h: f
     name = _study_name(study_dir)
     series = []
     for scan in scans:
-        series.extend(export_scan_dicom(scan, out_dir, name))
+        series.extend(export_scan_dicom(scan, out_dir, name, ct=ct))
     return scans, series
 
 

@@ -43,22 +43,23 @@ from typing import Any, Callable
 
 import numpy as np
 
-from her2sim.analysis.lesion_table import VOI_METHODS
-from her2sim.analysis.pvc_regions import PVC_RESPONSES
+# the allowed names of a key are the library's own list, imported from the module that acts on them
+from her2sim.analysis.lesion_table import VOI_METHODS  # analysis.voi
+from her2sim.analysis.pvc import PVC_METHODS  # analysis.pvc_methods
+from her2sim.analysis.pvc_regions import PVC_RESPONSES  # analysis.pvc_response
 from her2sim.core.errors import ConfigError, check_int, check_range
 from her2sim.core.grid import Grid
+from her2sim.core.jsonio import canonical_json
 from her2sim.core.limits import LIMITS, check_memory, estimate_peak_memory_bytes
+from her2sim.phantoms.phantom_presets import PRESET_NAMES as PHANTOM_PRESETS  # phantom.preset
+from her2sim.recon import SCATTER_METHODS  # recon.scatter
+from her2sim.recon.attenuation import MU_MAP_SOURCES  # recon.mu_map
+from her2sim.recon.calibration import CALIBRATION_PHANTOMS  # calibration.phantom
+from her2sim.report import REPORT_FORMATS  # output.report
+from her2sim.sim.analog import MC_MODES  # monte_carlo.mode
 
-PHANTOM_PRESETS = ("demo", "torso", "iec", "cylinder", "point")
-CALIBRATION_PHANTOMS = ("iec", "cylinder", "point", "none")
-MC_MODES = ("fast", "explicit")
-SCATTER_METHODS = ("none", "dew", "tew", "mc")
-MU_MAP_SOURCES = ("ct", "materials")
-PVC_METHODS = ("none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc")
-#: SUVmean VOI of a lesion: the library's own list (her2sim.analysis.lesion_table.VOI_METHODS)
-#: Per-lesion metrics the analysis can report.
+#: Per-lesion metrics the analysis can report (row columns of the quantify stage; the config's own list).
 ANALYSIS_METRICS = ("suvmax", "suvmean", "suvpeak", "sul", "tbr", "recovery", "cnr")
-REPORT_FORMATS = ("html", "markdown")
 SECTION_ORDER = ("study", "phantom", "cohort", "tracer", "camera", "calibration", "monte_carlo", "recon",
                  "analysis", "output")
 REQUIRED_SECTIONS = ("study", "phantom")
@@ -67,28 +68,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 # ---------------------------------------------------------------------------- canonical JSON / hashing
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (tuple, set, frozenset)):
-        return sorted(obj) if isinstance(obj, (set, frozenset)) else list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def canonical_json(obj) -> str:
-    """Canonical JSON text: keys sorted, no whitespace, numpy values converted, NaN refused."""
-    return json.dumps(obj, default=_json_default, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
-
-
 def config_hash(section_dicts) -> str:
     """sha256 (hex) of the canonical JSON of ``section_dicts`` (a dict of sections, a section, or any JSON value)."""
     return hashlib.sha256(canonical_json(section_dicts).encode("ascii")).hexdigest()
@@ -251,7 +230,9 @@ class PhantomSection:
     weight_kg, height_cm : float
         Patient body weight (kg) and height (cm), used for SUV.
     ct : bool
-        Whether a CT (HU) volume is produced; attenuation correction needs it.
+        Whether the study has a CT: attenuation correction, Monte Carlo scatter correction and the CT VOI
+        need it, and the DICOM export writes its series. ``false`` is a SPECT-only study (the Monte Carlo
+        still transports through the phantom's materials).
     lesions : dict or list of dict
         Free-form lesion options handed to the phantom builder unchanged: a table of
         options (e.g. IEC ``sphere_to_background``) or one table per lesion
@@ -295,7 +276,9 @@ class CalibrationSection:
     Attributes
     ----------
     phantom : str
-        ``"iec"``, ``"cylinder"``, ``"point"`` or ``"none"`` (use the analytic sensitivity).
+        One of ``CALIBRATION_PHANTOMS`` (:mod:`her2sim.recon.calibration`): ``"iec"`` (also recovery
+        coefficients), ``"cylinder"``, ``"point"`` (a point source in air at the centre) or ``"none"`` (no scan:
+        the camera's analytic planar sensitivity).
     activity_mbq : float
         Activity in the calibration phantom (MBq).
     """
@@ -311,7 +294,9 @@ class MonteCarloSection:
     Attributes
     ----------
     mode : str
-        ``"fast"`` (forced detection / convolution) or ``"explicit"`` (analogue photon tracking).
+        One of ``MC_MODES`` (:func:`her2sim.sim.analog.simulate`): ``"fast"`` (forced detection / convolution)
+        or ``"explicit"`` (analogue photon tracking through the camera heads; patients, calibration and the
+        point-source resolution measurement alike).
     photons : int or None
         Photons simulated per projection set; exclusive with ``target_relative_noise``.
     target_relative_noise : float or None
@@ -654,6 +639,9 @@ class StudyConfig:
         if self.recon.scatter == "mc" and not self.phantom.ct:
             raise ConfigError("recon.scatter = 'mc' simulates scatter through the CT but phantom.ct = false; "
                               "set phantom.ct = true or choose recon.scatter = 'dew'/'tew'/'none'")
+        if self.analysis.voi == "ct" and not self.phantom.ct:
+            raise ConfigError("analysis.voi = 'ct' segments lesions on the CT but phantom.ct = false; "
+                              "set phantom.ct = true or choose analysis.voi = 'lesion'/'threshold'")
         if self.recon.attenuation and not self.phantom.ct:
             raise ConfigError("recon.attenuation = true needs a CT but phantom.ct = false; "
                               "set phantom.ct = true or recon.attenuation = false")

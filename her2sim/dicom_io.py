@@ -87,6 +87,7 @@ from pydicom.valuerep import DSfloat
 from her2sim.core.containers import Image, Projections
 from her2sim.core.errors import ConfigError, DataError, check_choice
 from her2sim.core.grid import Grid
+from her2sim.core.jsonio import to_json
 from her2sim.core.projection_geometry import EnergyWindow, ProjectionGeometry
 from her2sim.core.radionuclide import TC99M
 
@@ -318,15 +319,7 @@ def _nm_common(ds: Dataset, windows, injected_mbq, study: DicomStudy) -> None:
 
 def _private_json(ds: Dataset, payload: dict) -> None:
     block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
-    block.add_new(0x01, "UT", json.dumps(payload, sort_keys=True, default=_json_default))
-
-
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return str(obj)
+    block.add_new(0x01, "UT", to_json(payload))
 
 
 def _read_private_json(ds: Dataset) -> dict:

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from her2sim import __version__
 from her2sim.config import RESOLVED_NAME, StudyConfig, preflight, save_study
 from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.grid import Grid
 from her2sim.core.hdf5io import to_json
-from her2sim.stages import Stage, StageTask, run_stages, study_lock, write_text_atomic
+from her2sim.core.jsonio import write_json
+from her2sim.core.versions import package_versions
+from her2sim.stages import Stage, StageTask, run_stages, study_lock
 
 #: bump when a stage's function changes what it writes (part of every stage key)
 PIPELINE_VERSION = 2  # 2: exact recon support (recon outputs change)
@@ -72,6 +73,12 @@ def _camera(params):
     return Camera.from_dict(params["camera"])
 
 
+def _simulate(ph, cam, params, settings, frame: int = 0, geometry=None):
+    """Expected projections in the study's ``monte_carlo.mode`` (fast when the key is absent)."""
+    from her2sim.sim.analog import simulate
+    return simulate(ph, cam, settings, frame=frame, geometry=geometry, mode=params["monte_carlo"].get("mode", "fast"))
+
+
 def _mc_settings(params, seed: int, histories: int | None = None):
     from her2sim.sim.transport import MonteCarloSettings
     mc = params["monte_carlo"]
@@ -79,8 +86,7 @@ def _mc_settings(params, seed: int, histories: int | None = None):
     return MonteCarloSettings(n_histories=int(histories or mc["histories"]), seed=seed, threads=threads)
 
 
-def _write_json(path: Path, obj) -> Path:
-    return write_text_atomic(path, json.dumps(json.loads(to_json(obj)), indent=2))
+_write_json = write_json
 
 
 def _grid(params) -> Grid:
@@ -164,26 +170,42 @@ def _mu_map(phantom: Phantom, grid: Grid, params=None):
 
 # ------------------------------------------------------------------------------------------ stages
 def stage_calibration(task: StageTask) -> None:
-    """Simulate and reconstruct a calibration object; derive cps/Bq (and IEC recovery coefficients)."""
+    """Simulate and reconstruct a calibration object; derive cps/Bq (and IEC recovery coefficients).
+
+    ``calibration.phantom``: ``iec``, ``cylinder`` or ``point`` (a point source in air at the centre) is
+    simulated and reconstructed like a patient scan; ``none`` scans nothing and uses the camera's analytic
+    planar sensitivity. The reconstructed resolution for PVC is measured with point sources in every case.
+    """
     _fault_injection_delay(task.stage)
-    from her2sim.phantoms import iec_body_phantom, iec_sphere_centres_mm, uniform_cylinder_phantom
-    from her2sim.recon.calibration import sensitivity_cps_per_bq
-    from her2sim.sim.transport import simulate_projections
+    from her2sim.phantoms import (iec_body_phantom, iec_sphere_centres_mm, point_source_phantom,
+                                  uniform_cylinder_phantom)
+    from her2sim.recon.calibration import CALIBRATION_PHANTOMS, sensitivity_cps_per_bq
 
     p = task.params
     out = Path(task.outputs[0]).parent
     grid = _grid(p)
     kind = p["calibration"]["phantom"]
+    if kind not in CALIBRATION_PHANTOMS:
+        raise ConfigError(f"calibration.phantom = {kind!r} is not allowed; choose one of {list(CALIBRATION_PHANTOMS)}")
     act_bq = p["calibration"]["activity_mbq"] * 1e6
+    cam = _camera(p)
+    if kind == "none":
+        cps = cam.sensitivity_cps_per_mbq() / 1e6
+        cal = {"phantom": kind, "activity_mbq": None, "cps_per_bq": cps, "sensitivity_cps_per_mbq": cps * 1e6,
+               "source": "analytic planar sensitivity of the camera (Camera.sensitivity_cps_per_mbq)"}
+        cal["recon_fwhm_mm"] = _point_source_fwhm_mm(p, grid, cam)
+        _write_json(task.outputs[0], cal)
+        return
     if kind == "iec":
         ph = iec_body_phantom(grid, background_bq_per_ml=1000.0, sphere_to_background=p["calibration"]["ratio"])
+    elif kind == "point":
+        ph = point_source_phantom(grid, p["calibration"]["activity_mbq"], medium="air")
     else:
         ph = uniform_cylinder_phantom(grid, concentration_bq_per_ml=1000.0)
     scale = act_bq / ph.total_activity_bq(0)
     ph.activity_bq_per_ml *= np.float32(scale)
     ph.save(out / "phantom.h5")
-    cam = _camera(p)
-    res = simulate_projections(ph, cam, _mc_settings(p, _seed(p["seed"], 0, 1), p["monte_carlo"]["calibration_histories"]))
+    res = _simulate(ph, cam, p, _mc_settings(p, _seed(p["seed"], 0, 1), p["monte_carlo"]["calibration_histories"]))
     proj = res.projections
     proj.meta["scan_start_s"] = 0.0
     proj.save(out / "expected.h5")
@@ -244,7 +266,6 @@ def _point_source_fwhm_mm(p: dict, grid: Grid, cam) -> float | None:
 
     from her2sim.analysis.pvc import psf_from_point_source
     from her2sim.phantoms.calibration import point_source_phantom
-    from her2sim.sim.transport import simulate_projections
 
     # no post-filter, and an unsmoothed Monte Carlo scatter estimate (smoothing suits diffuse uptake, not a point:
     # 40 mm of it turned the demo's 5.9 mm point response into 10.3 mm)
@@ -254,8 +275,7 @@ def _point_source_fwhm_mm(p: dict, grid: Grid, cam) -> float | None:
     fwhms = []
     for i, pos in enumerate(PSF_POINTS_MM):
         ph = point_source_phantom(grid, 10.0, position_mm=pos, medium="water", medium_diameter_mm=216.0)
-        res = simulate_projections(ph, cam, _mc_settings(p, _seed(p["seed"], 0, 5, i),
-                                                         p["monte_carlo"]["calibration_histories"]))
+        res = _simulate(ph, cam, p, _mc_settings(p, _seed(p["seed"], 0, 5, i), p["monte_carlo"]["calibration_histories"]))
         img = _reconstruct(res.projections, _mu_map(ph, rgrid, p), rgrid, unfiltered, phantom=ph,
                            seed=_seed(p["seed"], 0, 6, i))
         try:
@@ -297,14 +317,14 @@ def stage_phantom(task: StageTask) -> None:
     ph = build_patient_phantom(p["patient"], grid, seed=p["patient_seed"])
     ph.meta["patient_id"] = p["patient"]["id"]
     ph.save(task.outputs[0])
-    fig = Path(task.study_dir) / "results" / "figures" / f"phantom_{p['patient']['id']}.png"
-    plot_phantom(ph, fig)
+    if p.get("figures", True):
+        plot_phantom(ph, Path(task.study_dir) / "results" / "figures" / f"phantom_{p['patient']['id']}.png")
 
 
 def stage_simulate(task: StageTask) -> None:
     """Expected projections per time point by fast Monte Carlo, then Poisson realisations."""
     _fault_injection_delay(task.stage)
-    from her2sim.sim.transport import poisson_realisations, simulate_projections
+    from her2sim.sim.transport import poisson_realisations
 
     p = task.params
     pdir = Path(task.study_dir) / "patients" / p["patient_id"]
@@ -338,21 +358,20 @@ def _orbit(ph: Phantom, cam):
 
 
 def _simulate_to_target(ph, cam, p, seed: int, frame: int, geometry=None):
-    """Fast-mode MC with ``monte_carlo.histories``, or, when a ``target_relative_noise`` is set, a pilot
-    run of ``PILOT_HISTORIES`` followed (if needed) by a run sized so that the relative MC standard error of
+    """MC (``monte_carlo.mode``) with ``monte_carlo.histories``, or, when a ``target_relative_noise`` is set, a
+    pilot run of ``PILOT_HISTORIES`` followed (if needed) by a run sized so that the relative MC standard error of
     the photopeak total, sqrt(var)/counts, reaches the target (it falls as 1/sqrt(histories))."""
-    from her2sim.sim.transport import simulate_projections
     mc = p["monte_carlo"]
     if mc.get("histories"):
-        return simulate_projections(ph, cam, _mc_settings(p, seed), frame=frame, geometry=geometry)
+        return _simulate(ph, cam, p, _mc_settings(p, seed), frame=frame, geometry=geometry)
     target = mc["target_relative_noise"]
-    res = simulate_projections(ph, cam, _mc_settings(p, seed, PILOT_HISTORIES), frame=frame, geometry=geometry)
+    res = _simulate(ph, cam, p, _mc_settings(p, seed, PILOT_HISTORIES), frame=frame, geometry=geometry)
     err = res.summary()["photopeak" if "photopeak" in [w.name for w in cam.windows] else cam.windows[0].name][
         "relative_mc_error"] or 0.0
     if err <= target:
         return res
     n = int(min(MAX_HISTORIES, math.ceil(PILOT_HISTORIES * (err / target) ** 2 * 1.1)))
-    return simulate_projections(ph, cam, _mc_settings(p, seed, n), frame=frame, geometry=geometry)
+    return _simulate(ph, cam, p, _mc_settings(p, seed, n), frame=frame, geometry=geometry)
 
 
 def stage_recon(task: StageTask) -> None:
@@ -525,7 +544,7 @@ def stage_quantify(task: StageTask) -> None:
                     row[f"pvc_{method}_suvmean"] = float(corrected[m].mean())
                     row[f"pvc_{method}_suvmax"] = float(corrected[m].max())
             rows.extend(base)
-            if fi == 0 and k == 0:
+            if fi == 0 and k == 0 and p.get("figures", True):   # output.figures = false writes none
                 from her2sim.analysis.figures import plot_true_vs_reconstructed
                 from her2sim.analysis.suv import suv_scale_factor
                 true_bq = resample(ph.activity_bq_per_ml[0], ph.grid, grid, order=1)
@@ -683,7 +702,7 @@ def _robustness_summary(rows: list, a: dict, seed: int, figdir: Path) -> dict:
         return {"noise_realisations": n_real,
                 "undefined": "one noise realisation per scan; set monte_carlo.noise_realisations >= 2"}
     return robustness_summary(rows, a["threshold"], n_boot=a["bootstrap"] or 200, seed=seed,
-                              figure_path=figdir / "p_positive_vs_true_suv.png")
+                              figure_path=None if figdir is None else figdir / "p_positive_vs_true_suv.png")
 
 
 def stage_statistics(task: StageTask) -> None:
@@ -698,7 +717,8 @@ def stage_statistics(task: StageTask) -> None:
     sd = Path(task.study_dir)
     res = sd / "results"
     figdir = res / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
+    if p.get("figures", True):
+        figdir.mkdir(parents=True, exist_ok=True)
     all_rows = []
     for pid in p["patient_ids"]:
         all_rows.extend(json.loads((sd / "patients" / pid / "lesions.json").read_text()))
@@ -749,9 +769,9 @@ def stage_statistics(task: StageTask) -> None:
     summary["statistics"] = stats
     summary["call_rates"] = _call_rates(rows, a["threshold"])
     summary["call_stability"] = _call_stability(rows, a["threshold"])
-    summary["robustness"] = _robustness_summary(rows, a, p["seed"], figdir)  # issue 13: noise realisations
+    summary["robustness"] = _robustness_summary(rows, a, p["seed"], figdir if p.get("figures", True) else None)
     figs = []
-    if primary_rows:
+    if primary_rows and p.get("figures", True):
         t0 = min(r["time_h"] for r in primary_rows)
         sel = [r for r in primary_rows if r["time_h"] == t0]
         figs.append(str(figures.plot_suv_vs_ihc([r["suvmax"] for r in sel], [r["ihc"] for r in sel],
@@ -769,7 +789,7 @@ def stage_statistics(task: StageTask) -> None:
                                              patient_ids=[r["patient_id"] for r in sel], n_boot=a["bootstrap"],
                                              seed=p["seed"])))
     cal = json.loads((sd / "calibration" / "calibration.json").read_text())
-    if "rc" in cal:
+    if "rc" in cal and p.get("figures", True):
         d = sorted(float(k) for k in cal["rc"])
         figs.append(str(figures.plot_recovery_curves(d, [cal["rc"][str(int(x))] for x in d],
                                                      figdir / "rc_vs_diameter.png")))
@@ -791,20 +811,11 @@ def stage_dicom(task: StageTask) -> None:
     """Export every scan (NM projections, NM reconstruction in Bq/mL, CT) as DICOM series."""
     _fault_injection_delay(task.stage)
     from her2sim.commands_io import export_study_dicom
-    _, series = export_study_dicom(task.study_dir, Path(task.study_dir) / "dicom")
+    _, series = export_study_dicom(task.study_dir, Path(task.study_dir) / "dicom", ct=task.params.get("ct", True))
     _write_json(task.outputs[0], [str(x) for x in series])
 
 
-def _versions() -> dict:
-    """Versions of her2sim and the libraries whose numbers shape the results."""
-    import importlib.metadata as md
-    out = {"her2sim": __version__}
-    for pkg in ("numpy", "numba", "scipy", "h5py", "pydicom", "xraydb", "scikit-learn", "matplotlib"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
+_versions = package_versions  # her2sim and the libraries whose numbers shape the results (None: not installed)
 
 
 def stage_report(task: StageTask) -> None:
@@ -831,6 +842,10 @@ def patient_specs(cfg: StudyConfig) -> list:
         specs = cfg.lesion_specs()  # [[phantom.lesions]] or a table of per-lesion lists
         if specs:
             pats[0]["lesions"] = specs
+        elif cfg.phantom.preset == "torso":  # as phantoms.preset_phantom: default lesions are preset 'demo's
+            raise ConfigError("phantom.lesions: phantom.preset = 'torso' without [cohort] has only the lesions "
+                              "phantom.lesions gives, and none are given; add [[phantom.lesions]] or set "
+                              "phantom.preset = 'demo' (the demo cohort's first patient with its lesions)")
     else:
         raise ConfigError(f"phantom.preset = {cfg.phantom.preset!r}: the pipeline runs patient studies "
                           "(demo, torso or a [cohort]); use the calibration section for test objects")
@@ -844,6 +859,12 @@ def patient_specs(cfg: StudyConfig) -> list:
     return out
 
 
+def _non_default(**values) -> dict:
+    """``{key: value}`` for each ``key=(value, default)`` whose value is not the default: a stage parameter
+    added after studies were run stays out of the stage key at its default, so those studies resume."""
+    return {k: v for k, (v, default) in values.items() if v != default}
+
+
 def build_stages(cfg: StudyConfig) -> list:
     """All stages of a study, with their parameters (the keys of resumability)."""
     g = cfg.phantom.grid()
@@ -854,7 +875,8 @@ def build_stages(cfg: StudyConfig) -> list:
               "grid": {"shape": list(g.shape), "spacing_mm": list(g.spacing_mm)},
               "monte_carlo": {"histories": histories, "target_relative_noise": mc.target_relative_noise,
                               "calibration_histories": max(10_000, (histories or PILOT_HISTORIES) // 4),
-                              "noise_realisations": mc.noise_realisations, "threads": mc.threads},
+                              "noise_realisations": mc.noise_realisations, "threads": mc.threads,
+                              **_non_default(mode=(mc.mode, "fast"))},
               "recon": {"iterations": cfg.recon.iterations, "subsets": cfg.recon.subsets, "psf": cfg.recon.psf,
                         "penetration": cfg.recon.penetration,
                         "scatter": cfg.recon.scatter, "scatter_histories": cfg.recon.scatter_histories,
@@ -868,8 +890,8 @@ def build_stages(cfg: StudyConfig) -> list:
                 "voi_margin_mm": cfg.analysis.voi_margin_mm,
                 "voi_threshold_fraction": cfg.analysis.voi_threshold_fraction,
                 "min_voi_voxels": cfg.analysis.min_voi_voxels, "pvc_response": cfg.analysis.pvc_response}
-    cal_kind = cfg.calibration.phantom if cfg.calibration.phantom in ("iec", "cylinder") else "cylinder"
-    stages = [Stage("calibration", [], dict(common, calibration={"phantom": cal_kind,
+    figures = _non_default(figures=(cfg.output.figures, True))
+    stages = [Stage("calibration", [], dict(common, calibration={"phantom": cfg.calibration.phantom,
                                                                    "activity_mbq": cfg.calibration.activity_mbq,
                                                                    "ratio": 4.0}),
                     stage_calibration, ["calibration/calibration.json"])]
@@ -882,8 +904,8 @@ def build_stages(cfg: StudyConfig) -> list:
         ids.append(pid)
         pp = dict(common, patient=spec, patient_seed=int(spec.get("seed", _seed(cfg.study.seed, i, 0))), index=i,
                   patient_id=pid)
-        stages.append(Stage(f"phantom_{pid}", [], {k: pp[k] for k in ("version", "grid", "patient", "patient_seed",
-                                                                          "patient_id")},
+        stages.append(Stage(f"phantom_{pid}", [], {**{k: pp[k] for k in ("version", "grid", "patient", "patient_seed",
+                                                                             "patient_id")}, **figures},
                             stage_phantom, [f"patients/{pid}/phantom.h5"]))
         stages.append(Stage(f"simulate_{pid}", [f"phantom_{pid}"],
                             {k: pp[k] for k in ("version", "seed", "camera", "monte_carlo", "index", "patient_id")},
@@ -896,17 +918,18 @@ def build_stages(cfg: StudyConfig) -> list:
         stages.append(Stage(f"quantify_{pid}", [f"recon_{pid}", "calibration"],
                             {"version": PIPELINE_VERSION, "grid": common["grid"], "analysis": analysis,
                              "monte_carlo": common["monte_carlo"], "patient_id": pid, "psf_fwhm_mm": psf_fwhm,
-                             "recon": common["recon"], "camera": common["camera"]},
+                             "recon": common["recon"], "camera": common["camera"], **figures},
                             stage_quantify, [f"patients/{pid}/lesions.json"]))
     stages.append(Stage("statistics", [f"quantify_{pid}" for pid in ids] + ["calibration"],
                         {"version": PIPELINE_VERSION, "analysis": analysis, "patient_ids": ids,
                          "study_name": cfg.study.name, "seed": int(cfg.study.seed), "mc_seed": int(cfg.mc_seed),
-                         "config": json.loads(to_json(cfg.to_dict()))},
+                         "config": json.loads(to_json(cfg.to_dict())), **figures},
                         stage_statistics, ["results/summary.json"]))
     stages.append(Stage("report", ["statistics"], {"version": PIPELINE_VERSION, "format": cfg.output.report},
                         stage_report, ["report.html" if cfg.output.report == "html" else "report.md"]))
     if cfg.output.dicom:
-        stages.append(Stage("dicom", [f"recon_{pid}" for pid in ids], {"version": PIPELINE_VERSION},
+        stages.append(Stage("dicom", [f"recon_{pid}" for pid in ids],
+                            {"version": PIPELINE_VERSION, **_non_default(ct=(cfg.phantom.ct, True))},
                             stage_dicom, ["dicom/series.json", "dicom"]))  # the folder: every DICOM file
     return stages
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from her2sim.core.errors import ConfigError, DataError
-from her2sim.config import resolved_study_path
+from her2sim.core.versions import VERSION_PACKAGES, package_versions
 from her2sim.stages import write_text_atomic
 
 REPORT_FORMATS = ("html", "markdown")
@@ -60,7 +60,7 @@ _TRUTH_OF = {"suvmean": ("true_suv_intrinsic", "true_suvmean", "true_suv"),
              "suvmean_iso": ("true_suv_intrinsic", "true_suvmean", "true_suv"),
              "suvmax": ("true_suvmax_pv", "true_suvmax")}
 #: Packages whose installed versions are listed when the summary has no ``versions``.
-_VERSION_PACKAGES = ("her2sim", "numpy", "scipy", "numba", "h5py", "pydicom", "matplotlib", "scikit-learn", "xraydb")
+_VERSION_PACKAGES = VERSION_PACKAGES
 _RATES = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 
 
@@ -365,7 +365,7 @@ def _study_toml(study_dir: Path) -> dict:
     import tomllib
 
     try:
-        data = tomllib.loads(resolved_study_path(study_dir).read_text(encoding="utf-8"))
+        data = tomllib.loads(_resolved_study_path(study_dir).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
@@ -373,7 +373,7 @@ def _study_toml(study_dir: Path) -> dict:
 
 def _config_text(study_dir: Path, summary: dict) -> tuple[str, str]:
     """(text, where from) of the resolved configuration."""
-    toml_path = resolved_study_path(study_dir)
+    toml_path = _resolved_study_path(study_dir)
     if toml_path.is_file():
         try:
             return toml_path.read_text(encoding="utf-8"), toml_path.name
@@ -395,17 +395,15 @@ def _count(v) -> str:
     return format_value(v)
 
 
-def installed_versions(packages=_VERSION_PACKAGES) -> dict:
-    """Installed versions of ``packages`` (importlib.metadata; packages not installed are left out)."""
-    from importlib import metadata
+def _resolved_study_path(study_dir) -> Path:
+    """:func:`her2sim.config.resolved_study_path` (imported here: the config imports :data:`REPORT_FORMATS`)."""
+    from her2sim.config import resolved_study_path
+    return resolved_study_path(study_dir)
 
-    out = {}
-    for name in packages:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+
+def installed_versions(packages=_VERSION_PACKAGES) -> dict:
+    """Installed versions of her2sim and ``packages`` (packages not installed are left out)."""
+    return package_versions(packages, keep_missing=False)
 
 
 def _seeds(summary: dict, toml: dict) -> dict:
@@ -760,7 +758,7 @@ def _figures(figures: list) -> Section:
 def _reproduce(study_dir: Path, summary: dict, toml: dict) -> Section:
     s = Section("How to reproduce")
     seed = _seeds(summary, toml).get("study")
-    toml_path = resolved_study_path(study_dir)
+    toml_path = _resolved_study_path(study_dir)
     lines = []
     if toml_path.is_file():
         from her2sim.stages import file_sha256

@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from her2sim.config import canonical_json
+from her2sim.core.jsonio import canonical_json
 from her2sim.core.atomic import atomic_path, savefig_atomic, write_bytes_atomic, write_text_atomic  # noqa: F401
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.hdf5io import recording_writes

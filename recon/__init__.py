@@ -21,6 +21,11 @@ from .osem import make_subsets, osem, osem_batch, post_filter, reconstruct, reco
 from .projector import SpectSystemMatrix, grid_for_geometry
 from .response import ReconstructionResponse, scan_response
 from .scatter import dew_scatter, tew_scatter
+from .osem import SCATTER_METHODS as _RECONSTRUCT_SCATTER
+
+#: scatter corrections of a study (``recon.scatter``): the window estimates :func:`reconstruct` takes
+#: (``none``, ``dew``, ``tew``) and ``mc``, the Monte Carlo estimate of :mod:`her2sim.mc_scatter`
+SCATTER_METHODS = _RECONSTRUCT_SCATTER + ("mc",)
 
 __all__ = ["ReconstructionResponse", "SpectSystemMatrix", "butterworth_filter", "calibrate_image", "counts_to_bq_per_ml", "dew_scatter",
            "gaussian_filter_fwhm", "grid_for_geometry", "make_subsets", "mean_decay_factor", "mu_map_from_ct", "osem",

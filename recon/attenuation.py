@@ -8,6 +8,11 @@ from her2sim.core.hu import hu_to_mu_per_cm
 from her2sim.core.radionuclide import TC99M
 
 
+#: attenuation maps of a study (``recon.mu_map``): ``ct`` (:func:`mu_map_from_ct`, the scanner's bilinear map)
+#: or ``materials`` (:func:`mu_map_from_materials`, the phantom's own materials)
+MU_MAP_SOURCES = ("ct", "materials")
+
+
 def mu_map_from_ct(ct_hu: np.ndarray, ct_grid: Grid, spect_grid: Grid, kvp: int = 120) -> np.ndarray:
     """CT (HU) -> linear attenuation coefficient at 140.5 keV (1/cm) on ``spect_grid``.
 

@@ -20,9 +20,13 @@ import numpy as np
 
 from her2sim.core.containers import Image
 from her2sim.core.errors import ConfigError, DataError, check_choice, check_range
-from her2sim.core.radionuclide import TC99M
+from her2sim.core.radionuclide import DECAY_REFERENCES, TC99M  # noqa: F401 - DECAY_REFERENCES re-exported
 
-DECAY_REFERENCES = ("injection", "scan_start", "acquisition_mean")
+#: objects a study's counts -> Bq/mL calibration can scan (``calibration.phantom``): the IEC body phantom
+#: (recovery coefficients too), a uniform cylinder, a point source in air (total counts of its
+#: reconstruction, :func:`sensitivity_cps_per_bq`), or ``none``: no scan, the camera's analytic planar
+#: sensitivity (:meth:`her2sim.sim.camera.Camera.sensitivity_cps_per_mbq`)
+CALIBRATION_PHANTOMS = ("iec", "cylinder", "point", "none")
 
 
 def mean_decay_factor(start_s: float, duration_s: float, nuclide=TC99M) -> float:

@@ -21,6 +21,7 @@ from numba import njit, prange
 
 from ._transport_kernels import _rotate
 from ._transport_kernels import sample_klein_nishina as _kn_fraction
+from ._transport_kernels import sample_rayleigh_cos  # the one Rayleigh sampler (x^2 inversion)
 from .xsections import COH, INCOH, PHOTO
 
 SQRT3_2 = math.sqrt(3.0) / 2.0
@@ -235,40 +236,6 @@ def sample_klein_nishina(e_kev):
     """
     eps, cos_t = _kn_fraction(e_kev)
     return eps * e_kev, cos_t
-
-
-@njit(cache=True)
-def sample_rayleigh_cos(e_kev, ff_q, ff_cdf_row, hc_kev_a):
-    """cos(theta) of a coherent event: x^2 from the form-factor CDF, Thomson factor by rejection."""
-    x_max = e_kev / hc_kev_a
-    n = ff_q.size
-    dq = ff_q[1] - ff_q[0]
-    f = x_max / dq
-    i = int(f)
-    if i >= n - 1:
-        c_max = ff_cdf_row[n - 1]
-    else:
-        c_max = ff_cdf_row[i] + (f - i) * (ff_cdf_row[i + 1] - ff_cdf_row[i])
-    while True:
-        target = np.random.random() * c_max
-        lo = 0
-        hi = n - 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if ff_cdf_row[mid] < target:
-                lo = mid
-            else:
-                hi = mid
-        c0 = ff_cdf_row[lo]
-        c1 = ff_cdf_row[hi]
-        w = (target - c0) / (c1 - c0) if c1 > c0 else 0.0
-        # the CDF is in x^2: interpolate x^2 linearly
-        x2 = (ff_q[lo] ** 2) * (1.0 - w) + (ff_q[hi] ** 2) * w
-        cos_t = 1.0 - 2.0 * x2 / (x_max * x_max)
-        if cos_t < -1.0:
-            cos_t = -1.0
-        if np.random.random() * 2.0 <= 1.0 + cos_t * cos_t:
-            return cos_t
 
 
 @njit(cache=True)

@@ -89,35 +89,54 @@ def kn_pdf_per_sr(e_kev, cost):
 
 
 @njit(cache=True)
-def sample_rayleigh_cost(e_kev, m, ff_q, ff2_total):
-    """Sample cos theta of coherent scattering from F^2(x) (1 + cos^2)/2 (material row ``m``)."""
-    xmax = e_kev / HC_KEV_A
-    nq = ff_q.shape[0]
+def sample_rayleigh_cos(e_kev, ff_q, cdf_row, hc_kev_a):
+    """cos theta of a coherent (Rayleigh) event, pdf proportional to (1 + cos^2)/2 F^2(x) d(x^2).
+
+    The one Rayleigh sampler of the patient transport and the camera heads. ``cdf_row`` is the
+    cumulative ``C(x) = int_0^x F^2(x') d(x'^2)`` of one material on the uniform grid ``ff_q`` of
+    ``x = sin(theta/2)/lambda`` (1/Angstrom), in any scale (normalised or not; :func:`her2sim.sim.
+    xsections.build_table`). ``x^2`` is drawn by inverting C up to ``x_max = E / hc`` and the Thomson
+    factor ``(1 + cos^2)/2`` is applied by rejection (the PENELOPE / EGSnrc scheme: Salvat et al.,
+    PENELOPE-2018 sec. 2.1; Hubbell et al., J Phys Chem Ref Data 4:471, 1975 for F).
+
+    Inside a grid interval ``C`` is linear in ``x^2``, not in ``x``: with ``F^2`` constant over
+    ``[x_a, x_b]``, ``C(x) - C(x_a) = F^2 (x^2 - x_a^2)`` (the trapezoid tabulation of ``F^2 2x dx`` is
+    exact then), so ``x^2`` is interpolated linearly. Interpolating ``x`` instead draws ``x`` uniformly
+    in the interval where the density is proportional to ``x`` (forward-biased; wrong by a factor 2 of
+    P(x < dq/2) in the first interval; tests/test_mc_physics.py checks against the analytic hydrogen
+    form factor).
+    """
+    x_max = e_kev / hc_kev_a
+    n = ff_q.size
     dq = ff_q[1] - ff_q[0]
-    fx = xmax / dq
-    i = int(fx)
-    if i >= nq - 1:
-        cmax = ff2_total[m, nq - 1]
+    f = x_max / dq
+    i = int(f)
+    if i >= n - 1:
+        c_max = cdf_row[n - 1]
     else:
-        t = fx - i
-        cmax = ff2_total[m, i] * (1 - t) + ff2_total[m, i + 1] * t
+        # C is linear in x^2 inside the interval
+        xa2 = ff_q[i] * ff_q[i]
+        xb2 = ff_q[i + 1] * ff_q[i + 1]
+        c_max = cdf_row[i] + (x_max * x_max - xa2) / (xb2 - xa2) * (cdf_row[i + 1] - cdf_row[i])
     while True:
-        target = np.random.random() * cmax
-        lo, hi = 0, nq - 1
+        target = np.random.random() * c_max
+        lo = 0
+        hi = n - 1
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if ff2_total[m, mid] < target:
+            if cdf_row[mid] < target:
                 lo = mid
             else:
                 hi = mid
-        c0, c1 = ff2_total[m, lo], ff2_total[m, hi]
-        t = 0.0 if c1 <= c0 else (target - c0) / (c1 - c0)
-        x = ff_q[lo] + t * dq
-        cost = 1.0 - 2.0 * (x / xmax) ** 2
-        if cost < -1.0:
-            cost = -1.0
-        if 0.5 * (1.0 + cost * cost) >= np.random.random():
-            return cost
+        c0 = cdf_row[lo]
+        c1 = cdf_row[hi]
+        w = (target - c0) / (c1 - c0) if c1 > c0 else 0.0
+        x2 = (ff_q[lo] ** 2) * (1.0 - w) + (ff_q[hi] ** 2) * w
+        cos_t = 1.0 - 2.0 * x2 / (x_max * x_max)
+        if cos_t < -1.0:
+            cos_t = -1.0
+        if np.random.random() * 2.0 <= 1.0 + cos_t * cos_t:
+            return cos_t
 
 
 @njit(cache=True)
@@ -309,7 +328,7 @@ def trace_histories(chunk_seeds, n_per_chunk, src_cdf, shape, lower_mm, spacing_
                     eps, cost = sample_klein_nishina(e)
                     e = e * eps
                 else:
-                    cost = sample_rayleigh_cost(e, m, ff_q, ff2_total)
+                    cost = sample_rayleigh_cos(e, ff_q, ff2_total[m], HC_KEV_A)
                 phi = 2.0 * math.pi * np.random.random()
                 ux, uy, uz = _rotate(ux, uy, uz, cost, phi)
                 order += 1

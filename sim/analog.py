@@ -18,13 +18,14 @@ import time
 import numpy as np
 
 from her2sim.core.containers import Phantom, Projections
+from her2sim.core.errors import check_choice
 from her2sim.core.projection_geometry import ProjectionGeometry
 
 from . import _transport_kernels as K
 from .camera import Camera
 from .explicit_camera import detect_photons
-from .transport import (COMPONENTS, MonteCarloResult, MonteCarloSettings, prepare_transport, trace,
-                        view_effective_seconds)
+from .transport import (COMPONENTS, MonteCarloResult, MonteCarloSettings, prepare_transport, simulate_projections,
+                        trace, view_effective_seconds)
 
 #: components of an explicit-mode projection set
 EXPLICIT_COMPONENTS = COMPONENTS + ("penetration",)
@@ -77,7 +78,7 @@ def simulate_explicit(phantom: Phantom, camera: Camera | None = None, settings: 
             w = esc[sel, K.V_W] * w_hist * st.batches * eff_s[j]
             t0 = time.perf_counter()
             score = detect_photons(cam, u, v, cu, dz[sel], cn[sel], esc[sel, K.V_E], w, order,
-                                   seed=int(st.seed * 1000003 + b * 1009 + j), shape_vu=(nv, nu), pixel_mm=geo.pixel_mm)
+                                   seed=(int(st.seed) * 1000003 + b * 1009 + j) % 2 ** 63, shape_vu=(nv, nu), pixel_mm=geo.pixel_mm)
             t_det += time.perf_counter() - t0
             batch[b, :, j] = score.counts
             for ci, name in enumerate(EXPLICIT_COMPONENTS):
@@ -95,3 +96,18 @@ def simulate_explicit(phantom: Phantom, camera: Camera | None = None, settings: 
     stats = {"seconds_total": time.perf_counter() - t_start, "seconds_trace": tr["seconds"],
              "seconds_detection": t_det, "n_histories": tr["n_histories"], "n_escapes": int(n_esc.sum())}
     return MonteCarloResult(proj, np.zeros(0), {}, stats)
+
+
+#: Monte Carlo modes of a study (``monte_carlo.mode``): ``fast`` (forced detection,
+#: :func:`her2sim.sim.transport.simulate_projections`) or ``explicit`` (analog photons through the
+#: camera heads, :func:`simulate_explicit`)
+MC_MODES = ("fast", "explicit")
+
+
+def simulate(phantom: Phantom, camera: Camera | None = None, settings: MonteCarloSettings | None = None,
+             frame: int = 0, geometry: ProjectionGeometry | None = None, mode: str = "fast") -> MonteCarloResult:
+    """Expected projections in the Monte Carlo mode ``mode`` (one of :data:`MC_MODES`); arguments as
+    :func:`her2sim.sim.transport.simulate_projections`. ``projections.meta["mode"]`` records the mode."""
+    check_choice("monte_carlo.mode", mode, MC_MODES)
+    run = simulate_explicit if mode == "explicit" else simulate_projections
+    return run(phantom, camera, settings, frame=frame, geometry=geometry)

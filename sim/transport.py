@@ -23,9 +23,15 @@ Method
 * **Attenuation at E'**: the line integral is computed at 140.5 keV per view and scaled by
   mu_water(E')/mu_water(140.5 keV) (water-equivalent energy scaling; tissues differ from water
   by < 2 % in this ratio between 90 and 155 keV).
-* **Not modelled in fast mode**: septal penetration and collimator scatter (explicit mode
-  scores them), crystal Compton continuum and backscatter from behind the crystal into
-  the windows, dead time.
+* **Septal penetration and collimator scatter** (on by default, ``MonteCarloSettings.penetration``):
+  not tracked through the lead, but added as a tail of the response: a fraction f(d) of each
+  distance plane is blurred with a broad Gaussian sigma_pen(d) instead of sigma(d), both
+  tabulated from the explicit mode's lead-lattice transport of a 140.5 keV point in air
+  (:mod:`her2sim.sim.penetration`; stored as the ``penetration`` component). ``penetration=False``
+  gives the geometric response alone.
+* **Not modelled in fast mode**: the energy dependence of that tail (it is applied at 140.5 keV to
+  scattered photons too), crystal Compton continuum and backscatter from behind the crystal into
+  the windows, dead time (the explicit mode, :mod:`her2sim.sim.analog`, tracks the heads photon by photon).
 """
 from __future__ import annotations
 

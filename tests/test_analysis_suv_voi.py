@@ -202,3 +202,30 @@ def test_analysis_never_imports_sim():
     for f in folder.glob("*.py"):
         text = f.read_text()
         assert "her2sim.sim" not in text and "from her2sim import sim" not in text, f
+
+
+def test_every_decay_reference_the_recon_writes_gives_the_same_suv():
+    """One list (core.radionuclide.DECAY_REFERENCES): recon calibration, SUV and DICOM accept the same names,
+    and the SUV of one counts image does not depend on which reference it was calibrated to."""
+    from her2sim.core.containers import Image
+    from her2sim.core.grid import Grid
+    from her2sim.core.radionuclide import DECAY_REFERENCES
+    from her2sim.dicom_io import DECAY_CORRECTION_CODES
+    from her2sim.recon.calibration import calibrate_image
+
+    assert set(DECAY_CORRECTION_CODES) == set(DECAY_REFERENCES)
+    assert suv.DECAY_REFERENCES is DECAY_REFERENCES
+    g = Grid.centered((4, 4, 4), (4.0, 4.0, 4.0))
+    counts = Image(np.full(g.shape, 250.0, np.float32), g, "counts",
+                   {"injected_mbq": 458.0, "weight_kg": 70.0, "height_cm": 160.0, "sex": "F"})
+    start_s, dur_s = 2 * 3600.0, 1800.0
+    vals = {}
+    for ref in DECAY_REFERENCES:
+        img = calibrate_image(counts, 8e-5, 20.0, start_s, dur_s, decay_reference=ref)
+        vals[ref] = float(suv.suv_image(img).array.mean())
+    assert vals["acquisition_mean"] == pytest.approx(vals["scan_start"], rel=1e-6)
+    assert vals["injection"] == pytest.approx(vals["scan_start"], rel=1e-6)
+    bad = Image(np.ones(g.shape, np.float32), g, "Bq/mL", {"injected_mbq": 458.0, "weight_kg": 70.0,
+                                                           "decay_corrected_to": "acquisition_mean"})
+    with pytest.raises(DataError, match="scan_start_s"):
+        suv.suv_image(bad)

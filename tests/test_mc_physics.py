@@ -23,7 +23,7 @@ def _sample_ray(seed, e, m, ff_q, ff2_total, n):
     np.random.seed(seed)
     out = np.empty(n)
     for i in range(n):
-        out[i] = K.sample_rayleigh_cost(e, m, ff_q, ff2_total)
+        out[i] = K.sample_rayleigh_cos(e, ff_q, ff2_total[m], K.HC_KEV_A)
     return out
 
 
@@ -65,3 +65,75 @@ def test_rayleigh_pdf_normalised_and_sampler_matches():
     mean_pdf = 2 * np.pi * np.trapezoid(pdf * c, c)
     assert samples.mean() == pytest.approx(mean_pdf, abs=0.01)
     assert mean_pdf > 0.9
+
+
+#: Bohr radius (Angstrom, CODATA 2018)
+A0_ANGSTROM = 0.529177210903
+
+
+def _hydrogen_f2(x):
+    """Analytic form factor of the hydrogen 1s atom squared, F(x) = (1 + (2 pi a0 x)^2)^-2 with
+    x = sin(theta/2)/lambda (Hubbell et al., J Phys Chem Ref Data 4:471, 1975, eq. for H)."""
+    return (1.0 + (2.0 * np.pi * A0_ANGSTROM * x) ** 2) ** -4
+
+
+def test_rayleigh_sampler_inverts_in_x_squared_against_the_analytic_hydrogen_form_factor():
+    """The one Rayleigh sampler (patient transport and camera heads) against an outside distribution.
+
+    The cumulative C(x) = int F^2 d(x^2) of hydrogen is analytic, (1 - (1 + b x^2)^-3) / (3 b) with
+    b = (2 pi a0)^2, and is tabulated exactly at the nodes of the simulator's grid (0.02 / Angstrom).
+    Reference: the exact pdf (1 + cos^2)/2 F^2 d(x^2) integrated finely. (1) The share of every grid
+    interval up to x = 0.3 (and of the tail) matches it. (2) Inside an interval [k dq, (k+1) dq] near
+    x = 0, where F^2 is flat to < 2 %, the density is proportional to x: (k + 1/4) / (2k + 1) of the
+    photons lie below the midpoint (0.25 for k = 0). Interpolating x instead of x^2 puts 0.5 there.
+    """
+    b = (2.0 * np.pi * A0_ANGSTROM) ** 2
+    q = build_table().ff_q  # the simulator's grid
+    dq = q[1] - q[0]
+    cdf = (1.0 - (1.0 + b * q ** 2) ** -3) / (3.0 * b)
+    e = 140.5
+    xmax = e / K.HC_KEV_A
+    cos_t = _sample_ray(7, e, 0, q, cdf[None, :], 400_000)
+    x = xmax * np.sqrt(0.5 * (1.0 - cos_t))
+    xf = np.linspace(0.0, xmax, 400_001)
+    cf = 1.0 - 2.0 * (xf / xmax) ** 2
+    dens = 0.5 * (1.0 + cf ** 2) * _hydrogen_f2(xf) * 2.0 * xf
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(xf))])
+    cum /= cum[-1]
+    edges = np.concatenate([q[q <= 0.3 + 1e-9], [xmax]])
+    expect = np.diff(np.interp(edges, xf, cum)) * x.size
+    hist = np.histogram(x, bins=edges)[0]
+    chi2 = float(np.sum((hist - expect) ** 2 / expect))
+    dof = edges.size - 2
+    assert chi2 < dof + 5 * np.sqrt(2 * dof), (chi2, dof)
+    # inside the first intervals: the x^2 inversion against the exact split, and the x inversion failing it
+    k = np.floor(x / dq)
+    w = (x ** 2 - (k * dq) ** 2) / (((k + 1) * dq) ** 2 - (k * dq) ** 2)
+    x_lin = (k + w) * dq  # what interpolating x (same uniform draw) would have returned
+    for i in (0, 1):
+        lo, mid, hi = i * dq, (i + 0.5) * dq, (i + 1) * dq
+        exact = (np.interp(mid, xf, cum) - np.interp(lo, xf, cum)) / (np.interp(hi, xf, cum) - np.interp(lo, xf, cum))
+        assert exact == pytest.approx((i + 0.25) / (2 * i + 1), abs=0.01)
+        sel = (x >= lo) & (x < hi)
+        assert sel.sum() > 3000
+        assert float(np.mean(x[sel] < mid)) == pytest.approx(exact, abs=0.03)
+        assert abs(float(np.mean(x_lin[sel] < mid)) - exact) > 0.06
+
+
+def test_rayleigh_form_factors_and_cross_section_against_outside_values():
+    """xraydb f0 of hydrogen against the analytic form factor, and the coherent cross-section of water
+    integrated from the tabulated form factors (r_e^2 N_A N(E)) against the Elam/XCOM coherent table."""
+    import xraydb
+    xs = np.array([0.1, 0.2, 0.5])
+    assert np.asarray(xraydb.f0("H", xs)) == pytest.approx(np.sqrt(_hydrogen_f2(xs)), rel=2e-3)
+    tb = build_table()
+    m = tb.index("water")
+    j = int(round((140.5 - tb.energies_kev[0]) / 0.25))
+    r_e_cm, n_a = 2.8179403262e-13, 6.02214076e23
+    # XCOM (Berger et al., NIST) water, coherent: 2.77e-3 cm^2/g at 140.5 keV (also tests/test_core_physics_data.py)
+    assert r_e_cm ** 2 * n_a * tb.rayleigh_norm[m, j] == pytest.approx(2.77e-3, rel=0.01)
+
+
+def test_patient_transport_and_camera_heads_share_one_rayleigh_sampler():
+    from her2sim.sim import _camera_kernels as C
+    assert C.sample_rayleigh_cos is K.sample_rayleigh_cos

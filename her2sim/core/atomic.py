@@ -6,6 +6,7 @@ leaves a half-written file, and the stage runner sees each written file (:func:`
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import tempfile
 from pathlib import Path
@@ -54,13 +55,29 @@ def write_text_atomic(path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
+#: False inside :func:`figures_off` (a study with ``output.figures = false``)
+_WRITE_FIGURES = contextvars.ContextVar("her2sim_write_figures", default=True)
+
+
+@contextlib.contextmanager
+def figures_off():
+    """Inside this block :func:`savefig_atomic` writes nothing (``output.figures = false``)."""
+    token = _WRITE_FIGURES.set(False)
+    try:
+        yield
+    finally:
+        _WRITE_FIGURES.reset(token)
+
+
 def savefig_atomic(fig, path, **kwargs) -> Path:
     """``fig.savefig(path, **kwargs)`` through :func:`atomic_path` (the format from the file suffix).
 
     A killed run leaves no half-written image, and the stage runner records the figure among the
-    stage's outputs (size and sha256).
+    stage's outputs (size and sha256). Inside :func:`figures_off` nothing is written (``path`` is returned).
     """
     path = Path(path)
+    if not _WRITE_FIGURES.get():
+        return path
     kwargs.setdefault("format", path.suffix.lstrip(".") or "png")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, **kwargs)

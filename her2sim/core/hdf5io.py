@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from .errors import DataError
+from .jsonio import to_json  # noqa: F401 - re-exported (older imports of her2sim.core.hdf5io.to_json)
 
 SCHEMA_VERSION = 1
 
@@ -52,25 +53,6 @@ def record_written(path) -> None:
     paths = getattr(_RECORDER, "paths", None)
     if paths is not None:
         paths.append(str(Path(path).absolute()))
-
-
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def to_json(obj) -> str:
-    """JSON text of ``obj`` (numpy scalars/arrays converted), keys sorted."""
-    return json.dumps(obj, default=_json_default, sort_keys=True)
 
 
 def write_container(path, kind: str, arrays: dict, meta: dict, units: dict | None = None,

@@ -13,6 +13,13 @@ import numpy as np
 
 from .errors import check_range
 
+#: Time the voxels of a calibrated image are decay-corrected to (``Image.meta["decay_corrected_to"]``), the
+#: one list of the producer (:func:`her2sim.recon.calibration.counts_to_bq_per_ml`) and of its readers
+#: (:func:`her2sim.analysis.suv.suv_image`, :mod:`her2sim.dicom_io`): ``"injection"`` (activity at injection),
+#: ``"scan_start"`` (at the start of the scan) or ``"acquisition_mean"`` (no decay correction: the mean
+#: concentration during the scan).
+DECAY_REFERENCES = ("injection", "scan_start", "acquisition_mean")
+
 
 @dataclass(frozen=True)
 class Radionuclide:
