@@ -535,7 +535,7 @@ def measure_recovery_coefficients(image, grid: Grid, centers_mm, diameters_mm, t
         ``rc_mean_voi`` is the recovery of the plain mean over the voxels at least half inside the sphere,
         the definition of a lesion's SUVmean on its VOI (so the RC correction of SUVmean uses it).
     """
-    from .voi import ellipsoid_mask, mask_to_bool, suv_max, suv_mean
+    from ..voi import ellipsoid_mask, mask_to_bool, suv_max, suv_mean
 
     img = np.asarray(image, dtype=np.float64)
     grid.check_array("image", img)
