@@ -36,7 +36,7 @@ METHODS = ("gtm", "rbv", "iy", "mg", "rl", "vc", "rc")
 def corrected_means(method: str, image, labels, grid, fwhm) -> dict:
     """Regional means (label -> value) after ``method``."""
     if method == "gtm":
-        return pvc.pvc_gtm(image, labels, fwhm, grid)
+        return pvc.gtm_regional_means(image, labels, fwhm, grid)
     if method == "rbv":
         return pvc.regional_means(pvc.pvc_rbv(image, labels, fwhm, grid), labels, LESIONS)
     if method == "iy":
@@ -45,9 +45,9 @@ def corrected_means(method: str, image, labels, grid, fwhm) -> dict:
         return pvc.regional_means(pvc.pvc_muller_gartner(image, labels, fwhm, grid, background_label=BODY),
                                   labels, LESIONS)
     if method == "rl":
-        return pvc.regional_means(pvc.pvc_richardson_lucy(image, fwhm, grid, n_iter=10), labels, LESIONS)
+        return pvc.regional_means(pvc.pvc_richardson_lucy(image, labels, fwhm, grid, n_iter=10), labels, LESIONS)
     if method == "vc":
-        return pvc.regional_means(pvc.pvc_van_cittert(image, fwhm, grid, n_iter=10), labels, LESIONS)
+        return pvc.regional_means(pvc.pvc_van_cittert(image, labels, fwhm, grid, n_iter=10), labels, LESIONS)
     if method == "rc":
         # contrast form: corrected = bg + (observed - bg) / RC, with the analytic mean recovery of an
         # equal-volume sphere and the measured body background

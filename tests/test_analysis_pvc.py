@@ -70,7 +70,7 @@ def test_psf_from_point_source_recovers_anisotropic_fwhm():
 
 def test_gtm_noise_free_matched_is_exact(phantom):
     truth, labels, grid, obs = phantom
-    means = pvc.pvc_gtm(obs, labels, MATCHED, grid)
+    means = pvc.gtm_regional_means(obs, labels, MATCHED, grid)
     for k in (1, 2, 3, 4, 5):
         assert means[k] == pytest.approx(REGION_VALUES[k], rel=0.01)
     # uncorrected data are far off: the test can fail
@@ -85,8 +85,8 @@ def test_rbv_and_iterative_yang_matched_within_two_percent(phantom):
 
 def test_psf_mismatch_errors_have_the_expected_sign(phantom):
     truth, labels, grid, obs = phantom
-    under = pvc.pvc_gtm(obs, labels, UNDER, grid)
-    over = pvc.pvc_gtm(obs, labels, OVER, grid)
+    under = pvc.gtm_regional_means(obs, labels, UNDER, grid)
+    over = pvc.gtm_regional_means(obs, labels, OVER, grid)
     # hot lesion (label 3): an under-estimated PSF under-corrects, an over-estimated PSF over-corrects
     assert under[3] < REGION_VALUES[3] < over[3]
 
@@ -110,14 +110,14 @@ def test_muller_gartner_targets_with_known_background():
 def test_deconvolution_improves_and_is_capped(phantom):
     truth, labels, grid, obs = phantom
     before = _worst_error_pct(obs, labels, (2, 3, 5))
-    rl = pvc.pvc_richardson_lucy(obs, MATCHED, grid, n_iter=10)
-    vc = pvc.pvc_van_cittert(obs, MATCHED, grid, n_iter=10)
+    rl = pvc.pvc_richardson_lucy(obs, None, MATCHED, grid, n_iter=10)
+    vc = pvc.pvc_van_cittert(obs, None, MATCHED, grid, n_iter=10)
     assert _worst_error_pct(rl, labels, (2, 3, 5)) < before
     assert _worst_error_pct(vc, labels, (2, 3, 5)) < before
     # Richardson-Lucy keeps the total within the image (flux preserved away from the border)
     assert rl.sum() == pytest.approx(obs.sum(), rel=0.01)
     with pytest.raises(ConfigError, match="n_iter"):
-        pvc.pvc_van_cittert(obs, MATCHED, grid, n_iter=10000)
+        pvc.pvc_van_cittert(obs, None, MATCHED, grid, n_iter=10000)
 
 
 def test_recovery_coefficient_correction_inverts_analytic_rc():
