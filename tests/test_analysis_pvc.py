@@ -174,3 +174,83 @@ def test_recovery_coefficient_contrast_form_restores_truth():
     for t in (8.0, 0.5):
         measured = 2.0 + 0.6 * (t - 2.0)
         assert pvc_recovery_coefficient(measured, 20.0, d, rc, background=2.0) == pytest.approx(t)
+
+
+# ----------------------------------------------------------------------------- registry and the one signature
+TINY_OPTIONS = {"mg": {"background_label": 0, "background_value": 1.0}, "rc": {"background_label": 0},
+                "iy": {"n_iter": 3}, "rl": {"n_iter": 3}, "vc": {"n_iter": 3}}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """An 8 mm hot cube (label 1, value 4) in a background of 1 (label 0); 10^3 voxels of 2 mm, blurred by 4 mm."""
+    labels = np.zeros((10, 10, 10), np.int32)
+    labels[3:7, 3:7, 3:7] = 1
+    return pvc.gaussian_blur(np.where(labels == 1, 4.0, 1.0), 4.0, 2.0), labels
+
+
+def test_registry_covers_the_allowed_method_names():
+    from her2sim import config
+
+    assert tuple(pvc.METHODS) == pvc.PVC_METHODS
+    assert set(pvc.PVC_METHODS) == {"none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc"}
+    assert tuple(config.PVC_METHODS) == pvc.PVC_METHODS   # the config accepts exactly the library's names
+
+
+@pytest.mark.parametrize("name", ["none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc"])
+def test_every_method_has_the_one_signature_and_returns_an_image(tiny, name):
+    import inspect
+
+    fn = pvc.METHODS[name]
+    params = list(inspect.signature(fn).parameters.values())
+    assert [p.name for p in params[:4]] == ["image", "labels", "fwhm_mm", "spacing_mm"]
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params[:4])
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params[4:])
+    image, labels = tiny
+    opts = TINY_OPTIONS.get(name, {})
+    out = fn(image, labels, 4.0, 2.0, **opts)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == image.shape
+    assert np.all(np.isfinite(out))
+    assert out is not image
+    # apply_pvc dispatches through the registry (a Grid works as spacing_mm)
+    same = pvc.apply_pvc(name, image, Grid.centered(image.shape, 2.0), 4.0, labels=labels, **opts)
+    assert np.array_equal(same, out)
+
+
+def test_gtm_image_holds_the_regional_means(tiny):
+    image, labels = tiny
+    means = pvc.gtm_regional_means(image, labels, 4.0, 2.0)
+    out = pvc.pvc_gtm(image, labels, 4.0, 2.0)
+    assert means[1] == pytest.approx(4.0, rel=1e-6) and means[0] == pytest.approx(1.0, rel=1e-6)
+    for k, v in means.items():
+        assert np.all(out[labels == k] == v)
+
+
+def test_rc_method_is_the_contrast_rc_correction_of_each_region(tiny):
+    image, labels = tiny
+    out = pvc.pvc_rc(image, labels, 4.0, 2.0, background_label=0)
+    obs = pvc.regional_means(image, labels)
+    d = pvc.equivalent_sphere_diameter_mm(labels == 1, 2.0)
+    assert np.mean(out[labels == 1]) == pytest.approx(obs[0] + (obs[1] - obs[0]) / pvc.analytic_rc_mean(d, 4.0))
+    assert np.array_equal(out[labels == 0], image[labels == 0])   # the background stays as observed
+    # with a measured curve it is pvc_recovery_coefficient of each voxel
+    curve = ([2.0, 20.0], [0.2, 0.9])
+    out_c = pvc.pvc_rc(image, labels, 4.0, 2.0, background_label=0, rc_diameters_mm=curve[0], rc_values=curve[1])
+    assert np.allclose(out_c[labels == 1], pvc.pvc_recovery_coefficient(image[labels == 1], d, *curve,
+                                                                        background=obs[0]))
+    with pytest.raises(ConfigError, match="rc_values"):
+        pvc.pvc_rc(image, labels, 4.0, 2.0, rc_diameters_mm=curve[0])
+
+
+def test_unknown_method_and_missing_inputs_are_one_line_errors(tiny):
+    image, labels = tiny
+    with pytest.raises(ConfigError) as err:
+        pvc.apply_pvc("petpvc", image, 2.0, 4.0, labels=labels)
+    msg = str(err.value)
+    assert "\n" not in msg and "pvc method" in msg and "'petpvc'" in msg
+    assert all(f"'{m}'" in msg for m in pvc.PVC_METHODS)
+    for name in ("rc", "gtm", "rbv", "iy", "mg"):
+        with pytest.raises(ConfigError, match=f"pvc method = '{name}' needs a region label map"):
+            pvc.apply_pvc(name, image, 2.0, 4.0, **TINY_OPTIONS.get(name, {}))
+    with pytest.raises(ConfigError, match="needs background_label"):
+        pvc.apply_pvc("mg", image, 2.0, 4.0, labels=labels)
