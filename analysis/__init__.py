@@ -9,7 +9,8 @@ Modules
 suv            SUVbw, SUL (Janmahasatian LBM), SUVbsa (Du Bois), decay correction
 voi            sphere/ellipsoid/label/threshold VOIs; SUVmax, SUVmean, SUVpeak, volume, TLU
 heterogeneity  CV, skewness, kurtosis, fraction above a level inside a VOI
-pvc            Gaussian PSF, RC correction, GTM, RBV, iterative Yang, Muller-Gartner, RL, Van Cittert
+pvc            package, one module per method (registry ``pvc.METHODS``): Gaussian PSF, RC correction,
+               GTM, RBV, iterative Yang, Muller-Gartner, RL, Van Cittert
 pvc_phantom    PETPVC-style piecewise-constant validation phantom
 lesion_table   measured lesion uptake joined with phantom truth rows (rows for the threshold CSV)
 threshold      Se/Sp/PPV/NPV with Wilson/Clopper-Pearson CIs, ROC/AUC, Youden, patient bootstrap,
@@ -35,9 +36,10 @@ _EXPORTS = {
     "heterogeneity": ("coefficient_of_variation", "skewness", "kurtosis", "fraction_above",
                       "heterogeneity_metrics"),
     "pvc": ("gaussian_blur", "sigma_voxels", "psf_from_point_source", "analytic_rc_max", "analytic_rc_mean",
-            "pvc_recovery_coefficient", "equivalent_sphere_diameter_mm", "gtm_matrix", "pvc_gtm", "pvc_rbv",
-            "pvc_iterative_yang", "pvc_muller_gartner", "pvc_richardson_lucy", "pvc_van_cittert",
-            "regional_means", "apply_pvc", "measure_recovery_coefficients", "PVC_METHODS"),
+            "pvc_recovery_coefficient", "equivalent_sphere_diameter_mm", "gtm_matrix", "gtm_regional_means",
+            "pvc_gtm", "pvc_rbv", "pvc_iterative_yang", "pvc_muller_gartner", "pvc_richardson_lucy",
+            "pvc_van_cittert", "pvc_rc", "regional_means", "apply_pvc", "measure_recovery_coefficients",
+            "fit_effective_fwhm_mm", "PVC_METHODS"),
     "pvc_phantom": ("pvc_validation_phantom",),
     "lesion_table": ("lesion_rows",),
     "threshold": ("binary_metrics", "confusion_counts", "wilson_interval", "clopper_pearson_interval",

@@ -9,9 +9,10 @@ additive Gaussian noise (SD = ``--noise`` x the body value per voxel, seeded).
 Per method it prints the worst absolute regional-mean error (%) over the four
 lesion regions (labels 2-5: hot, very hot, cold, warm). The body background is
 left out because Muller-Gartner and the recovery-coefficient method do not
-correct it by design. The RC method divides each region's mean by the analytic
-RC_mean of its volume-equivalent sphere at the geometric-mean FWHM of the PSF
-assumed.
+correct it by design. The RC method (:func:`her2sim.analysis.pvc.pvc_rc`) divides
+each region's excess over the body mean by the analytic RC_mean of its
+volume-equivalent sphere at the geometric-mean FWHM of the PSF assumed. Every
+method but GTM runs through the registry ``her2sim.analysis.pvc.METHODS``.
 
 Usage: ``python bench/pvc_accuracy.py [--json] [--noise 0.1] [--seed 1]``
 """
@@ -33,33 +34,17 @@ BODY = 1
 METHODS = ("gtm", "rbv", "iy", "mg", "rl", "vc", "rc")
 
 
+#: options of each method in this bench (the RC method's contrast form uses the body as background)
+OPTIONS = {"mg": {"background_label": BODY}, "rl": {"n_iter": 10}, "vc": {"n_iter": 10},
+           "rc": {"background_label": BODY}}
+
+
 def corrected_means(method: str, image, labels, grid, fwhm) -> dict:
-    """Regional means (label -> value) after ``method``."""
+    """Regional means (label -> value) after ``method``: GTM's own, else those of the corrected image."""
     if method == "gtm":
-        return pvc.pvc_gtm(image, labels, fwhm, grid)
-    if method == "rbv":
-        return pvc.regional_means(pvc.pvc_rbv(image, labels, fwhm, grid), labels, LESIONS)
-    if method == "iy":
-        return pvc.regional_means(pvc.pvc_iterative_yang(image, labels, fwhm, grid), labels, LESIONS)
-    if method == "mg":
-        return pvc.regional_means(pvc.pvc_muller_gartner(image, labels, fwhm, grid, background_label=BODY),
-                                  labels, LESIONS)
-    if method == "rl":
-        return pvc.regional_means(pvc.pvc_richardson_lucy(image, fwhm, grid, n_iter=10), labels, LESIONS)
-    if method == "vc":
-        return pvc.regional_means(pvc.pvc_van_cittert(image, fwhm, grid, n_iter=10), labels, LESIONS)
-    if method == "rc":
-        # contrast form: corrected = bg + (observed - bg) / RC, with the analytic mean recovery of an
-        # equal-volume sphere and the measured body background
-        observed = pvc.regional_means(image, labels, LESIONS + (BODY,))
-        bg = observed[BODY]
-        f_eff = float(np.prod(fwhm) ** (1.0 / 3.0))
-        out = {}
-        for k in LESIONS:
-            d = pvc.equivalent_sphere_diameter_mm(labels == k, grid)
-            out[k] = bg + (observed[k] - bg) / pvc.analytic_rc_mean(d, f_eff)
-        return out
-    raise ValueError(method)
+        return pvc.gtm_regional_means(image, labels, fwhm, grid)
+    corrected = pvc.METHODS[method](image, labels, fwhm, grid, **OPTIONS.get(method, {}))
+    return pvc.regional_means(corrected, labels, LESIONS)
 
 
 def worst_error_pct(means: dict) -> float:

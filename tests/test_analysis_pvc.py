@@ -70,7 +70,7 @@ def test_psf_from_point_source_recovers_anisotropic_fwhm():
 
 def test_gtm_noise_free_matched_is_exact(phantom):
     truth, labels, grid, obs = phantom
-    means = pvc.pvc_gtm(obs, labels, MATCHED, grid)
+    means = pvc.gtm_regional_means(obs, labels, MATCHED, grid)
     for k in (1, 2, 3, 4, 5):
         assert means[k] == pytest.approx(REGION_VALUES[k], rel=0.01)
     # uncorrected data are far off: the test can fail
@@ -85,8 +85,8 @@ def test_rbv_and_iterative_yang_matched_within_two_percent(phantom):
 
 def test_psf_mismatch_errors_have_the_expected_sign(phantom):
     truth, labels, grid, obs = phantom
-    under = pvc.pvc_gtm(obs, labels, UNDER, grid)
-    over = pvc.pvc_gtm(obs, labels, OVER, grid)
+    under = pvc.gtm_regional_means(obs, labels, UNDER, grid)
+    over = pvc.gtm_regional_means(obs, labels, OVER, grid)
     # hot lesion (label 3): an under-estimated PSF under-corrects, an over-estimated PSF over-corrects
     assert under[3] < REGION_VALUES[3] < over[3]
 
@@ -110,14 +110,14 @@ def test_muller_gartner_targets_with_known_background():
 def test_deconvolution_improves_and_is_capped(phantom):
     truth, labels, grid, obs = phantom
     before = _worst_error_pct(obs, labels, (2, 3, 5))
-    rl = pvc.pvc_richardson_lucy(obs, MATCHED, grid, n_iter=10)
-    vc = pvc.pvc_van_cittert(obs, MATCHED, grid, n_iter=10)
+    rl = pvc.pvc_richardson_lucy(obs, None, MATCHED, grid, n_iter=10)
+    vc = pvc.pvc_van_cittert(obs, None, MATCHED, grid, n_iter=10)
     assert _worst_error_pct(rl, labels, (2, 3, 5)) < before
     assert _worst_error_pct(vc, labels, (2, 3, 5)) < before
     # Richardson-Lucy keeps the total within the image (flux preserved away from the border)
     assert rl.sum() == pytest.approx(obs.sum(), rel=0.01)
     with pytest.raises(ConfigError, match="n_iter"):
-        pvc.pvc_van_cittert(obs, MATCHED, grid, n_iter=10000)
+        pvc.pvc_van_cittert(obs, None, MATCHED, grid, n_iter=10000)
 
 
 def test_recovery_coefficient_correction_inverts_analytic_rc():
@@ -174,3 +174,83 @@ def test_recovery_coefficient_contrast_form_restores_truth():
     for t in (8.0, 0.5):
         measured = 2.0 + 0.6 * (t - 2.0)
         assert pvc_recovery_coefficient(measured, 20.0, d, rc, background=2.0) == pytest.approx(t)
+
+
+# ----------------------------------------------------------------------------- registry and the one signature
+TINY_OPTIONS = {"mg": {"background_label": 0, "background_value": 1.0}, "rc": {"background_label": 0},
+                "iy": {"n_iter": 3}, "rl": {"n_iter": 3}, "vc": {"n_iter": 3}}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """An 8 mm hot cube (label 1, value 4) in a background of 1 (label 0); 10^3 voxels of 2 mm, blurred by 4 mm."""
+    labels = np.zeros((10, 10, 10), np.int32)
+    labels[3:7, 3:7, 3:7] = 1
+    return pvc.gaussian_blur(np.where(labels == 1, 4.0, 1.0), 4.0, 2.0), labels
+
+
+def test_registry_covers_the_allowed_method_names():
+    from her2sim import config
+
+    assert tuple(pvc.METHODS) == pvc.PVC_METHODS
+    assert set(pvc.PVC_METHODS) == {"none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc"}
+    assert tuple(config.PVC_METHODS) == pvc.PVC_METHODS   # the config accepts exactly the library's names
+
+
+@pytest.mark.parametrize("name", ["none", "rc", "gtm", "rbv", "iy", "mg", "rl", "vc"])
+def test_every_method_has_the_one_signature_and_returns_an_image(tiny, name):
+    import inspect
+
+    fn = pvc.METHODS[name]
+    params = list(inspect.signature(fn).parameters.values())
+    assert [p.name for p in params[:4]] == ["image", "labels", "fwhm_mm", "spacing_mm"]
+    assert all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params[:4])
+    assert all(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params[4:])
+    image, labels = tiny
+    opts = TINY_OPTIONS.get(name, {})
+    out = fn(image, labels, 4.0, 2.0, **opts)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == image.shape
+    assert np.all(np.isfinite(out))
+    assert out is not image
+    # apply_pvc dispatches through the registry (a Grid works as spacing_mm)
+    same = pvc.apply_pvc(name, image, Grid.centered(image.shape, 2.0), 4.0, labels=labels, **opts)
+    assert np.array_equal(same, out)
+
+
+def test_gtm_image_holds_the_regional_means(tiny):
+    image, labels = tiny
+    means = pvc.gtm_regional_means(image, labels, 4.0, 2.0)
+    out = pvc.pvc_gtm(image, labels, 4.0, 2.0)
+    assert means[1] == pytest.approx(4.0, rel=1e-6) and means[0] == pytest.approx(1.0, rel=1e-6)
+    for k, v in means.items():
+        assert np.all(out[labels == k] == v)
+
+
+def test_rc_method_is_the_contrast_rc_correction_of_each_region(tiny):
+    image, labels = tiny
+    out = pvc.pvc_rc(image, labels, 4.0, 2.0, background_label=0)
+    obs = pvc.regional_means(image, labels)
+    d = pvc.equivalent_sphere_diameter_mm(labels == 1, 2.0)
+    assert np.mean(out[labels == 1]) == pytest.approx(obs[0] + (obs[1] - obs[0]) / pvc.analytic_rc_mean(d, 4.0))
+    assert np.array_equal(out[labels == 0], image[labels == 0])   # the background stays as observed
+    # with a measured curve it is pvc_recovery_coefficient of each voxel
+    curve = ([2.0, 20.0], [0.2, 0.9])
+    out_c = pvc.pvc_rc(image, labels, 4.0, 2.0, background_label=0, rc_diameters_mm=curve[0], rc_values=curve[1])
+    assert np.allclose(out_c[labels == 1], pvc.pvc_recovery_coefficient(image[labels == 1], d, *curve,
+                                                                        background=obs[0]))
+    with pytest.raises(ConfigError, match="rc_values"):
+        pvc.pvc_rc(image, labels, 4.0, 2.0, rc_diameters_mm=curve[0])
+
+
+def test_unknown_method_and_missing_inputs_are_one_line_errors(tiny):
+    image, labels = tiny
+    with pytest.raises(ConfigError) as err:
+        pvc.apply_pvc("petpvc", image, 2.0, 4.0, labels=labels)
+    msg = str(err.value)
+    assert "\n" not in msg and "pvc method" in msg and "'petpvc'" in msg
+    assert all(f"'{m}'" in msg for m in pvc.PVC_METHODS)
+    for name in ("rc", "gtm", "rbv", "iy", "mg"):
+        with pytest.raises(ConfigError, match=f"pvc method = '{name}' needs a region label map"):
+            pvc.apply_pvc(name, image, 2.0, 4.0, **TINY_OPTIONS.get(name, {}))
+    with pytest.raises(ConfigError, match="needs background_label"):
+        pvc.apply_pvc("mg", image, 2.0, 4.0, labels=labels)
