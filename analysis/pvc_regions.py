@@ -239,8 +239,9 @@ class RegionModel:
         2. one batch of model images with every lesion at ``multipliers`` x ``g_j`` (``g_j`` floored at 20 % of
            its VOI mean) gives each lesion's VOI mean as a function of its own coefficient; a straight-line
            fit solves it for the observed mean (lesions far apart do not see each other's change);
-        3. one more model image at that solution refines it by a secant step (with the nearest trial) and is the
-           pair RBV uses.
+        3. one more model image at that solution refines it by a Newton step (slope from the secant with the
+           nearest trial when that is at least 10 % of the coefficient away and within a factor 4 of the
+           fitted slope) and is the pair RBV uses.
 
         Two response calls in all, the first a batch of ``len(multipliers)`` images.
 
@@ -297,8 +298,12 @@ class RegionModel:
         for j in les:
             x = np.array([t[j] for t in trials])
             k = int(np.argmin(np.abs(x - c_new[j])))                 # secant with the nearest trial
-            if abs(c_new[j] - x[k]) > 1e-3 * base[j]:
-                slope[j] = max((r1[j] - r[k, j]) / (c_new[j] - x[k]), 1e-3)
+            row = int(np.flatnonzero(keep == j)[0])
+            spill = float(W[row, rows_o] @ d_org[org]) if org else 0.0   # the trials had the organs at g
+            if abs(c_new[j] - x[k]) >= 0.1 * base[j]:
+                secant = (r1[j] - r[k, j] - spill) / (c_new[j] - x[k])
+                if 0.25 * slope[j] <= secant <= 4.0 * slope[j]:      # a far-off secant is not trusted
+                    slope[j] = secant
             out[j] = float(np.clip(c_new[j] + (m[j] - r1[j]) / slope[j], 0.0, 4.0 * mult.max() * base[j]))
             change = max(change, abs(out[j] - c_new[j]) / max(c_new[j], 0.1 * abs(m[j]), 1e-12))
         return ResponseFit(out, s_img, r_img, mult.size + 1, change)
