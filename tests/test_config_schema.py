@@ -43,7 +43,7 @@ ALTERNATIVES = {
               "post_filter_fwhm_mm": 8.0, "butterworth_cutoff_cycles_per_cm": 0.48, "butterworth_order": 5},
     "analysis": {"threshold": 2.0, "metrics": ["suvmax"], "pvc_methods": ["none", "rbv"], "psf_fwhm_mm": 9.0,
                  "bootstrap": 10, "rose_k": 4.0, "voi": "threshold", "voi_margin_mm": 5.0,
-                 "voi_threshold_fraction": 0.45, "min_voi_voxels": 2.0},
+                 "voi_threshold_fraction": 0.45, "min_voi_voxels": 2.0, "pvc_response": "gaussian"},
     "output": {"dicom": True, "report": "markdown", "figures": False},
 }
 #: keys whose alternative needs other keys set (a contradiction otherwise, refused by the config)
