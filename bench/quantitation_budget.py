@@ -5,7 +5,7 @@ Runs the built-in ``demo`` study (one patient, bilateral primaries IHC 2+ / IHC 
 each in a fresh folder with the same seed, hence the same noisy projections:
 
 * ``recon.scatter``: ``dew`` (dual energy window, Jaszczak 1984) or ``mc`` (Monte Carlo
-  scatter correction, :mod:`her2sim.mc_scatter`);
+  scatter correction, :mod:`her2sim.recon.mc_scatter`);
 * ``recon.mu_map``: ``ct`` (the scanner's bilinear HU -> mu map of the CT) or ``materials``
   (the ideal map: mu of the materials the Monte Carlo transports).
 

@@ -311,15 +311,13 @@ def cmd_recon(args) -> int:
     kwargs = dict(iterations=args.iterations, subsets=args.subsets, psf=not args.no_psf,
                   penetration=args.penetration, calibration_cps_per_bq=args.cps_per_bq,
                   attenuation_correction=mu is not None, progress=not args.json)
+    mc = None
     if args.scatter == "mc":
-        from her2sim.mc_scatter import reconstruct_with_mc_scatter
-        names = [w.name for w in proj.windows]
-        img = reconstruct_with_mc_scatter(proj, mu, grid, _camera_for(proj, args.camera), ph.ct_hu, ph.grid,
-                                          first_scatter="dew" if "scatter" in names else "none",
-                                          n_histories=args.scatter_histories, seed=args.seed,
-                                          smooth_fwhm_mm=args.scatter_smooth_fwhm_mm, **kwargs)
-    else:
-        img = reconstruct(proj, mu, grid, None, scatter=args.scatter, **kwargs)
+        from her2sim.recon import MonteCarloScatter
+        mc = MonteCarloScatter(ph.ct_hu, ph.grid, n_histories=args.scatter_histories, seed=args.seed,
+                               smooth_fwhm_mm=args.scatter_smooth_fwhm_mm)
+    img = reconstruct(proj, mu, grid, _camera_for(proj, args.camera) if mc is not None else None,
+                      scatter=args.scatter, mc_scatter=mc, **kwargs)
     img.save(args.out)
     s = {"output": str(args.out), "units": img.units, "shape": list(img.array.shape), "max": float(img.array.max()),
          "mean": float(img.array.mean()), "total": float(img.array.sum(dtype=np.float64) * grid.voxel_volume_ml),
@@ -341,6 +339,7 @@ def cmd_analyze(args) -> int:
 
 def register(sub) -> None:
     """Add the stage subcommands to the ``her2sim`` argument parser (every number checked by its type)."""
+    from her2sim.recon.osem import SCATTER_METHODS  # the library's list of --scatter values
     from her2sim.core.limits import float_range, int_range
     from her2sim.core.limits import LIMITS
 
@@ -402,7 +401,7 @@ def register(sub) -> None:
     s.add_argument("--iterations", type=int_range(*LIMITS["recon.iterations"]), default=4)
     s.add_argument("--subsets", type=int_range(*LIMITS["recon.subsets"]), default=10)
     s.add_argument("--no-psf", action="store_true")
-    s.add_argument("--scatter", default="none", choices=["none", "dew", "tew", "mc"],
+    s.add_argument("--scatter", default="none", choices=list(SCATTER_METHODS),
                    help="mc: Monte Carlo scatter correction through the phantom's CT (needs --phantom)")
     s.add_argument("--scatter-histories", type=int_range(*LIMITS["recon.scatter_histories"]), default=100_000,
                    help="histories per MC scatter estimate")

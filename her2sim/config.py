@@ -341,14 +341,14 @@ class ReconSection:
         Carlo does; a second projection pass). Off by default, like a vendor Gaussian resolution recovery.
     scatter : str
         ``"none"``, ``"dew"`` (needs a window named ``scatter``), ``"tew"`` (needs ``tew_lower``/``tew_upper``)
-        or ``"mc"``: Monte Carlo scatter correction (:mod:`her2sim.mc_scatter`: a first DEW, or uncorrected
+        or ``"mc"``: Monte Carlo scatter correction (:mod:`her2sim.recon.mc_scatter`: a first DEW, or uncorrected
         when there is no ``scatter`` window, reconstruction is simulated through the CT; needs ``phantom.ct``).
     scatter_histories : int
         Histories of each Monte Carlo scatter estimate (``scatter = "mc"``).
     scatter_smooth_fwhm_mm : float
         Gaussian smoothing of the Monte Carlo scatter estimate (mm FWHM, 0 = none). With 1e5 histories
         and 40 mm a lesion's SUVmax on the demo patient varies by +/- 0.3 % between scatter seeds
-        (+/- 8 % unsmoothed); see :func:`her2sim.mc_scatter.monte_carlo_scatter` for the trade-off.
+        (+/- 8 % unsmoothed); see :func:`her2sim.recon.mc_scatter.monte_carlo_scatter` for the trade-off.
     attenuation : bool
         CT-based attenuation correction (needs ``phantom.ct``).
     mu_map : str

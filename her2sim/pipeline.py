@@ -105,28 +105,28 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
                  phantom: Phantom | None = None, seed: int = 0, scatter_out: list | None = None) -> Image:
     """One reconstruction with the study's recon settings; with ``recon.scatter = "mc"`` the Monte Carlo
     scatter estimate (view, v, u) is appended to ``scatter_out`` when given."""
-    from her2sim.recon import reconstruct
+    from her2sim.recon import MonteCarloScatter, reconstruct
     r = params["recon"]
-    cam = _camera(params)
-    scatter = r["scatter"]
-    names = [w.name for w in projections.windows]
-    if scatter == "dew" and "scatter" not in names:
-        scatter = "none"
+    scatter = _scatter_method(r, projections)
     kwargs = _recon_kwargs(r, mu_map, cps_per_bq, progress)
     mu = mu_map if r["attenuation"] else None
     if scatter == "mc":
-        from her2sim.mc_scatter import reconstruct_with_mc_scatter
         if phantom is None:
             raise ConfigError("recon.scatter = 'mc' needs the phantom's CT for the scatter simulation")
-        img, s = reconstruct_with_mc_scatter(projections, mu, grid, cam, phantom.ct_hu, phantom.grid,
-                                             first_scatter="dew" if "scatter" in names else "none",
-                                             n_histories=r["scatter_histories"], seed=seed,
-                                             smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"], return_scatter=True,
-                                             **kwargs)
-        if scatter_out is not None:
-            scatter_out.append(s)
-        return img
-    return reconstruct(projections, mu, grid, cam, scatter=scatter, **kwargs)
+        kwargs["mc_scatter"] = MonteCarloScatter(phantom.ct_hu, phantom.grid, n_histories=r["scatter_histories"],
+                                                 seed=seed, smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"])
+    img, s = reconstruct(projections, mu, grid, _camera(params), scatter=scatter, return_scatter=True, **kwargs)
+    if scatter_out is not None and scatter == "mc":
+        scatter_out.append(s)
+    return img
+
+
+def _scatter_method(r: dict, projections: Projections) -> str:
+    """``recon.scatter``, except DEW on projections without a "scatter" window (a calibration or point-source
+    scan simulated with the photopeak only), which has nothing to correct with: ``"none"``."""
+    if r["scatter"] == "dew" and "scatter" not in [w.name for w in projections.windows]:
+        return "none"
+    return r["scatter"]
 
 
 def _recon_kwargs(r: dict, mu_map, cps_per_bq, progress: bool) -> dict:
@@ -146,10 +146,7 @@ def _reconstruct_realisations(realisations: list, mu_map, grid: Grid, params, cp
     reconstruction per realisation); the caller loops over :func:`_reconstruct` then."""
     from her2sim.recon import reconstruct_batch
     r = params["recon"]
-    scatter = r["scatter"]
-    names = [w.name for w in realisations[0].windows]
-    if scatter == "dew" and "scatter" not in names:
-        scatter = "none"
+    scatter = _scatter_method(r, realisations[0])
     mu = mu_map if r["attenuation"] else None
     return reconstruct_batch(realisations, mu, grid, _camera(params), scatter=scatter,
                              **_recon_kwargs(r, mu_map, cps_per_bq, progress))
@@ -598,9 +595,7 @@ def _region_pvc_with_response(slabs: list, suv, img: Image, projections: Project
     from her2sim.recon.response import scan_response
 
     r = p["recon"]
-    scatter = r["scatter"]
-    if scatter == "dew" and "scatter" not in [w.name for w in projections.windows]:
-        scatter = "none"
+    scatter = _scatter_method(r, projections)
     if scatter == "mc":
         path = mc_scatter_path
         if path is None or not path.exists():

@@ -22,10 +22,14 @@ from her2sim.core.grid import Grid
 from . import _kernels
 from .calibration import counts_to_bq_per_ml
 from .filters import butterworth_filter, gaussian_filter_fwhm
+from .mc_scatter import MonteCarloScatter, monte_carlo_scatter
 from .projector import SpectSystemMatrix
 from .scatter import dew_scatter, tew_scatter
 
-SCATTER_METHODS = ("none", "dew", "tew")
+#: scatter estimates of the photopeak's additive term: window-based (DEW, TEW) or Monte Carlo (:mod:`.mc_scatter`)
+SCATTER_METHODS = ("none", "dew", "tew", "mc")
+#: the ones a batch of realisations can share a reconstruction with (the Monte Carlo one needs an image per set)
+BATCH_SCATTER_METHODS = ("none", "dew", "tew")
 
 
 def subset_order(n_subsets: int) -> list:
@@ -75,7 +79,7 @@ def check_counts(counts: np.ndarray, expected_shape: tuple, field: str = "projec
 
 def osem(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, subsets: int = 10,
          scatter: np.ndarray | None = None, pixel_mask: np.ndarray | None = None,
-         initial: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
+         initial: np.ndarray | None = None, progress: bool = True, callback=None) -> np.ndarray:
     """Ordered-subsets expectation maximisation.
 
     Parameters
@@ -96,6 +100,10 @@ def osem(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, sub
         Start image (z, y, x) > 0; uniform with the data's total counts when ``None``.
     progress : bool
         Show a tqdm progress bar.
+    callback : callable or None
+        ``callback(iteration, subset, image)`` after every subset update (0-based indices; ``image`` is the
+        current estimate, not a copy: read it, do not change it), e.g. to record convergence as
+        PyTomography's callbacks do.
 
     Returns
     -------
@@ -103,6 +111,8 @@ def osem(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, sub
         Image (z, y, x) float64 in counts per voxel (per view time), >= 0.
     """
     it = check_int("iterations", iterations, 1, 1000)
+    if callback is not None and not callable(callback):
+        raise ConfigError(f"callback = {callback!r} must be callable as callback(iteration, subset, image) or None")
     n_views = system.n_views
     if isinstance(subsets, bool) or not isinstance(subsets, (int, np.integer)) or not 1 <= subsets <= n_views:
         raise ConfigError(f"subsets = {subsets!r} is outside the allowed range [1, {n_views}] (number of views)")
@@ -143,7 +153,7 @@ def osem(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, sub
         inv_sens.append(inv)
     x[~seen_any] = 0.0
     bar = tqdm(total=it * len(groups), desc="OSEM", unit="subset", disable=not progress, leave=False)
-    for _ in range(it):
+    for n_it in range(it):
         for k, views in enumerate(groups):
             ybar = system.forward(x, views)
             if s is not None:
@@ -156,6 +166,8 @@ def osem(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, sub
             bp = system.backward(ratio, views)
             bp *= inv_sens[k]  # 0 where this subset does not see a voxel
             x *= bp
+            if callback is not None:
+                callback(n_it, k, x)
             bar.update(1)
     bar.close()
     return x
@@ -287,9 +299,10 @@ def batch_memory_bytes(grid_shape: tuple, projection_shape: tuple, n_windows: in
 
 def _scatter_term(projections: Projections, scatter, window_index: int, smooth_fwhm_mm) -> np.ndarray | None:
     if isinstance(scatter, str):
-        if scatter not in SCATTER_METHODS:
-            raise ConfigError(f"scatter = {scatter!r} is not allowed; choose one of {list(SCATTER_METHODS)} "
-                              f"or pass an array (view, v, u)")
+        if scatter not in BATCH_SCATTER_METHODS:
+            raise ConfigError(f"scatter = {scatter!r} is not allowed here; choose one of "
+                              f"{list(BATCH_SCATTER_METHODS)} or pass an array (view, v, u) (a Monte Carlo "
+                              "estimate comes from reconstruct(scatter='mc', return_scatter=True))")
         pk = projections.windows[window_index].name
         if scatter == "none":
             return None
@@ -319,7 +332,8 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
                 window: str | None = None, pixel_mask: np.ndarray | None = None,
                 scatter_smooth_fwhm_mm: float | None = None, decay_reference: str = "injection",
                 support="auto", n_threads: int | None = None, progress: bool = True,
-                penetration: bool = False) -> Image:
+                penetration: bool = False, mc_scatter: MonteCarloScatter | None = None,
+                return_scatter: bool = False):
     """Reconstruct SPECT projections into an activity image.
 
     Parameters
@@ -337,8 +351,9 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
         OSEM iterations and subsets (subsets=1: MLEM).
     psf : bool
         Resolution recovery (depth-dependent collimator-detector response).
-    scatter : {"none", "dew", "tew"} or numpy.ndarray
-        Additive scatter term: DEW/TEW estimate from the windows, or an array (view, v, u).
+    scatter : {"none", "dew", "tew", "mc"} or numpy.ndarray
+        Additive scatter term: DEW/TEW estimate from the windows, the Monte Carlo estimate of the first
+        reconstruction through the CT (``"mc"``, needs ``mc_scatter``), or an array (view, v, u).
     post_filter_fwhm_mm : float or None
         3-D Gaussian post-filter FWHM (mm).
     calibration_cps_per_bq : float or None
@@ -366,14 +381,29 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
         Numba threads.
     progress : bool
         tqdm progress bar.
+    mc_scatter : MonteCarloScatter or None
+        Settings of ``scatter = "mc"`` (CT, histories, seed, smoothing, first estimate).
+    return_scatter : bool
+        Also return the additive scatter term used (view, v, u) in counts, or None.
 
     Returns
     -------
-    Image
+    Image, or (Image, numpy.ndarray or None) with ``return_scatter``
         Units "Bq/mL" (calibrated) or "counts"; ``meta`` records the settings.
     """
     if not isinstance(projections, Projections):
         raise DataError(f"projections must be a her2sim Projections container, got {type(projections).__name__}")
+    if isinstance(scatter, str) and scatter == "mc":
+        return _reconstruct_mc_scatter(projections, mu_map_per_cm, grid, camera, mc_scatter, return_scatter,
+                                       dict(iterations=iterations, subsets=subsets, psf=psf,
+                                            post_filter_fwhm_mm=post_filter_fwhm_mm,
+                                            calibration_cps_per_bq=calibration_cps_per_bq,
+                                            attenuation_correction=attenuation_correction, butterworth=butterworth,
+                                            window=window, pixel_mask=pixel_mask, decay_reference=decay_reference,
+                                            support=support, n_threads=n_threads, progress=progress,
+                                            penetration=penetration))
+    if mc_scatter is not None:
+        raise ConfigError(f"mc_scatter is given but scatter = {scatter!r}; it is used only with scatter = 'mc'")
     if attenuation_correction and mu_map_per_cm is None:
         raise ConfigError("mu_map_per_cm is None but attenuation_correction=True; pass a mu map (1/cm) or set "
                           "attenuation_correction=False")
@@ -393,8 +423,33 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
     meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
             "psf": bool(psf), "penetration": bool(penetration), "attenuation_correction": bool(attenuation_correction),
             "scatter": scatter if isinstance(scatter, str) else "array"}
-    return _finish_image(x, projections, iw, grid, meta, post_filter_fwhm_mm, butterworth, calibration_cps_per_bq,
-                         decay_reference)
+    img = _finish_image(x, projections, iw, grid, meta, post_filter_fwhm_mm, butterworth, calibration_cps_per_bq,
+                        decay_reference)
+    return (img, s) if return_scatter else img
+
+
+def _reconstruct_mc_scatter(projections: Projections, mu_map_per_cm, grid: Grid, camera, mc: MonteCarloScatter | None,
+                            return_scatter: bool, kwargs: dict):
+    """``reconstruct(scatter="mc")``: a first reconstruction, then ``mc.updates`` Monte Carlo scatter estimates
+    through the CT (:func:`her2sim.recon.mc_scatter.monte_carlo_scatter`), each followed by OSEM from scratch."""
+    if not isinstance(mc, MonteCarloScatter):
+        raise ConfigError("scatter = 'mc' needs mc_scatter = MonteCarloScatter(ct_hu, ct_grid, ...) (the CT the "
+                          f"scatter is simulated through); got {type(mc).__name__}")
+    if camera is None:
+        from her2sim.sim.camera import Camera
+        camera = Camera()
+    first = mc.first_method(projections)
+    img = reconstruct(projections, mu_map_per_cm, grid, camera, scatter=first, **kwargs)
+    window = kwargs.get("window") or projections.windows[_window_index(projections, None)].name
+    s = None
+    for i in range(mc.updates):
+        s = monte_carlo_scatter(projections, img.array, grid, mc.ct_hu, mc.ct_grid, camera, n_histories=mc.n_histories,
+                                seed=mc.seed + i, window=window, n_threads=mc.n_threads,
+                                smooth_fwhm_mm=mc.smooth_fwhm_mm)
+        img = reconstruct(projections, mu_map_per_cm, grid, camera, scatter=s, **kwargs)
+    img.meta.update({"scatter": "mc", "scatter_first": first, "scatter_updates": mc.updates,
+                     "scatter_histories": mc.n_histories, "scatter_smooth_fwhm_mm": mc.smooth_fwhm_mm})
+    return (img, s) if return_scatter else img
 
 
 def post_filter(x: np.ndarray, grid: Grid, post_filter_fwhm_mm: float | None = None,
@@ -496,8 +551,9 @@ def reconstruct_batch(realisations, mu_map_per_cm: np.ndarray | None, grid: Grid
                 or not np.allclose(p.geometry.radii_mm, first.geometry.radii_mm):
             raise DataError(f"realisations[{i}] has another geometry or shape than realisations[0]; "
                             "a batch must share one scan's geometry")
-    if not isinstance(scatter, str):
-        raise ConfigError("reconstruct_batch: scatter must be one of 'none', 'dew', 'tew'")
+    if not isinstance(scatter, str) or scatter not in BATCH_SCATTER_METHODS:
+        raise ConfigError(f"reconstruct_batch: scatter = {scatter!r}; a batch takes one of "
+                          f"{list(BATCH_SCATTER_METHODS)} (Monte Carlo scatter needs one reconstruction per set)")
     if attenuation_correction and mu_map_per_cm is None:
         raise ConfigError("mu_map_per_cm is None but attenuation_correction=True; pass a mu map (1/cm) or set "
                           "attenuation_correction=False")

@@ -103,7 +103,7 @@ def scan_response(projections, system: SpectSystemMatrix, *, iterations: int, su
         Built like the reconstruction's (:func:`her2sim.recon.reconstruct`), optionally with a slab support.
     scatter : {"none", "dew", "tew"} or numpy.ndarray
         The reconstruction's scatter method, or its scatter estimate (view, v, u) in counts (e.g. the Monte
-        Carlo estimate :func:`her2sim.mc_scatter.reconstruct_with_mc_scatter` returns).
+        Carlo estimate ``reconstruct(scatter="mc", return_scatter=True)`` returns).
     Other parameters
         As :func:`her2sim.recon.reconstruct` and :class:`ReconstructionResponse`.
     """

@@ -169,7 +169,7 @@ def test_mc_scatter_estimate_matches_the_true_scatter(point_in_water):
     """The Monte Carlo scatter of the DEW reconstruction, simulated through the CT and scaled to the measured
     photopeak, carries the true photopeak scatter total (MC components) within 5 %, pixel by pixel within 15 %
     where the scatter is above half its maximum; the same seed gives the same estimate."""
-    from her2sim.mc_scatter import monte_carlo_scatter
+    from her2sim.recon.mc_scatter import monte_carlo_scatter
 
     p, rg, g, mu, cam, pos, s = point_in_water
     ct = _point_phantom_ct(g)
@@ -185,12 +185,13 @@ def test_mc_scatter_estimate_matches_the_true_scatter(point_in_water):
 
 def test_mc_scatter_correction_recovers_total_activity(point_in_water):
     """OSEM with the Monte Carlo scatter estimate: total activity within 5 % of 10 MBq (DEW: > 1.15)."""
-    from her2sim.mc_scatter import reconstruct_with_mc_scatter
+    from her2sim.recon import MonteCarloScatter, reconstruct
 
     p, rg, g, mu, cam, pos, s = point_in_water
-    img = reconstruct_with_mc_scatter(p, mu, rg, cam, _point_phantom_ct(g), g, first_scatter="dew",
-                                      n_histories=30_000, seed=5, calibration_cps_per_bq=s,
-                                      decay_reference="scan_start", **RECON)
+    img, est = reconstruct(p, mu, rg, cam, scatter="mc", return_scatter=True,
+                           mc_scatter=MonteCarloScatter(_point_phantom_ct(g), g, n_histories=30_000, seed=5, first="dew"),
+                           calibration_cps_per_bq=s, decay_reference="scan_start", **RECON)
+    assert est.shape == p.counts.shape[1:] and est.sum() > 0
     total = img.array.astype(np.float64).sum() * rg.voxel_volume_ml / (POINT_MBQ * 1e6)
     dew = _recon_bq_per_ml(p, mu, rg, cam, s, "dew").sum() * rg.voxel_volume_ml / (POINT_MBQ * 1e6)
     assert total == pytest.approx(1.0, abs=0.05)
@@ -198,9 +199,26 @@ def test_mc_scatter_correction_recovers_total_activity(point_in_water):
     assert img.meta["scatter"] == "mc" and img.meta["scatter_first"] == "dew"
 
 
+def test_mc_scatter_settings_are_checked(point_in_water):
+    from her2sim.core.errors import ConfigError, Her2simError
+    from her2sim.recon import MonteCarloScatter, reconstruct
+
+    p, rg, g, mu, cam, pos, s = point_in_water
+    ct = _point_phantom_ct(g)
+    with pytest.raises(ConfigError, match="needs mc_scatter"):
+        reconstruct(p, mu, rg, cam, scatter="mc", **RECON)
+    with pytest.raises(ConfigError, match="only with scatter = 'mc'"):
+        reconstruct(p, mu, rg, cam, scatter="dew", mc_scatter=MonteCarloScatter(ct, g), **RECON)
+    with pytest.raises(ConfigError, match="mc_scatter.first"):
+        MonteCarloScatter(ct, g, first="mc")
+    with pytest.raises(Her2simError, match="mc_scatter.updates"):
+        MonteCarloScatter(ct, g, updates=9)
+    assert MonteCarloScatter(ct, g).first_method(p) == ("dew" if "scatter" in [w.name for w in p.windows] else "none")
+
+
 def test_mc_scatter_bad_input_names_the_field(point_in_water):
     from her2sim.core.errors import DataError, Her2simError
-    from her2sim.mc_scatter import monte_carlo_scatter
+    from her2sim.recon.mc_scatter import monte_carlo_scatter
 
     p, rg, g, mu, cam, pos, s = point_in_water
     ct = _point_phantom_ct(g)

@@ -385,3 +385,20 @@ def test_mu_map_from_ct_water_and_air():
     assert mu.shape == spect_grid.shape
     assert mu[4, 8, 2] == pytest.approx(0.1537, rel=0.01)
     assert mu[4, 8, 13] == pytest.approx(0.0, abs=0.002)
+
+
+def test_osem_callback_sees_every_subset_update_and_the_final_image():
+    """``callback(iteration, subset, image)`` runs after each of iterations x subsets updates; its last image is
+    the result (as PyTomography's per-iteration callbacks)."""
+    from her2sim.core.errors import ConfigError
+    g = Grid((4, 12, 12), (4.0, 4.0, 4.0), (-6.0, -22.0, -22.0))
+    geo = ProjectionGeometry.dual_head(n_views=8, radius_mm=100.0, shape_vu=(4, 12), pixel_mm=(4.0, 4.0))
+    a = SpectSystemMatrix(g, geo, None, psf=False)
+    y = a.forward(np.ones(g.shape)) * 10.0
+    seen = []
+    x = osem(a, y, iterations=3, subsets=4, progress=False,
+             callback=lambda it, k, img: seen.append((it, k, float(img.sum()), img.copy())))
+    assert [(it, k) for it, k, _, _ in seen] == [(it, k) for it in range(3) for k in range(4)]
+    assert np.array_equal(seen[-1][3], x)
+    with pytest.raises(ConfigError, match="callback"):
+        osem(a, y, iterations=1, subsets=1, callback=3)

@@ -11,19 +11,24 @@ reviewed in MIRD Pamphlet 23, Dewaraja et al., J Nucl Med 53:1310, 2012; PyTomog
 
 The simulated photopeak is scaled so that its total equals the measured photopeak total, so
 the estimate needs no calibration and does not depend on decay correction of the image.
-This module is part of the front door because it uses both ``her2sim.sim`` (the transport)
-and ``her2sim.recon`` (OSEM).
+
+The reconstruction uses it through ``reconstruct(..., scatter="mc", mc_scatter=MonteCarloScatter(...))``
+(:func:`her2sim.recon.osem.reconstruct`), the one path of the pipeline and the CLI. This is the one place where
+``recon`` uses ``sim`` beyond the camera description: the transport itself (imported at the top).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from her2sim.core.containers import Image, Phantom, Projections
-from her2sim.core.errors import DataError, check_int, check_range
+from dataclasses import dataclass
+
+from her2sim.core.containers import Phantom, Projections
+from her2sim.core.errors import ConfigError, DataError, check_int, check_range
 from her2sim.core.grid import Grid, resample
 from her2sim.core.hu import hu_to_material_density
 from her2sim.core.materials import MATERIAL_NAMES
+from her2sim.sim.transport import MonteCarloSettings, simulate_projections
 
 #: MC components that are scatter (``her2sim.sim.transport.COMPONENTS`` minus the primary)
 SCATTER_COMPONENTS = ("scatter1", "scatter2", "scatter3plus")
@@ -62,7 +67,7 @@ def scatter_phantom(activity_bq_per_ml: np.ndarray, grid: Grid, ct_hu: np.ndarra
                         "scatter from")
     return Phantom(grid, act[None], (0.0,), hu, np.zeros(grid.shape, np.uint8), ids, rho,
                    label_names={0: "body"}, material_names=list(MATERIAL_NAMES),
-                   meta={"source": "her2sim.mc_scatter: activity estimate for the scatter simulation"})
+                   meta={"source": "her2sim.recon.mc_scatter: activity estimate for the scatter simulation"})
 
 
 def monte_carlo_scatter(projections: Projections, activity_bq_per_ml: np.ndarray, grid: Grid, ct_hu: np.ndarray,
@@ -106,8 +111,6 @@ def monte_carlo_scatter(projections: Projections, activity_bq_per_ml: np.ndarray
         (view, v, u) float64 expected scatter counts, scaled so that the simulated window total
         equals the measured one.
     """
-    from her2sim.sim.transport import MonteCarloSettings, simulate_projections
-
     n_histories = check_int("n_histories", n_histories, 1000, 10**10)
     fwhm = check_range("smooth_fwhm_mm", smooth_fwhm_mm, 0.0, 500.0)
     names = [w.name for w in projections.windows]
@@ -136,59 +139,59 @@ def monte_carlo_scatter(projections: Projections, activity_bq_per_ml: np.ndarray
     return scatter * (measured.sum() / total.sum())
 
 
-def reconstruct_with_mc_scatter(projections: Projections, mu_map_per_cm, grid: Grid, camera, ct_hu: np.ndarray,
-                                ct_grid: Grid, first_scatter: str = "dew", updates: int = 1,
-                                n_histories: int = 100_000, seed: int = 0, smooth_fwhm_mm: float = 0.0,
-                                return_scatter: bool = False, **recon_kwargs):
-    """OSEM with Monte Carlo scatter correction.
+#: scatter models of the first reconstruction (``"auto"``: DEW when the projections have a "scatter" window)
+FIRST_SCATTER = ("auto", "dew", "tew", "none")
 
-    A first reconstruction (``first_scatter``: ``"dew"``, ``"tew"`` or ``"none"``) is the
-    activity estimate; :func:`monte_carlo_scatter` simulates its photopeak scatter, and OSEM is
-    rerun from scratch with that additive term. ``updates`` > 1 repeats the estimate on the
-    newest image.
 
-    Parameters
+@dataclass(frozen=True)
+class MonteCarloScatter:
+    """Settings of Monte Carlo scatter correction (``reconstruct(..., scatter="mc", mc_scatter=...)``).
+
+    A first reconstruction (scatter model ``first``) is the activity estimate; :func:`monte_carlo_scatter`
+    simulates its photopeak scatter through the CT and OSEM is rerun from scratch with that additive term;
+    ``updates`` > 1 repeats the estimate on the newest image (estimate i uses ``seed + i``).
+
+    Attributes
     ----------
-    projections, mu_map_per_cm, grid, camera
-        As :func:`her2sim.recon.reconstruct`.
-    ct_hu, ct_grid : numpy.ndarray, Grid
-        Patient CT for the scatter simulation.
-    first_scatter : str
-        Scatter model of the first reconstruction.
-    updates : int
-        Number of scatter estimates (1-5).
-    n_histories, seed
-        Monte Carlo histories per estimate and seed (estimate i uses ``seed + i``).
+    ct_hu : numpy.ndarray
+        Patient CT (HU) on ``ct_grid``.
+    ct_grid : Grid
+    n_histories : int
+        Monte Carlo histories per estimate (1000-1e10).
+    seed : int
+        Seed of the first estimate.
     smooth_fwhm_mm : float
-        Smoothing of each estimate (see :func:`monte_carlo_scatter`).
-    return_scatter : bool
-        Also return the last scatter estimate (e.g. for the reconstruction's response in PVC).
-    **recon_kwargs
-        Passed to :func:`her2sim.recon.reconstruct` (iterations, subsets, psf, calibration...).
-
-    Returns
-    -------
-    Image, or (Image, numpy.ndarray) with ``return_scatter``
-        The reconstruction with the last scatter estimate; ``meta["scatter"] = "mc"``; the estimate
-        (view, v, u) in counts.
+        Smoothing of each estimate (mm FWHM, see :func:`monte_carlo_scatter`).
+    first : str
+        One of :data:`FIRST_SCATTER`.
+    updates : int
+        Number of estimates (1-5).
+    n_threads : int or None
+        Monte Carlo threads.
     """
-    from her2sim.recon import reconstruct
 
-    updates = check_int("updates", updates, 1, 5)
-    recon_kwargs = dict(recon_kwargs)
-    recon_kwargs.pop("scatter", None)
-    img = reconstruct(projections, mu_map_per_cm, grid, camera, scatter=first_scatter, **recon_kwargs)
-    for i in range(updates):
-        s = monte_carlo_scatter(projections, img.array, grid, ct_hu, ct_grid, camera, n_histories=n_histories,
-                                seed=seed + i, window=recon_kwargs.get("window") or "photopeak",
-                                smooth_fwhm_mm=smooth_fwhm_mm)
-        img = reconstruct(projections, mu_map_per_cm, grid, camera, scatter=s, **recon_kwargs)
-    img.meta["scatter"] = "mc"
-    img.meta["scatter_first"] = first_scatter
-    img.meta["scatter_updates"] = updates
-    img.meta["scatter_histories"] = n_histories
-    img.meta["scatter_smooth_fwhm_mm"] = smooth_fwhm_mm
-    return (img, s) if return_scatter else img
+    ct_hu: np.ndarray
+    ct_grid: Grid
+    n_histories: int = 100_000
+    seed: int = 0
+    smooth_fwhm_mm: float = 0.0
+    first: str = "auto"
+    updates: int = 1
+    n_threads: int | None = None
+
+    def __post_init__(self):
+        check_int("mc_scatter.n_histories", self.n_histories, 1000, 10**10)
+        check_range("mc_scatter.smooth_fwhm_mm", self.smooth_fwhm_mm, 0.0, 500.0)
+        check_int("mc_scatter.updates", self.updates, 1, 5)
+        if self.first not in FIRST_SCATTER:
+            raise ConfigError(f"mc_scatter.first = {self.first!r} is not allowed; choose one of {list(FIRST_SCATTER)}")
+        self.ct_grid.check_array("mc_scatter.ct_hu", self.ct_hu)
+
+    def first_method(self, projections: Projections) -> str:
+        """The first reconstruction's scatter model for these projections (``"auto"`` resolved)."""
+        if self.first != "auto":
+            return self.first
+        return "dew" if "scatter" in [w.name for w in projections.windows] else "none"
 
 
-__all__ = ["scatter_phantom", "monte_carlo_scatter", "reconstruct_with_mc_scatter", "SCATTER_COMPONENTS"]
+__all__ = ["FIRST_SCATTER", "MonteCarloScatter", "SCATTER_COMPONENTS", "monte_carlo_scatter", "scatter_phantom"]
