@@ -120,6 +120,18 @@ def run_peer(peer_python: Path, nm_file: Path, ct_dir: Path, out_dir: Path, iter
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def lesion_vois(ph, grid):
+    """The pipeline's lesion VOIs on ``grid`` (``her2sim.pipeline.stage_analysis``): the truth's lesions
+    (partial-volume fractions resampled conservatively), SUVmax searched in the VOI grown by one
+    transaxial voxel into background tissue only. Returns ``(lesions, allowed, margin_mm)``."""
+    from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_allowed
+    from her2sim.core.grid import resample
+
+    lesions = lesions_on_grid(grid, ph.grid, ph.lesion_fraction, ph.lesion_owner, ph.lesion_own_suv, ph.truth)
+    organs = resample(host_labels(ph.labels, ph.label_names), ph.grid, grid, order=0)
+    return lesions, margin_allowed(organs, ph.label_names), float(grid.spacing_mm[1])
+
+
 def lesion_centres_zyx(study_dir: Path, pid: str, grid) -> list:
     """(z, y, x) voxel of each lesion's centroid on ``grid`` (phantom truth resampled as in the pipeline)."""
     from her2sim.core.containers import Phantom
@@ -168,18 +180,13 @@ def point_offsets(nm_file: Path, peer_dir: Path, points_zyx) -> dict:
             "view_sum_ratio_range": [round(float(min(ratios)), 3), round(float(max(ratios)), 3)]}
 
 
-def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict, pid: str, time_h: float) -> dict:
-    """Metrics of one scan: her2sim's exported recon against the peer's reconstruction of the export."""
-    import pydicom
-
-    from her2sim.analysis.lesion_table import lesion_rows
-    from her2sim.core.containers import Phantom
+def scan_images(scan_dir: Path, peer_dir: Path) -> dict:
+    """her2sim's exported recon (Bq/mL, read back from NM_recon), the peer's image put in Bq/mL with the
+    recon's own calibration, the body mask (CT > -500 HU) and whether the peer's grid had to be resampled."""
     from her2sim.core.grid import Grid, resample
     from her2sim.dicom_io import import_image
 
-    recon_file = scan_dir / "NM_recon" / "recon.dcm"
-    ours = import_image(recon_file)
-    ds = pydicom.dcmread(recon_file)
+    ours = import_image(scan_dir / "NM_recon" / "recon.dcm")
     ct = import_image(scan_dir / "CT")
     affine = np.asarray(json.loads((peer_dir / "peer_affine.json").read_text()))
     peer_xyz = np.load(peer_dir / "peer_recon_xyz.npy").astype(np.float64)
@@ -188,14 +195,28 @@ def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict, pi
     peer_grid = Grid(peer_xyz.shape[::-1], (affine[2, 2], affine[1, 1], affine[0, 0]),
                      (affine[2, 3], affine[1, 3], affine[0, 3]))
     peer_counts = np.transpose(peer_xyz, (2, 1, 0))
-    if not peer_grid.same_as(ours.grid):
+    same_grid = bool(peer_grid.same_as(ours.grid))
+    if not same_grid:
         peer_counts = resample(peer_counts, peer_grid, ours.grid, order=1)
     m = ours.meta
     counts_per_bq_ml = (float(m["calibration_cps_per_bq"]) * float(m["time_per_view_s"]) * ours.grid.voxel_volume_ml
                         * float(m["decay_factor_applied"]))
-    peer_bq = peer_counts / counts_per_bq_ml
     body = resample((ct.array > -500.0).astype(np.uint8), ct.grid, ours.grid, order=0) > 0
-    a, b = peer_bq[body], ours.array.astype(np.float64)[body]
+    return {"ours": ours, "ours_bq": ours.array.astype(np.float64), "peer_bq": peer_counts / counts_per_bq_ml,
+            "body": body, "same_grid": same_grid}
+
+
+def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict, pid: str, time_h: float) -> dict:
+    """Metrics of one scan: her2sim's exported recon against the peer's reconstruction of the export."""
+    import pydicom
+
+    from her2sim.analysis.lesion_table import lesion_rows
+    from her2sim.core.containers import Phantom
+
+    im = scan_images(scan_dir, peer_dir)
+    ours, peer_bq, body = im["ours"], im["peer_bq"], im["body"]
+    ds = pydicom.dcmread(scan_dir / "NM_recon" / "recon.dcm")
+    a, b = peer_bq[body], im["ours_bq"][body]
     corr = float(np.corrcoef(a, b)[0, 1])
     mirrored = float(np.corrcoef(peer_bq[:, :, ::-1][body], b)[0, 1])
     total = float(a.sum() / b.sum())
@@ -203,22 +224,26 @@ def compare_scan(scan_dir: Path, study_dir: Path, peer_dir: Path, peer: dict, pi
     suv = suv_factor_from_dicom(ds)
     ph = Phantom.load(study_dir / "patients" / pid / "phantom.h5")
     ti = list(ph.time_points_h).index(time_h)
-    lesion_map = resample(ph.lesion_ids.astype(np.int16), ph.grid, ours.grid, order=0)
-    margin = ours.grid.spacing_mm[1]
-    rows_ours = lesion_rows(ours.array * suv, ours.grid, lesion_map, ph.truth, pid, time_index=ti, margin_mm=margin)
-    rows_peer = lesion_rows(peer_bq * suv, ours.grid, lesion_map, ph.truth, pid, time_index=ti, margin_mm=margin)
-    lesions = []
+    lesions, allowed, margin = lesion_vois(ph, ours.grid)
+    rows_ours = lesion_rows(ours.array * suv, ours.grid, lesions, ph.truth, pid, time_index=ti, margin_mm=margin,
+                            allowed=allowed)
+    rows_peer = lesion_rows(peer_bq * suv, ours.grid, lesions, ph.truth, pid, time_index=ti, margin_mm=margin,
+                            allowed=allowed)
+    out_lesions = []
     for ro, rp in zip(rows_ours, rows_peer):
-        lesions.append({"lesion_id": ro["lesion_id"], "ihc": ro.get("ihc"), "time_h": time_h,
-                        "suvmax_her2sim": round(float(ro["suvmax"]), 4),
-                        "suvmax_pytomography": round(float(rp["suvmax"]), 4),
-                        "rel_diff": round(abs(float(rp["suvmax"]) / float(ro["suvmax"]) - 1.0), 4)})
+        if not ro["measured"]:
+            continue
+        out_lesions.append({"lesion_id": ro["lesion_id"], "ihc": ro.get("ihc"), "time_h": time_h,
+                            "suvmax_her2sim": round(float(ro["suvmax"]), 4),
+                            "suvmax_pytomography": round(float(rp["suvmax"]), 4),
+                            "rel_diff": round(abs(float(rp["suvmax"]) / float(ro["suvmax"]) - 1.0), 4)})
     elem = ds["CorrectedImage"]
     corrected = [] if elem.VM == 0 else [str(elem.value)] if elem.VM == 1 else [str(v) for v in elem.value]
     return {"scan": f"{pid}/t{time_h:g}h", "pytomography_corr": round(corr, 4), "mirrored_corr": round(mirrored, 4),
-            "total_ratio": round(total, 4), "lesions": lesions, "corrected_image": corrected,
+            "total_ratio": round(total, 4), "lesions": out_lesions, "corrected_image": corrected,
             "decay_correction": str(ds.DecayCorrection), "units": str(ds.Units),
-            "peer_seconds": peer["seconds"], "peer_angles_deg_first": peer["angles_deg_first"]}
+            "peer_seconds": peer["seconds"], "peer_angles_deg_first": peer["angles_deg_first"],
+            "peer_grid_resampled": not im["same_grid"]}
 
 
 def export_noise_free(study_dir: Path, scan, dest: Path) -> None:
