@@ -91,3 +91,40 @@ def test_suvmax_from_dicom_alone_equals_lesions_csv(study):
             assert row["suvmax"] == pytest.approx(float(ref[0]["suvmax"]), abs=tol)
             checked += 1
     assert checked == 2  # two lesions, one time point
+
+
+def test_interop_bench_compares_the_pipelines_lesion_suvmax(study, tmp_path):
+    """``bench/dicom_interop.py`` scores the peer against the SUVmax the pipeline reports: a peer image that
+    is her2sim's own reconstruction (as counts per voxel, in PyTomography's (x, y, z) order and affine)
+    scores corr 1, total ratio 1 and SUVmax equal to lesions.csv (no torch needed)."""
+    import importlib.util
+    import json
+
+    from her2sim.dicom_io import import_image
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "dicom_interop.py"
+    spec = importlib.util.spec_from_file_location("dicom_interop", bench)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    scan_dir = study / "dicom" / "P001" / "t1h"
+    ours = import_image(scan_dir / "NM_recon" / "recon.dcm")
+    m, g = ours.meta, ours.grid
+    counts = (ours.array.astype(np.float64) * float(m["calibration_cps_per_bq"]) * float(m["time_per_view_s"])
+              * g.voxel_volume_ml * float(m["decay_factor_applied"]))
+    peer_dir = tmp_path / "peer"
+    peer_dir.mkdir()
+    np.save(peer_dir / "peer_recon_xyz.npy", np.transpose(counts, (2, 1, 0)).astype(np.float32))
+    affine = [[g.spacing_mm[2], 0, 0, g.origin_mm[2]], [0, g.spacing_mm[1], 0, g.origin_mm[1]],
+              [0, 0, g.spacing_mm[0], g.origin_mm[0]], [0, 0, 0, 1]]
+    (peer_dir / "peer_affine.json").write_text(json.dumps(affine))
+    r = mod.compare_scan(scan_dir, study, peer_dir, {"seconds": 0.0, "angles_deg_first": []}, "P001", 1.0)
+    assert r["pytomography_corr"] == pytest.approx(1.0, abs=1e-6)
+    assert r["total_ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert r["peer_grid_resampled"] is False
+    with open(study / "results" / "lesions.csv", newline="") as f:
+        table = {int(row["lesion_id"]): float(row["suvmax"]) for row in csv.DictReader(f)
+                 if float(row["time_h"]) == 1.0 and int(row["realisation"]) == 0}
+    assert sorted(les["lesion_id"] for les in r["lesions"]) == sorted(table)
+    for les in r["lesions"]:
+        assert les["rel_diff"] == pytest.approx(0.0, abs=1e-4)
+        assert les["suvmax_her2sim"] == pytest.approx(table[les["lesion_id"]], rel=1e-3)

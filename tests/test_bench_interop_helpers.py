@@ -1,0 +1,74 @@
+"""The numpy helpers of the PyTomography peer (``bench/_peer_dicom_pytomography.py``), without torch.
+
+The peer matches two reconstruction settings to her2sim's (``bench/dicom_interop.py``):
+
+* the PSF kernel: PyTomography samples exp(-x^2 / 2 sigma^2) at whole-pixel offsets, which loses
+  variance when sigma is below about 0.6 pixel; the peer hands it the sigma whose *sampled* kernel has
+  the wanted variance. Checked here against a kernel summed in the test;
+* the OSEM subsets: her2sim's view groups, passed as her2sim gantry angles, mapped to PyTomography's
+  angle-sorted projections through phi = (360 - theta) mod 360. Checked here on a dual-head orbit
+  written in the test, and an incomplete partition is refused.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from her2sim.recon.osem import make_subsets
+
+PEER = Path(__file__).resolve().parent.parent / "bench" / "_peer_dicom_pytomography.py"
+
+
+@pytest.fixture(scope="module")
+def peer():
+    spec = importlib.util.spec_from_file_location("_peer_dicom_pytomography", PEER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _sampled_variance(sigma_px: float) -> float:
+    x = np.arange(-40, 41, dtype=float)
+    k = np.exp(-x ** 2 / (2.0 * sigma_px ** 2))
+    return float((k * x ** 2).sum() / k.sum())
+
+
+def test_sampled_kernel_loses_variance_below_a_pixel(peer):
+    # 8.84 mm pixels, 7.05 mm FWHM (GI-LEHR at 100 mm): sigma 0.34 pixel keeps about a fifth of its variance
+    s = 7.05 / 2.3548 / 8.84
+    assert _sampled_variance(s) / s ** 2 == pytest.approx(0.22, abs=0.03)
+    assert peer.sampled_variance_px2(s)[0] == pytest.approx(_sampled_variance(s), rel=1e-9)
+    # and it is exact for wide kernels
+    assert _sampled_variance(3.0) == pytest.approx(9.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("sigma_px", [0.05, 0.2, 0.34, 0.5, 0.8, 1.5, 4.0])
+def test_matched_sigma_gives_the_wanted_variance(peer, sigma_px):
+    m = float(peer.matched_sigma_px(sigma_px)[0])
+    assert _sampled_variance(m) == pytest.approx(sigma_px ** 2, rel=1e-6, abs=1e-9)
+    assert m >= sigma_px - 1e-9  # never narrower than the Gaussian it stands for
+
+
+def test_her2sim_subsets_map_to_pytomography_projections(peer):
+    # dual-head orbit: head 1 from 0 deg, head 2 from 180 deg, 6 deg steps (her2sim angles, view order)
+    theta = np.concatenate([np.arange(30) * 6.0, 180.0 + np.arange(30) * 6.0]) % 360.0
+    groups = make_subsets(theta, 6)
+    text = ";".join(",".join(f"{theta[v]:.6f}" for v in g) for g in groups)
+    # PyTomography sorts its projections by its own angle phi = (360 - theta) mod 360
+    phi = np.sort((360.0 - theta) % 360.0)
+    mapped = peer.subsets_from_angles(text, phi, 6)
+    assert len(mapped) == 6
+    assert sorted(i for g in mapped for i in g) == list(range(60))
+    for g_h, g_p in zip(groups, mapped):  # same views, same visiting order
+        assert sorted((360.0 - phi[g_p]) % 360.0) == pytest.approx(sorted(theta[g_h]))
+
+
+def test_incomplete_subsets_are_refused(peer):
+    phi = np.arange(8) * 45.0
+    with pytest.raises(SystemExit, match="each of the 8 projections once"):
+        peer.subsets_from_angles("0,90;180,270", phi, 2)
+    with pytest.raises(SystemExit, match="no PyTomography projection"):
+        peer.subsets_from_angles("0,90,180,270;45,135,225,10", phi, 2)
