@@ -5,32 +5,20 @@
 ``--json``) and raises :class:`~her2sim.core.errors.Her2simError` subclasses for bad
 input, which the CLI prints as one line.
 
-DICOM export reads the study layout written by the pipeline::
-
-    STUDY/patients/<PID>/phantom.h5              Phantom (CT in HU, weight/height/injected activity in meta)
-    STUDY/patients/<PID>/t<H>h/noisy_r<K>.h5     Projections, Poisson realisation K
-    STUDY/patients/<PID>/t<H>h/recon_r<K>.h5     Image in Bq/mL
-
-and writes ``OUT/<PID>/t<H>h/{NM_projections,NM_recon,CT}`` with one StudyInstanceUID
-and FrameOfReferenceUID per (patient, time point); UIDs are derived from the study
-name, patient and time, so a re-export gives the same UIDs.
+DICOM export (:mod:`her2sim.study_dicom`) reads the study folder through
+:class:`her2sim.study_layout.StudyLayout`.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.jsonio import print_json as _print_json
 
-_TIME_DIR = re.compile(r"^t(\d+(?:\.\d+)?)h$")
-_REALISATION = re.compile(r"^(noisy|recon)_r(\d+)\.h5$")
-#: Series folder written by :func:`her2sim.dicom_io.export_study` for each of its outputs.
-SERIES_FOLDERS = {"projections": "NM_projections", "recon": "NM_recon", "ct": "CT"}
+from her2sim.study_dicom import SERIES_FOLDERS, export_scan_dicom, export_study_dicom  # noqa: F401 (CLI API)
+from her2sim.study_layout import Scan, find_scans  # noqa: F401 (CLI API)
 
 
 def _study_dir(path) -> Path:
@@ -157,186 +145,6 @@ def cmd_status(args) -> int:
 
 
 # ---------------------------------------------------------------------------- export-dicom
-@dataclass(frozen=True)
-class Scan:
-    """One (patient, time point) of a study folder and its files for one noise realisation."""
-
-    patient_id: str
-    time_h: float
-    folder: Path
-    phantom: Path | None
-    projections: Path | None
-    recon: Path | None
-    realisation: int | None
-
-
-def _realisations(folder: Path) -> list:
-    ks = set()
-    for p in folder.iterdir():
-        m = _REALISATION.match(p.name)
-        if m:
-            ks.add(int(m.group(2)))
-    return sorted(ks)
-
-
-def find_scans(study_dir, patient: str | None = None, time_h: float | None = None,
-               realisation: int | None = None) -> list:
-    """The (patient, time point) scans of a study folder, optionally filtered.
-
-    Parameters
-    ----------
-    study_dir : path-like
-    patient : str or None
-        Patient id (folder name under ``patients/``).
-    time_h : float or None
-        Time point (h after injection), matched to ``t<H>h`` folders within 1e-6 h.
-    realisation : int or None
-        Noise realisation K (``noisy_r<K>.h5`` / ``recon_r<K>.h5``); default the lowest K present.
-
-    Raises
-    ------
-    DataError
-        No patients, or a requested patient / time point / realisation is absent (lists what exists).
-    """
-    study_dir = _study_dir(study_dir)
-    root = study_dir / "patients"
-    pids = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if not pids:
-        raise DataError(f"{root}: no patient folders (patients/<PID>/) in this study")
-    if patient is not None:
-        if patient not in pids:
-            raise DataError(f"--patient = {patient!r} is not in {root}; available {pids}")
-        pids = [patient]
-    scans = []
-    for pid in pids:
-        pdir = root / pid
-        phantom = pdir / "phantom.h5"
-        times = []
-        for d in pdir.iterdir():
-            m = _TIME_DIR.match(d.name)
-            if d.is_dir() and m:
-                times.append((float(m.group(1)), d))
-        times.sort()
-        if time_h is not None:
-            sel = [(t, d) for t, d in times if abs(t - time_h) < 1e-6]
-            if not sel:
-                raise DataError(f"--time-h = {time_h:g} has no folder t<H>h under {pdir}; "
-                                f"available {[t for t, _ in times]} h")
-            times = sel
-        for t, d in times:
-            ks = _realisations(d)
-            if realisation is not None:
-                if realisation not in ks:
-                    raise DataError(f"--realisation = {realisation} has no noisy_r{realisation}.h5 or "
-                                    f"recon_r{realisation}.h5 in {d}; available {ks}")
-                k = realisation
-            else:
-                k = ks[0] if ks else None
-            proj = d / f"noisy_r{k}.h5" if k is not None else None
-            rec = d / f"recon_r{k}.h5" if k is not None else None
-            scans.append(Scan(pid, t, d, phantom if phantom.is_file() else None,
-                              proj if proj is not None and proj.is_file() else None,
-                              rec if rec is not None and rec.is_file() else None, k))
-    if not scans:
-        raise DataError(f"{root}: no time-point folders t<H>h with data for the selected patients {pids}")
-    return scans
-
-
-def _time_label(t: float) -> str:
-    return f"t{t:g}h"
-
-
-def _injection_time(*metas) -> _dt.datetime | None:
-    for m in metas:
-        v = m.get("injection_time") if isinstance(m, dict) else None
-        if isinstance(v, str) and v:
-            try:
-                t = _dt.datetime.fromisoformat(v)
-            except ValueError:
-                continue
-            return t.replace(tzinfo=None)
-    return None
-
-
-def export_scan_dicom(scan: Scan, out_dir, study_name: str = "her2sim", ct: bool = True) -> list:
-    """Write the DICOM series of one scan under ``out_dir``; returns the series folders written.
-
-    NM projections (the noisy realisation), NM reconstruction (Bq/mL) and CT (the
-    phantom's HU volume; not with ``ct=False``, a study without CT, ``phantom.ct = false``) share one
-    StudyInstanceUID and FrameOfReferenceUID. Patient
-    weight/height come from ``Phantom.meta``; injected activity, scan start and
-    injection time from the image/projection meta, falling back to the phantom meta
-    and to ``time_h`` for the scan start.
-    """
-    from her2sim.core.containers import Image, Phantom, Projections
-    from her2sim.dicom_io import DicomPatient, DicomStudy, export_study
-
-    ph = Phantom.load(scan.phantom) if scan.phantom is not None else None
-    proj = Projections.load(scan.projections) if scan.projections is not None else None
-    rec = Image.load(scan.recon) if scan.recon is not None else None
-    pmeta = dict(ph.meta) if ph is not None else {}
-    fill = {"scan_start_s": scan.time_h * 3600.0}
-    for key in ("injected_mbq", "weight_kg", "height_cm", "injection_time"):
-        if pmeta.get(key) is not None:
-            fill[key] = pmeta[key]
-    if proj is not None:
-        proj = Projections(proj.counts, proj.windows, proj.geometry, proj.is_expected, proj.components,
-                           proj.variance, {**fill, **proj.meta})
-    if rec is not None:
-        rec = Image(rec.array, rec.grid, rec.units, {**fill, **rec.meta})
-    with_ct, ct = ct, None
-    if ph is not None and with_ct:
-        src = rec.meta if rec is not None else (proj.meta if proj is not None else fill)
-        ct_meta = {k: src[k] for k in ("scan_start_s", "weight_kg") if src.get(k) is not None}
-        ct = Image(ph.ct_hu, ph.grid, "HU", ct_meta)
-    if proj is None and rec is None and ct is None:
-        raise DataError(f"{scan.folder}: nothing to export (no noisy_r<K>.h5, recon_r<K>.h5 or "
-                        f"{scan.folder.parent / 'phantom.h5'})")
-    weight = pmeta.get("weight_kg") or (rec.meta.get("weight_kg") if rec is not None else None)
-    patient = DicomPatient(name=f"HER2SIM^{scan.patient_id}", patient_id=str(scan.patient_id)[:64],
-                           weight_kg=None if weight is None else float(weight),
-                           height_cm=None if pmeta.get("height_cm") is None else float(pmeta["height_cm"]))
-    seed = f"{study_name}/{scan.patient_id}/{_time_label(scan.time_h)}"
-    inj = _injection_time(rec.meta if rec is not None else {}, proj.meta if proj is not None else {}, pmeta)
-    study = DicomStudy.new(seed=seed, injection_time=inj)
-    dest = Path(out_dir) / scan.patient_id / _time_label(scan.time_h)
-    written = export_study(dest, projections=proj, recon=rec, ct=ct, patient=patient, study=study, seed=seed)
-    return [dest / SERIES_FOLDERS[k] for k in SERIES_FOLDERS if k in written]
-
-
-def _study_name(study_dir: Path) -> str:
-    try:
-        import tomllib
-
-        from her2sim.config import resolved_study_path
-
-        data = tomllib.loads(resolved_study_path(study_dir).read_text(encoding="utf-8"))
-        return str(data["study"]["name"])
-    except (OSError, KeyError, TypeError, ValueError):
-        return study_dir.resolve().name
-
-
-def export_study_dicom(study_dir, out_dir, patient: str | None = None, time_h: float | None = None,
-                       realisation: int | None = None, ct: bool = True) -> tuple[list, list]:
-    """Export the selected scans of a study folder as DICOM (see :func:`find_scans`, :func:`export_scan_dicom`;
-    ``ct=False``: no CT series).
-
-    Returns
-    -------
-    (scans, series) : list of Scan, list of Path
-        The scans exported and the series folders written (``out_dir/<PID>/t<H>h/<series>``).
-    """
-    study_dir = _study_dir(study_dir)
-    if realisation is not None and (isinstance(realisation, bool) or int(realisation) < 0):
-        raise ConfigError(f"realisation = {realisation!r} must be an integer >= 0")
-    scans = find_scans(study_dir, patient, time_h, realisation)
-    name = _study_name(study_dir)
-    series = []
-    for scan in scans:
-        series.extend(export_scan_dicom(scan, out_dir, name, ct=ct))
-    return scans, series
-
-
 def cmd_export_dicom(args) -> int:
     """Export every (patient, time point) of a study as DICOM NM projections, NM recon and CT."""
     from her2sim.commands import _out_dir

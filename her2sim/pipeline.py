@@ -11,6 +11,7 @@ Study folder layout::
 
     study.resolved.toml             resolved configuration (the study file given is never overwritten)
     .her2sim.lock                   PID and host of the run writing the folder (while it runs)
+    (every path from :class:`her2sim.study_layout.StudyLayout`)
     calibration/                    phantom.h5 expected.h5 recon.h5 calibration.json
     patients/<id>/phantom.h5        Phantom (truth table inside)
     patients/<id>/t<H>h/            expected.h5, noisy_r<K>.h5, recon_r<K>.h5
@@ -35,6 +36,8 @@ from her2sim.core.hdf5io import to_json
 from her2sim.core.jsonio import write_json
 from her2sim.core.versions import package_versions
 from her2sim.stages import Stage, StageTask, run_stages, study_lock
+from her2sim.study_dicom import export_study_dicom
+from her2sim.study_layout import StudyLayout
 
 #: bump when a stage's function changes what it writes (part of every stage key)
 PIPELINE_VERSION = 2  # 2: exact recon support (recon outputs change)
@@ -62,10 +65,6 @@ def _seed(*parts: int) -> int:
     """A 63-bit seed derived from integers (study seed, patient index, stage code)."""
     return int(np.random.SeedSequence([int(p) % (2 ** 32) for p in parts]).generate_state(2, np.uint32).view(np.uint64)[0]
                >> np.uint64(1))
-
-
-def _time_tag(t_h: float) -> str:
-    return f"t{t_h:g}h"
 
 
 def _camera(params):
@@ -315,7 +314,7 @@ def stage_phantom(task: StageTask) -> None:
     ph.meta["patient_id"] = p["patient"]["id"]
     ph.save(task.outputs[0])
     if p.get("figures", True):
-        plot_phantom(ph, Path(task.study_dir) / "results" / "figures" / f"phantom_{p['patient']['id']}.png")
+        plot_phantom(ph, StudyLayout(task.study_dir).figures_dir / f"phantom_{p['patient']['id']}.png")
 
 
 def stage_simulate(task: StageTask) -> None:
@@ -324,20 +323,19 @@ def stage_simulate(task: StageTask) -> None:
     from her2sim.sim.transport import poisson_realisations
 
     p = task.params
-    pdir = Path(task.study_dir) / "patients" / p["patient_id"]
-    ph = Phantom.load(pdir / "phantom.h5")
+    lay, pid = StudyLayout(task.study_dir), p["patient_id"]
+    ph = Phantom.load(lay.phantom(pid))
     cam = _camera(p)
     geometry = _orbit(ph, cam)
     for fi, t_h in enumerate(ph.time_points_h):
-        tdir = pdir / _time_tag(t_h)
         res = _simulate_to_target(ph, cam, p, _seed(p["seed"], p["index"], 2, fi), fi, geometry)
         proj = res.projections
         proj.meta.update({"scan_start_s": t_h * 3600.0, "patient_id": p["patient_id"], "mc_summary": res.summary(),
                           "mc_stats": res.stats})
-        proj.save(tdir / "expected.h5")
+        proj.save(lay.expected(pid, t_h))
         for k, noisy in enumerate(poisson_realisations(proj, p["monte_carlo"]["noise_realisations"],
                                                        seed=_seed(p["seed"], p["index"], 3, fi))):
-            noisy.save(tdir / f"noisy_r{k}.h5")
+            noisy.save(lay.noisy(pid, t_h, k))
 
 
 #: clearance between the body outline and the collimator face on a body-contour orbit (mm, assumption)
@@ -375,15 +373,14 @@ def stage_recon(task: StageTask) -> None:
     """OSEM (AC, PSF, scatter) of every noisy realisation, calibrated to Bq/mL."""
     _fault_injection_delay(task.stage)
     p = task.params
-    pdir = Path(task.study_dir) / "patients" / p["patient_id"]
-    ph = Phantom.load(pdir / "phantom.h5")
+    lay, pid = StudyLayout(task.study_dir), p["patient_id"]
+    ph = Phantom.load(lay.phantom(pid))
     grid = _recon_grid(p, ph.grid)
     mu = _mu_map(ph, grid, p)
-    cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
+    cal = json.loads(lay.calibration_json.read_text())
     n_real = p["monte_carlo"]["noise_realisations"]
     for t_h in ph.time_points_h:
-        tdir = pdir / _time_tag(t_h)
-        projs = [Projections.load(tdir / f"noisy_r{k}.h5") for k in range(n_real)]
+        projs = [Projections.load(lay.noisy(pid, t_h, k)) for k in range(n_real)]
         if p["recon"]["scatter"] == "mc":
             imgs = []
             for k, proj in enumerate(projs):
@@ -395,14 +392,14 @@ def stage_recon(task: StageTask) -> None:
                 pk = [w.name for w in proj.windows].index("photopeak")
                 Projections(est[0][None].astype(np.float32), (proj.windows[pk],), proj.geometry, is_expected=True,
                             meta={"content": "Monte Carlo scatter estimate of the photopeak window (counts)"}
-                            ).save(tdir / f"mc_scatter_r{k}.h5")
+                            ).save(lay.mc_scatter(pid, t_h, k))
         else:  # one batched OSEM over the realisations of this scan
             imgs = _reconstruct_realisations(projs, mu, grid, p, cps_per_bq=cal["cps_per_bq"])
         for k, img in enumerate(imgs):
             img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
                              "height_cm": ph.meta.get("height_cm"), "scan_start_s": t_h * 3600.0,
                              "patient_id": p["patient_id"], "time_h": t_h, "realisation": k})
-            img.save(tdir / f"recon_r{k}.h5")
+            img.save(lay.recon(pid, t_h, k))
 
 
 def stage_quantify(task: StageTask) -> None:
@@ -428,12 +425,12 @@ def stage_quantify(task: StageTask) -> None:
 
     p = task.params
     a = p["analysis"]
-    pdir = Path(task.study_dir) / "patients" / p["patient_id"]
-    ph = Phantom.load(pdir / "phantom.h5")
+    lay, pid = StudyLayout(task.study_dir), p["patient_id"]
+    ph = Phantom.load(lay.phantom(pid))
     if ph.lesion_fraction is None or ph.lesion_owner is None or ph.lesion_own_suv is None:
-        raise DataError(f"{pdir / 'phantom.h5'} has no lesion fraction maps (made by an older her2sim); "
+        raise DataError(f"{lay.phantom(pid)} has no lesion fraction maps (made by an older her2sim); "
                         "delete the study's patients folder and rerun")
-    grid = Image.load(pdir / _time_tag(ph.time_points_h[0]) / "recon_r0.h5").grid
+    grid = Image.load(lay.recon(pid, ph.time_points_h[0])).grid
     sp = grid.spacing_mm
     lesions = lesions_on_grid(grid, ph.grid, ph.lesion_fraction, ph.lesion_owner, ph.lesion_own_suv, ph.truth,
                               min_voxels=a.get("min_voi_voxels", 1.0))
@@ -449,7 +446,7 @@ def stage_quantify(task: StageTask) -> None:
     ct = resample(ph.ct_hu, ph.grid, grid, order=1, cval=-1000.0) if voi_method == "ct" else None
     margin = a.get("voi_margin_mm")
     margin = float(sp[1]) if margin is None else float(margin)
-    cal = json.loads((Path(task.study_dir) / "calibration" / "calibration.json").read_text())
+    cal = json.loads(lay.calibration_json.read_text())
     psf_fwhm = a.get("psf_fwhm_mm") or cal.get("recon_fwhm_mm") or p["psf_fwhm_mm"]
     region_methods = [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")]
     use_response = bool(region_methods and measured) and a.get("pvc_response", "reconstruction") == "reconstruction"
@@ -458,7 +455,7 @@ def stage_quantify(task: StageTask) -> None:
                               {lid: L.voi for lid, L in measured.items()}, sp) \
         if region_methods and measured and not use_response else {}
     slabs = _response_slabs(p, ph, grid, organs, measured, psf_fwhm, Projections.load(
-        pdir / _time_tag(ph.time_points_h[0]) / "noisy_r0.h5").geometry) if use_response else []
+        lay.noisy(pid, ph.time_points_h[0])).geometry) if use_response else []
     box_psf = {lid: pvc_psf(p.get("recon", {}), psf_fwhm, Grid(tuple(s.stop - s.start for s in box), sp))
                for lid, (box, _) in boxes.items()}
     lbm_kg = lean_body_mass_kg(ph.meta["weight_kg"], ph.meta["height_cm"], ph.meta.get("sex", "F"))
@@ -466,9 +463,8 @@ def stage_quantify(task: StageTask) -> None:
     r2 = max(r1 + 1, int(round(25.0 / sp[1])))
     rows = []
     for fi, t_h in enumerate(ph.time_points_h):
-        tdir = pdir / _time_tag(t_h)
         for k in range(p["monte_carlo"]["noise_realisations"]):
-            img = Image.load(tdir / f"recon_r{k}.h5")
+            img = Image.load(lay.recon(pid, t_h, k))
             suv = suv_image(img).array
             base = lesion_rows(suv, grid, lesions, ph.truth, p["patient_id"], time_index=fi, voi=voi_method,
                                margin_mm=margin, allowed=allowed, ct_hu=ct,
@@ -492,9 +488,9 @@ def stage_quantify(task: StageTask) -> None:
             done = [row for row in base if row["measured"]]
             gtm_c = {}
             if slabs and done:
-                _region_pvc_with_response(slabs, suv, img, Projections.load(tdir / f"noisy_r{k}.h5"), p,
+                _region_pvc_with_response(slabs, suv, img, Projections.load(lay.noisy(pid, t_h, k)), p,
                                           [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")], done,
-                                          mc_scatter_path=tdir / f"mc_scatter_r{k}.h5")
+                                          mc_scatter_path=lay.mc_scatter(pid, t_h, k))
             for method in a["pvc_methods"]:
                 if method == "none" or not done:
                     continue
@@ -547,7 +543,7 @@ def stage_quantify(task: StageTask) -> None:
                 true_bq = resample(ph.activity_bq_per_ml[0], ph.grid, grid, order=1)
                 scale = suv_scale_factor(ph.meta["injected_mbq"] * 1e6, ph.meta["weight_kg"], elapsed_s=t_h * 3600.0)
                 plot_true_vs_reconstructed(true_bq * scale, suv, grid.spacing_mm,
-                                           Path(task.study_dir) / "results" / "figures" / f"recon_{p['patient_id']}.png",
+                                           lay.figures_dir / f"recon_{pid}.png",
                                            title=f"{p['patient_id']} at {t_h:g} h: truth vs OSEM (SUV)",
                                            lesion_mask=any_lesion, vmax=4.0)
     _write_json(task.outputs[0], rows)
@@ -710,13 +706,14 @@ def stage_statistics(task: StageTask) -> None:
     p = task.params
     a = p["analysis"]
     sd = Path(task.study_dir)
-    res = sd / "results"
-    figdir = res / "figures"
+    lay = StudyLayout(sd)
+    res = lay.results_dir
+    figdir = lay.figures_dir
     if p.get("figures", True):
         figdir.mkdir(parents=True, exist_ok=True)
     all_rows = []
     for pid in p["patient_ids"]:
-        all_rows.extend(json.loads((sd / "patients" / pid / "lesions.json").read_text()))
+        all_rows.extend(json.loads(lay.lesions_json(pid).read_text()))
     if not all_rows:
         raise DataError(f"study {p['study_name']!r}: the truth of its {len(p['patient_ids'])} patient(s) holds no "
                         "lesion with a HER2 status; add lesions (phantom.lesions or a cohort preset)")
@@ -783,7 +780,7 @@ def stage_statistics(task: StageTask) -> None:
             figs.append(str(figures.plot_roc(labels, [r["suvmax"] for r in sel], figdir / "roc_suvmax.png",
                                              patient_ids=[r["patient_id"] for r in sel], n_boot=a["bootstrap"],
                                              seed=p["seed"])))
-    cal = json.loads((sd / "calibration" / "calibration.json").read_text())
+    cal = json.loads(lay.calibration_json.read_text())
     if "rc" in cal and p.get("figures", True):
         d = sorted(float(k) for k in cal["rc"])
         figs.append(str(figures.plot_recovery_curves(d, [cal["rc"][str(int(x))] for x in d],
@@ -793,8 +790,7 @@ def stage_statistics(task: StageTask) -> None:
     summary["figures"] = figs
     summary["calibration"] = {k: v for k, v in cal.items() if k not in ("mc_stats",)}
     summary["mc_summary"] = cal.get("mc_summary", {})
-    first = sd / "patients" / p["patient_ids"][0]
-    for exp in sorted(first.glob("t*h/expected.h5"))[:1]:
+    for exp in sorted(lay.patient_dir(p["patient_ids"][0]).glob("t*h/expected.h5"))[:1]:
         summary["mc_summary"] = Projections.load(exp).meta.get("mc_summary", summary["mc_summary"])
     summary["versions"] = _versions()
     summary["seeds"] = {"study": p["seed"], "monte_carlo": p["mc_seed"]}
@@ -805,8 +801,8 @@ def stage_statistics(task: StageTask) -> None:
 def stage_dicom(task: StageTask) -> None:
     """Export every scan (NM projections, NM reconstruction in Bq/mL, CT) as DICOM series."""
     _fault_injection_delay(task.stage)
-    from her2sim.commands_io import export_study_dicom
-    _, series = export_study_dicom(task.study_dir, Path(task.study_dir) / "dicom", ct=task.params.get("ct", True))
+    _, series = export_study_dicom(task.study_dir, StudyLayout(task.study_dir).dicom_dir,
+                                   ct=task.params.get("ct", True))
     _write_json(task.outputs[0], [str(x) for x in series])
 
 
@@ -862,6 +858,7 @@ def _non_default(**values) -> dict:
 
 def build_stages(cfg: StudyConfig) -> list:
     """All stages of a study, with their parameters (the keys of resumability)."""
+    lay = StudyLayout(Path("."))   # stage outputs are declared relative to the study folder
     g = cfg.phantom.grid()
     cam = cfg.camera
     mc = cfg.monte_carlo
@@ -901,20 +898,20 @@ def build_stages(cfg: StudyConfig) -> list:
                   patient_id=pid)
         stages.append(Stage(f"phantom_{pid}", [], {**{k: pp[k] for k in ("version", "grid", "patient", "patient_seed",
                                                                              "patient_id")}, **figures},
-                            stage_phantom, [f"patients/{pid}/phantom.h5"]))
+                            stage_phantom, [lay.relative(lay.phantom(pid))]))
         stages.append(Stage(f"simulate_{pid}", [f"phantom_{pid}"],
                             {k: pp[k] for k in ("version", "seed", "camera", "monte_carlo", "index", "patient_id")},
-                            stage_simulate, [f"patients/{pid}/{_time_tag(t)}/expected.h5"
+                            stage_simulate, [lay.relative(lay.expected(pid, t))
                                              for t in cfg.tracer.time_points_h]))
         stages.append(Stage(f"recon_{pid}", [f"simulate_{pid}", "calibration"],
                             {k: pp[k] for k in ("version", "seed", "index", "camera", "grid", "recon", "monte_carlo",
                                                 "patient_id")},
-                            stage_recon, [f"patients/{pid}/{_time_tag(t)}/recon_r0.h5" for t in cfg.tracer.time_points_h]))
+                            stage_recon, [lay.relative(lay.recon(pid, t)) for t in cfg.tracer.time_points_h]))
         stages.append(Stage(f"quantify_{pid}", [f"recon_{pid}", "calibration"],
                             {"version": PIPELINE_VERSION, "grid": common["grid"], "analysis": analysis,
                              "monte_carlo": common["monte_carlo"], "patient_id": pid, "psf_fwhm_mm": psf_fwhm,
                              "recon": common["recon"], "camera": common["camera"], **figures},
-                            stage_quantify, [f"patients/{pid}/lesions.json"]))
+                            stage_quantify, [lay.relative(lay.lesions_json(pid))]))
     stages.append(Stage("statistics", [f"quantify_{pid}" for pid in ids] + ["calibration"],
                         {"version": PIPELINE_VERSION, "analysis": analysis, "patient_ids": ids,
                          "study_name": cfg.study.name, "seed": int(cfg.study.seed), "mc_seed": int(cfg.mc_seed),
@@ -1013,7 +1010,7 @@ def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = 
         save_study(cfg, resolved)
         t0 = time.perf_counter()
         results = run_stages(stages, sd, executor=executor, progress=progress)
-    summary_path = sd / "results" / "summary.json"
+    summary_path = StudyLayout(sd).summary_json
     summary = json.loads(summary_path.read_text())
     stage_seconds = {}
     for name, r in results.items():
@@ -1023,7 +1020,7 @@ def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = 
     summary.update({
         "patients": summary.get("patients"), "scans": n_scans, "stage_seconds": stage_seconds,
         "stage_status": {n: r.status for n, r in results.items()}, "wall_seconds": time.perf_counter() - t0,
-        "outputs": {"study_dir": str(sd), "summary": str(summary_path), "lesions_csv": str(sd / "results" / "lesions.csv"),
+        "outputs": {"study_dir": str(sd), "summary": str(summary_path), "lesions_csv": str(StudyLayout(sd).lesions_csv),
                     "dicom": json.loads((sd / "dicom" / "series.json").read_text())
                     if (sd / "dicom" / "series.json").exists() and cfg.output.dicom else [],
                     "report": str(sd / ("report.html" if cfg.output.report == "html" else "report.md")),

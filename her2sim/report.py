@@ -38,13 +38,15 @@ from pathlib import Path
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.versions import VERSION_PACKAGES, package_versions
 from her2sim.stages import write_text_atomic
+from her2sim.study_layout import StudyLayout
 
 REPORT_FORMATS = ("html", "markdown")
 _FORMAT_ALIASES = {"html": "html", "htm": "html", "markdown": "markdown", "md": "markdown"}
-SUMMARY_FILE = Path("results") / "summary.json"
-LESIONS_CSV = Path("results") / "lesions.csv"
-FIGURES_DIR = Path("results") / "figures"
-CALIBRATION_JSON = Path("calibration") / "calibration.json"
+_LAYOUT = StudyLayout(Path("."))   # paths relative to the study folder
+SUMMARY_FILE = Path(_LAYOUT.relative(_LAYOUT.summary_json))
+LESIONS_CSV = Path(_LAYOUT.relative(_LAYOUT.lesions_csv))
+FIGURES_DIR = Path(_LAYOUT.relative(_LAYOUT.figures_dir))
+CALIBRATION_JSON = Path(_LAYOUT.relative(_LAYOUT.calibration_json))
 STUDY_TOML = "study.resolved.toml"
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
                ".gif": "image/gif"}
@@ -156,7 +158,7 @@ def read_lesion_table(study_dir) -> tuple[list, list, str]:
             raise DataError(f"{path}: lesion table cannot be read: {exc}") from None
         return columns, rows, LESIONS_CSV.as_posix()
     columns, rows, used = [], [], []
-    for p in sorted((study_dir / "patients").glob("*/lesions.json")):
+    for p in sorted(StudyLayout(study_dir).patients_dir.glob("*/lesions.json")):
         data = _read_json_file(p)
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise DataError(f"{p}: must hold a JSON list of lesion rows (objects)")
@@ -336,7 +338,7 @@ def find_figures(study_dir, summary: dict | None = None) -> list:
         elif isinstance(entry, str) and entry:
             listed.append(Path(entry))
     found = []
-    for folder in (study_dir / FIGURES_DIR, study_dir / "calibration"):
+    for folder in (study_dir / FIGURES_DIR, StudyLayout(study_dir).calibration_dir):
         if folder.is_dir():
             found.extend(sorted(p for p in folder.rglob("*")
                                 if p.is_file() and p.suffix.lower() in IMAGE_TYPES and not p.name.startswith(".")))
