@@ -268,9 +268,10 @@ def _osem_batch_yxzb(system: SpectSystemMatrix, counts, iterations, subsets, sca
         inv_sens.append(np.ascontiguousarray(inv, dtype=dt))  # 0 outside the support (the sensitivity is masked)
     x[~seen_any] = 0.0  # also zero outside the transaxial support (the sensitivity is masked there)
     # per-thread back projections, reused: em_update_parts sums them into the update and zeroes them
-    parts = None
+    parts = cols = None
     if system.penetration is None:
         parts = np.zeros((max(system.batch_threads(v.size) for v in groups), ny, nx, hi - lo, nb), dtype=dt)
+        cols = system.batch_columns()  # the update skips the columns no sample reaches (x stays 0 there)
     bar = tqdm(total=it * len(groups), desc=f"OSEM x{nb}", unit="subset", disable=not progress, leave=False)
     for _ in range(it):
         for k, views in enumerate(groups):
@@ -279,7 +280,7 @@ def _osem_batch_yxzb(system: SpectSystemMatrix, counts, iterations, subsets, sca
             _kernels.em_ratio(y_sub[k], ybar, s_sub[k] if s_sub is not None else ybar, s_sub is not None, ybar)
             if parts is not None:
                 n = system.backward_batch_parts_yxzb(ybar, views, parts)
-                _kernels.em_update_parts(x, parts[:n], inv_sens[k])  # 0 where this subset does not see a voxel
+                _kernels.em_update_parts(x, parts[:n], inv_sens[k], cols)  # 0 where this subset does not see a voxel
             else:
                 bp = system.backward_batch_yxzb(ybar, views)
                 _kernels.em_update(x, bp, inv_sens[k])

@@ -523,6 +523,11 @@ class SpectSystemMatrix:
         self._run_batch(_kernels.back_project_batch, p_uvb, lambda m: [parts[c] for c in range(m)], v)
         return n
 
+    def batch_columns(self) -> np.ndarray:
+        """Flat (y * nx + x) indices of the image columns in the transaxial support (where the masked batched
+        operators can be nonzero)."""
+        return np.ascontiguousarray(np.flatnonzero(self._supp2d), dtype=np.int64)
+
     def batch_threads(self, n_views: int) -> int:
         """Number of kernel calls (threads, one output each) a batched back projection of ``n_views`` views uses."""
         return self._chunks(n_views)
