@@ -271,7 +271,7 @@ def _osem_batch_yxzb(system: SpectSystemMatrix, counts, iterations, subsets, sca
     parts = cols = None
     if system.penetration is None:
         parts = np.zeros((max(system.batch_threads(v.size) for v in groups), ny, nx, hi - lo, nb), dtype=dt)
-        cols = system.batch_columns()  # the update skips the columns no sample reaches (x stays 0 there)
+        cols = system.batch_columns()  # the update runs over the support's columns (x is 0 elsewhere)
     bar = tqdm(total=it * len(groups), desc=f"OSEM x{nb}", unit="subset", disable=not progress, leave=False)
     for _ in range(it):
         for k, views in enumerate(groups):
