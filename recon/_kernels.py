@@ -761,3 +761,28 @@ def em_update(x, bp, inv_sens):
         w = inv[i]
         for b in range(nb):
             xf[i, b] *= bf[i, b] * w
+
+
+@njit(cache=True, nogil=True)
+def em_update_parts(x, parts, inv_sens, cols):
+    """:func:`em_update` with the back projection given as per-thread partial sums ``parts`` (n, y, x, z, B):
+    ``x *= (parts[0] + parts[1] + ...) * inv_sens`` (summed in that order, as the projector's reduction) on
+    the (y, x) columns ``cols`` (flat indices y * nx + x), whose ``parts`` are zeroed for the next back
+    projection. ``cols`` must hold the transaxial support, outside which ``x`` is 0 and stays so: this
+    replaces the back projection's mask (``parts`` outside ``cols`` are never read, nor zeroed)."""
+    ny, nx, nz, nb = x.shape
+    n = parts.shape[0]
+    xf = x.reshape(ny * nx, nz, nb)
+    pf = parts.reshape(n, ny * nx, nz, nb)
+    inv = inv_sens.reshape(ny * nx, nz)
+    for q in range(cols.size):
+        i = cols[q]
+        for z in range(nz):
+            w = inv[i, z]
+            for b in range(nb):
+                s = pf[0, i, z, b]
+                pf[0, i, z, b] = 0.0
+                for c in range(1, n):
+                    s += pf[c, i, z, b]
+                    pf[c, i, z, b] = 0.0
+                xf[i, z, b] *= s * w

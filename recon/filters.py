@@ -45,10 +45,27 @@ def butterworth_filter(image: np.ndarray, grid: Grid, cutoff_cycles_per_cm: floa
     img = img if img.dtype == np.float32 else img.astype(np.float64)
     shape = tuple(sfft.next_fast_len(2 * s, real=True) for s in img.shape)
     h = _butterworth_transfer(shape, tuple(float(d) for d in grid.spacing_mm), float(fc), int(n), img.dtype.str)
-    spec = sfft.rfftn(img, shape, axes=(0, 1, 2), workers=-1)
-    spec *= h
-    out = sfft.irfftn(spec, shape, axes=(0, 1, 2), workers=-1)
-    return out[: img.shape[0], : img.shape[1], : img.shape[2]]
+    return _filter_padded(img, shape, h)
+
+
+def _filter_padded(img: np.ndarray, shape: tuple, h: np.ndarray) -> np.ndarray:
+    """``irfftn(rfftn(img, shape) * h, shape)[:img.shape]`` (z, y, x) without transforming the padding's zeros.
+
+    The same 1-D transforms as :func:`scipy.fft.rfftn` / :func:`scipy.fft.irfftn` over axes (0, 1, 2), in
+    their order (r2c along x, then z, then y; inverse along z, then y, c2r along x, normalised last), so the
+    result is bit-identical to theirs; but the forward transforms skip the rows that are all padding and the
+    inverse ones compute only the rows that are cropped back: about 0.6 of the work at 2x padding.
+    """
+    nz, ny, nx = img.shape
+    a = sfft.rfft(img, n=shape[2], axis=2, workers=-1)      # nz x ny rows (the others are 0)
+    a = sfft.fft(a, n=shape[0], axis=0, workers=-1)         # ny x (nx // 2 + 1) columns
+    a = sfft.fft(a, n=shape[1], axis=1, workers=-1)
+    a *= h
+    a = sfft.ifft(a, axis=0, norm="forward", workers=-1)[:nz]
+    a = sfft.ifft(a, axis=1, norm="forward", workers=-1)[:, :ny]
+    out = sfft.irfft(a, n=shape[2], axis=2, norm="forward", workers=-1)[:, :, :nx]
+    out *= out.dtype.type(1.0 / (shape[0] * shape[1] * shape[2]))
+    return out
 
 
 @functools.lru_cache(maxsize=4)

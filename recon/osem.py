@@ -173,8 +173,18 @@ def osem(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, sub
     return x
 
 
-def osem_batch(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 4, subsets: int = 10,
-               scatter: np.ndarray | None = None, progress: bool = True, dtype=np.float32) -> np.ndarray:
+def _unstacked(a) -> tuple:
+    """The B data sets (view, v, u) of a batch given as one (B, view, v, u) array or as a sequence of B arrays,
+    without stacking them; returns ``(list of arrays, batch shape)``."""
+    if isinstance(a, (list, tuple)):
+        items = [np.asarray(x) for x in a]
+        return items, ((len(items),) + items[0].shape) if items else (0,)
+    arr = np.asarray(a)
+    return (list(arr) if arr.ndim >= 1 else []), arr.shape
+
+
+def osem_batch(system: SpectSystemMatrix, counts, iterations: int = 4, subsets: int = 10,
+               scatter=None, progress: bool = True, dtype=np.float32) -> np.ndarray:
     """:func:`osem` of B data sets that share the system matrix (e.g. Poisson realisations of one scan).
 
     Every projector pass is one batched kernel call
@@ -186,11 +196,12 @@ def osem_batch(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 
     Parameters
     ----------
     system : SpectSystemMatrix
-    counts : numpy.ndarray
-        (B, view, v, u) measured counts of one window, B >= 1.
+    counts : numpy.ndarray or sequence of numpy.ndarray
+        (B, view, v, u) measured counts of one window, B >= 1 (or B arrays (view, v, u), which
+        saves stacking them).
     iterations, subsets : int
         As :func:`osem`.
-    scatter : numpy.ndarray or None
+    scatter : numpy.ndarray, sequence of numpy.ndarray or None
         (B, view, v, u) additive scatter estimates (one per data set).
     progress : bool
         tqdm progress bar.
@@ -204,6 +215,21 @@ def osem_batch(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 
     numpy.ndarray
         (B, z, y, x) float64 images in counts per voxel (per view time), >= 0.
     """
+    x, (lo, hi) = _osem_batch_yxzb(system, counts, iterations, subsets, scatter, progress, dtype)
+    nz, ny, nx = system.grid.shape
+    out = np.zeros((x.shape[3], nz, ny, nx))
+    out[:, lo:hi] = x.transpose(3, 2, 0, 1)
+    return out
+
+
+def _osem_batch_yxzb(system: SpectSystemMatrix, counts, iterations, subsets, scatter, progress, dtype) -> tuple:
+    """:func:`osem_batch` in the kernels' layout: returns ``(x, (lo, hi))`` with ``x`` (y, x, z, B) of ``dtype``
+    holding the grid slices ``lo:hi`` (:attr:`SpectSystemMatrix.batch_z_range`; zero elsewhere).
+
+    The data are checked and transposed one data set at a time (float64 copies of one set only, as
+    :func:`osem` makes), straight into each subset's (view, u, v, B) array; the back projection's
+    per-thread parts are summed inside the update (:func:`her2sim.recon._kernels.em_update_parts`).
+    """
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ConfigError(f"dtype = {dtype!r}: use numpy.float32 or numpy.float64")
@@ -211,27 +237,34 @@ def osem_batch(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 
     n_views = system.n_views
     if isinstance(subsets, bool) or not isinstance(subsets, (int, np.integer)) or not 1 <= subsets <= n_views:
         raise ConfigError(f"subsets = {subsets!r} is outside the allowed range [1, {n_views}] (number of views)")
-    c = np.asarray(counts)
-    if c.ndim != 4 or c.shape[0] < 1:
-        raise DataError(f"counts has shape {c.shape}, expected (B, view, v, u) with B >= 1")
-    nb = c.shape[0]
-    y = np.stack([check_counts(c[b], system.projection_shape, f"counts[{b}]") for b in range(nb)])
-    s = None
+    ys, c_shape = _unstacked(counts)
+    if len(c_shape) != 4 or c_shape[0] < 1:
+        raise DataError(f"counts has shape {c_shape}, expected (B, view, v, u) with B >= 1")
+    nb = c_shape[0]
+    ss = None
     if scatter is not None:
-        sc = np.asarray(scatter)
-        if sc.shape != y.shape:
-            raise DataError(f"scatter has shape {sc.shape}, expected {y.shape} (B, view, v, u)")
-        s = np.stack([check_counts(sc[b], system.projection_shape, f"scatter[{b}]") for b in range(nb)])
+        ss, s_shape = _unstacked(scatter)
+        if s_shape != c_shape:
+            raise DataError(f"scatter has shape {s_shape}, expected {c_shape} (B, view, v, u)")
     groups = make_subsets(system.geometry.angles_deg, int(subsets))
+    nvr, nu = system.geometry.shape_vu
+    # kernels' layout: projections (view, u, v, B) per subset, images (y, x, z, B)
+    y_sub = [np.empty((v.size, nu, nvr, nb), dtype=dt) for v in groups]
+    s_sub = None if ss is None else [np.empty((v.size, nu, nvr, nb), dtype=dt) for v in groups]
+    net = np.empty(nb)
+    for b in range(nb):
+        yb = check_counts(ys[b], system.projection_shape, f"counts[{b}]")
+        sb = None if ss is None else check_counts(ss[b], system.projection_shape, f"scatter[{b}]")
+        net[b] = ((yb - sb) if sb is not None else yb).clip(min=0.0).sum()
+        for k, v in enumerate(groups):
+            y_sub[k][..., b] = yb[v].transpose(0, 2, 1)
+            if sb is not None:
+                s_sub[k][..., b] = sb[v].transpose(0, 2, 1)
     sens = [system.sensitivity(v) for v in groups]
     total_sens = float(sum(x.sum() for x in sens))
     if total_sens <= 0:
         raise DataError("the sensitivity image is zero everywhere: the grid is not seen by the detector")
-    # kernels' layout: projections (view, u, v, B), images (y, x, z, B)
-    y_uvb = np.ascontiguousarray(y.transpose(1, 3, 2, 0), dtype=dt)
-    s_uvb = None if s is None else np.ascontiguousarray(s.transpose(1, 3, 2, 0), dtype=dt)
-    net = ((y - s) if s is not None else y).clip(min=0.0).sum(axis=(1, 2, 3))
-    level = np.maximum(net, 1e-12 * y[0].size) / total_sens
+    level = np.maximum(net, 1e-12 * int(np.prod(system.projection_shape))) / total_sens
     nz, ny, nx = system.grid.shape
     lo, hi = system.batch_z_range  # images hold the support's slices only (zero elsewhere, never seen)
     x = np.empty((ny, nx, hi - lo, nb), dtype=dt)
@@ -244,23 +277,28 @@ def osem_batch(system: SpectSystemMatrix, counts: np.ndarray, iterations: int = 
         seen_any |= seen
         inv = np.zeros_like(v_yxz)
         np.divide(1.0, v_yxz, out=inv, where=seen)
-        inv_sens.append(np.ascontiguousarray(inv, dtype=dt))
+        inv_sens.append(np.ascontiguousarray(inv, dtype=dt))  # 0 outside the support (the sensitivity is masked)
     x[~seen_any] = 0.0  # also zero outside the transaxial support (the sensitivity is masked there)
-    y_sub = [np.ascontiguousarray(y_uvb[v]) for v in groups]
-    s_sub = [np.ascontiguousarray(s_uvb[v]) for v in groups] if s_uvb is not None else None
+    # per-thread back projections, reused: em_update_parts sums them into the update and zeroes them
+    parts = cols = None
+    if system.penetration is None:
+        parts = np.zeros((max(system.batch_threads(v.size) for v in groups), ny, nx, hi - lo, nb), dtype=dt)
+        cols = system.batch_columns()  # the update runs over the support's columns (x is 0 elsewhere)
     bar = tqdm(total=it * len(groups), desc=f"OSEM x{nb}", unit="subset", disable=not progress, leave=False)
     for _ in range(it):
         for k, views in enumerate(groups):
             ybar = system.forward_batch_yxzb(x, views, masked=True)
-            ratio = np.empty_like(ybar)
-            _kernels.em_ratio(y_sub[k], ybar, s_sub[k] if s_sub is not None else ybar, s_sub is not None, ratio)
-            bp = system.backward_batch_yxzb(ratio, views)
-            _kernels.em_update(x, bp, inv_sens[k])  # 0 where this subset does not see a voxel
+            # ratio in place of the forward projection (elementwise)
+            _kernels.em_ratio(y_sub[k], ybar, s_sub[k] if s_sub is not None else ybar, s_sub is not None, ybar)
+            if parts is not None:
+                n = system.backward_batch_parts_yxzb(ybar, views, parts)
+                _kernels.em_update_parts(x, parts[:n], inv_sens[k], cols)  # 0 where this subset does not see a voxel
+            else:
+                bp = system.backward_batch_yxzb(ybar, views)
+                _kernels.em_update(x, bp, inv_sens[k])
             bar.update(1)
     bar.close()
-    out = np.zeros((nb, nz, ny, nx))
-    out[:, lo:hi] = x.transpose(3, 2, 0, 1)
-    return out
+    return x, (lo, hi)
 
 
 def batch_memory_bytes(grid_shape: tuple, projection_shape: tuple, n_windows: int, batch: int,
@@ -568,11 +606,20 @@ def reconstruct_batch(realisations, mu_map_per_cm: np.ndarray | None, grid: Grid
     system = SpectSystemMatrix(grid, first.geometry, mu_map_per_cm if attenuation_correction else None,
                                camera=camera, psf=psf, n_threads=n_threads, support=support, penetration=pen)
     scat = [_scatter_term(p, scatter, iw, scatter_smooth_fwhm_mm) for p in projs]
-    s = None if scat[0] is None else np.stack(scat)
-    xs = osem_batch(system, np.stack([p.counts[iw] for p in projs]), iterations=iterations, subsets=subsets,
-                    scatter=s, progress=progress)
+    xs, (lo, hi) = _osem_batch_yxzb(system, [p.counts[iw] for p in projs], iterations, subsets,
+                                    None if scat[0] is None else scat, progress, np.float32)
+    del scat
     meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
             "psf": bool(psf), "penetration": bool(penetration), "attenuation_correction": bool(attenuation_correction),
             "scatter": scatter, "batch": len(projs)}
-    return [_finish_image(xs[b], projs[b], iw, grid, meta, post_filter_fwhm_mm, butterworth, calibration_cps_per_bq,
+    # a post-filter reads the image as float64 (Gaussian) or float32 (Butterworth): the float32 iterate is
+    # handed over as is; unfiltered images are calibrated from float64, as :func:`reconstruct` does
+    img_dtype = np.float64 if post_filter_fwhm_mm is None and butterworth is None else np.float32
+
+    def image(b):
+        img = np.zeros(grid.shape, dtype=img_dtype)
+        img[lo:hi] = xs[..., b].transpose(2, 0, 1)
+        return img
+
+    return [_finish_image(image(b), projs[b], iw, grid, meta, post_filter_fwhm_mm, butterworth, calibration_cps_per_bq,
                           decay_reference) for b in range(len(projs))]

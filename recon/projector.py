@@ -490,6 +490,48 @@ class SpectSystemMatrix:
             total *= self._supp2d[:, :, None, None]
         return total
 
+    def backward_batch_parts_yxzb(self, p_uvb: np.ndarray, views, parts: np.ndarray) -> int:
+        """:meth:`backward_batch_yxzb` without its reduction: thread ``c``'s share of the views is *added* to
+        ``parts[c]`` and the result is neither summed nor masked (the caller does both, e.g.
+        :func:`her2sim.recon._kernels.em_update_parts`), which saves two passes over the batch images and an
+        allocation per call. Not available with the penetration tail.
+
+        Parameters
+        ----------
+        p_uvb : numpy.ndarray
+            (len(views), nu, nv, B) C-contiguous, of ``parts``' dtype.
+        parts : numpy.ndarray
+            (n, ny, nx, nzs, B) C-contiguous with n >= :meth:`batch_threads` ``(len(views))``.
+
+        Returns
+        -------
+        int
+            Number of parts used (the first n; the others are untouched).
+        """
+        if self._tail_psf is not None:
+            raise DataError("backward_batch_parts_yxzb does not model the penetration tail; use backward_batch_yxzb")
+        v = self._views(views)
+        nv, nu = self.geometry.shape_vu
+        ny, nx = self.grid.shape[1:]
+        nzs = self._zrange[1] - self._zrange[0]
+        n = self._chunks(v.size)
+        if (p_uvb.ndim != 4 or p_uvb.shape[:3] != (v.size, nu, nv) or not p_uvb.flags.c_contiguous
+                or parts.ndim != 5 or parts.shape[0] < n or parts.shape[1:] != (ny, nx, nzs, p_uvb.shape[3])
+                or parts.dtype != p_uvb.dtype or not parts.flags.c_contiguous):
+            raise DataError(f"batch projections {p_uvb.shape} / parts {parts.shape}: expected ({v.size}, {nu}, {nv}, B) "
+                            f"and (>= {n}, {ny}, {nx}, {nzs}, B), C-contiguous, one dtype")
+        self._run_batch(_kernels.back_project_batch, p_uvb, lambda m: [parts[c] for c in range(m)], v)
+        return n
+
+    def batch_columns(self) -> np.ndarray:
+        """Flat (y * nx + x) indices of the image columns in the transaxial support (where the masked batched
+        operators can be nonzero)."""
+        return np.ascontiguousarray(np.flatnonzero(self._supp2d), dtype=np.int64)
+
+    def batch_threads(self, n_views: int) -> int:
+        """Number of kernel calls (threads, one output each) a batched back projection of ``n_views`` views uses."""
+        return self._chunks(n_views)
+
     def forward_batch(self, images, views=None) -> np.ndarray:
         """Project a batch of images (B, z, y, x) -> (B, len(views), v, u); :meth:`forward` of each image."""
         x = np.asarray(images, dtype=np.float64)
