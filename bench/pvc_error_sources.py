@@ -38,7 +38,8 @@ from her2sim.core.errors import Her2simError
 from her2sim.core.grid import resample
 from her2sim.core.jsonio import print_json
 from her2sim.recon.osem import osem, post_filter
-from her2sim.recon.response import ReconstructionResponse, scan_response
+from her2sim.recon.response import scan_response
+from her2sim.study_layout import StudyLayout
 
 SCATTER_COMPONENTS = ("scatter1", "scatter2", "scatter3plus")
 
@@ -51,21 +52,20 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
         raise SystemExit(f"--patient {patient_id}: not a patient of the study in {study}")
     p = stage.params
     r = p["recon"]
-    pdir = study / "patients" / patient_id
-    ph = Phantom.load(pdir / "phantom.h5")
-    tdir = pdir / pipeline._time_tag(time_h)
-    img = Image.load(tdir / "recon_r0.h5")
+    lay = StudyLayout(study)
+    ph = Phantom.load(lay.phantom(patient_id))
+    img = Image.load(lay.recon(patient_id, time_h))
     grid = img.grid
-    measured = Projections.load(tdir / "noisy_r0.h5")
-    expected = Projections.load(tdir / "expected.h5")
+    measured = Projections.load(lay.noisy(patient_id, time_h))
+    expected = Projections.load(lay.expected(patient_id, time_h))
     missing = [c for c in ("primary",) + SCATTER_COMPONENTS if c not in expected.components]
     if missing:
-        raise SystemExit(f"{tdir / 'expected.h5'} has no Monte Carlo components {missing}")
+        raise SystemExit(f"{lay.expected(patient_id, time_h)} has no Monte Carlo components {missing}")
     pk = [w.name for w in measured.windows].index("photopeak")
     lesions = lesions_on_grid(grid, ph.grid, ph.lesion_fraction, ph.lesion_owner, ph.lesion_own_suv, ph.truth)
     measured_lesions = {lid: L for lid, L in lesions.items() if L.reason is None}
     organs = resample(host_labels(ph.labels, ph.label_names), ph.grid, grid, order=0)
-    cal = json.loads((study / "calibration" / "calibration.json").read_text())
+    cal = json.loads(lay.calibration_json.read_text())
     psf_fwhm = p["analysis"].get("psf_fwhm_mm") or cal.get("recon_fwhm_mm") or p["psf_fwhm_mm"]
     slabs = pipeline._response_slabs(p, ph, grid, organs, measured_lesions, psf_fwhm, measured.geometry)
     suv_meta = suv_image(img).meta
@@ -97,7 +97,7 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
                                   "gtm_response": float(fit.coeffs[j])}
                 h = int(np.bincount(model.organ_labels[model.lesion_vois[lid]]).argmax())
                 host.setdefault(name, {})[str(lid)] = float(fit.coeffs[model.organs.index(h)])
-    rows = json.loads((pdir / "lesions.json").read_text())
+    rows = json.loads(lay.lesions_json(patient_id).read_text())
     for row in rows:
         lid = row["lesion_id"]
         if lid in out and abs(row["time_h"] - time_h) < 1e-6 and row.get("realisation", 0) == 0:
