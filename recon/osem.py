@@ -12,12 +12,12 @@ apart in angle as possible.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from tqdm import tqdm
 
-from dataclasses import replace
-
-from her2sim.core.acquisition import Acquisition, Corrections
+from her2sim.core.acquisition import SCATTER_METHODS, Acquisition, Corrections  # noqa: F401 - re-exported
 from her2sim.core.containers import Image, Projections
 from her2sim.core.errors import ConfigError, DataError, check_int, check_range
 from her2sim.core.grid import Grid
@@ -29,8 +29,9 @@ from .mc_scatter import MonteCarloScatter, monte_carlo_scatter
 from .projector import SpectSystemMatrix
 from .scatter import dew_scatter, tew_scatter
 
-#: scatter estimates of the photopeak's additive term: window-based (DEW, TEW) or Monte Carlo (:mod:`.mc_scatter`)
-SCATTER_METHODS = ("none", "dew", "tew", "mc")
+# SCATTER_METHODS (imported above, re-exported): the scatter estimates of the photopeak's additive term, window-based
+# (DEW, TEW) or Monte Carlo (:mod:`.mc_scatter`); defined beside the Corrections that record them (core does not
+# import recon)
 #: the ones a batch of realisations can share a reconstruction with (the Monte Carlo one needs an image per set)
 BATCH_SCATTER_METHODS = ("none", "dew", "tew")
 

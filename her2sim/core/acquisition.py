@@ -144,11 +144,13 @@ class Acquisition:
         return {k: v for k, v in self.to_dict().items() if v is not None}
 
 
-def _scatter_choices() -> tuple:
-    """``recon.SCATTER_METHODS`` (the reconstruction owns the list) plus ``"array"`` (a given scatter term).
-    Imported when first needed: core is below recon, and recon imports core."""
-    from her2sim.recon.osem import SCATTER_METHODS
-    return tuple(SCATTER_METHODS) + ("array",)
+#: Scatter estimates of a reconstruction's additive term (``reconstruct(scatter=...)``): none, window-based
+#: (DEW, TEW) or Monte Carlo. The one list of the recon (re-exported as ``her2sim.recon.SCATTER_METHODS``, which
+#: the study config takes) and of :class:`Corrections`; it lives here, like
+#: :data:`her2sim.core.radionuclide.DECAY_REFERENCES`, because core does not import recon.
+SCATTER_METHODS = ("none", "dew", "tew", "mc")
+#: :attr:`Corrections.scatter` values: a scatter method, or ``"array"`` (an estimate the caller passed in)
+CORRECTION_SCATTER = SCATTER_METHODS + ("array",)
 
 
 @dataclass(frozen=True)
@@ -160,8 +162,8 @@ class Corrections:
     attenuation : bool
         Attenuation modelled in the system matrix (a mu map was used).
     scatter : str
-        The additive scatter term: one of :data:`her2sim.recon.SCATTER_METHODS` (``"none"``, ``"dew"``,
-        ``"tew"``, ``"mc"``) or ``"array"`` (an estimate passed in by the caller).
+        The additive scatter term: one of :data:`SCATTER_METHODS` (``"none"``, ``"dew"``, ``"tew"``,
+        ``"mc"``) or ``"array"`` (an estimate passed in by the caller).
     decay_reference : str
         Time the voxels are decay-corrected to, one of :data:`her2sim.core.radionuclide.DECAY_REFERENCES`;
         ``"acquisition_mean"`` means no decay correction (also that of an uncalibrated image in counts).
@@ -185,9 +187,9 @@ class Corrections:
                 object.__setattr__(self, name, v)
             if not isinstance(v, bool):
                 raise DataError(f"Corrections.{name} = {v!r:.60} must be true or false")
-        choices = _scatter_choices()
-        if not isinstance(self.scatter, str) or self.scatter not in choices:
-            raise DataError(f"Corrections.scatter = {self.scatter!r:.60} is not allowed; choose one of {list(choices)}")
+        if not isinstance(self.scatter, str) or self.scatter not in CORRECTION_SCATTER:
+            raise DataError(f"Corrections.scatter = {self.scatter!r:.60} is not allowed; choose one of "
+                            f"{list(CORRECTION_SCATTER)}")
         if not isinstance(self.decay_reference, str) or self.decay_reference not in DECAY_REFERENCES:
             raise DataError(f"Corrections.decay_reference = {self.decay_reference!r:.60} is not allowed; choose one "
                             f"of {list(DECAY_REFERENCES)}")
@@ -213,9 +215,9 @@ class Corrections:
     def from_meta(cls, meta: dict | None) -> "Corrections | None":
         """The corrections a reconstruction recorded in its untyped ``meta`` before schema version 2
         (``attenuation_correction``, ``scatter``, ``decay_corrected_to``, ``psf``, ``penetration``), or None
-        when ``meta`` holds neither ``attenuation_correction`` nor ``scatter`` (not a reconstruction's meta).
-        An absent key means "not done"; an absent ``decay_corrected_to`` means no decay correction."""
-        if not meta or ("attenuation_correction" not in meta and "scatter" not in meta):
+        when ``meta`` holds none of them. An absent key means "not done", as the readers of these keys
+        (DICOM CorrectedImage) took it; an absent ``decay_corrected_to`` means no decay correction."""
+        if not meta or not any(meta.get(k) is not None for k in CORRECTIONS_META_KEYS):
             return None
         got = {field: meta[key] for key, field in CORRECTIONS_META_KEYS.items() if meta.get(key) is not None}
         return cls(**got)
@@ -225,4 +227,4 @@ class Corrections:
         return {key: getattr(self, field) for key, field in CORRECTIONS_META_KEYS.items()}
 
 
-__all__ = ["Acquisition", "Corrections", "SEXES", "ACQUISITION_META_KEYS", "CORRECTIONS_META_KEYS"]
+__all__ = ["Acquisition", "Corrections", "SEXES", "SCATTER_METHODS", "CORRECTION_SCATTER", "ACQUISITION_META_KEYS", "CORRECTIONS_META_KEYS"]
