@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from her2sim.core.acquisition import Acquisition
 from her2sim.core.containers import Image
 from her2sim.core.errors import ConfigError, DataError, check_choice, check_range
 from her2sim.core.radionuclide import DECAY_REFERENCES, TC99M, Radionuclide  # noqa: F401 - re-exported
@@ -194,44 +195,49 @@ def suv_from_concentration(concentration_bq_per_ml, injected_bq: float, weight_k
 def suv_image(image: Image, *, normalisation: str = "bw", nuclide: Radionuclide = TC99M) -> Image:
     """Convert a calibrated :class:`Image` (units 'Bq/mL') into an SUV image.
 
-    The patient and timing data come from ``image.meta``:
+    The patient and timing data come from the typed fields:
 
-    * ``injected_mbq`` (MBq at injection time) - required;
-    * ``weight_kg`` - required;
-    * ``scan_start_s`` - time from injection to scan start (s), required unless
-      ``decay_corrected_to == 'injection'``;
-    * ``decay_corrected_to`` - 'scan_start' (default), 'injection' or 'acquisition_mean';
-    * ``scan_duration_s`` - scan duration (s), for 'acquisition_mean' (absent: 0);
-    * ``height_cm`` / ``sex`` - for SUL and SUVbsa.
+    * ``image.acquisition`` (:class:`~her2sim.core.acquisition.Acquisition`): ``injected_mbq`` (MBq at
+      injection time) and ``weight_kg`` - required; ``scan_start_s`` (injection to scan start, s) -
+      required unless the image is decay-corrected to injection; ``height_cm`` / ``sex`` for SUL and SUVbsa;
+    * ``image.corrections.decay_reference`` ('injection', 'scan_start' or 'acquisition_mean');
+    * ``image.meta['scan_duration_s']`` - scan duration (s) the calibration recorded, for
+      'acquisition_mean' (absent: 0).
+
+    Back-compat (kept while images built by hand or by older code carry only ``meta``): an image without
+    ``acquisition`` is read through :meth:`Acquisition.from_meta` of its meta, and one without
+    ``corrections`` through ``meta['decay_corrected_to']`` (absent: 'scan_start', the rule before the
+    typed fields). A typed field, when present, is used as a whole; the meta copy is then not read.
 
     Returns
     -------
     Image
-        Same grid, ``units='SUV'``, meta extended with ``suv_normalisation`` and
-        ``suv_scale_factor`` (mL/Bq times g or cm^2).
+        Same grid, ``units='SUV'``, the same acquisition and corrections, meta extended with
+        ``suv_normalisation`` and ``suv_scale_factor`` (mL/Bq times g or cm^2).
     """
     if not isinstance(image, Image):
         raise DataError(f"image must be a her2sim Image, got {type(image).__name__}")
     if image.units != "Bq/mL":
         raise DataError(f"Image.units = {image.units!r}; SUV needs a calibrated image in 'Bq/mL'")
     meta = image.meta or {}
-    for key in ("injected_mbq", "weight_kg"):
-        if meta.get(key) is None:
-            raise DataError(f"Image.meta[{key!r}] is missing; SUV needs it "
-                            f"({'injected activity in MBq' if key == 'injected_mbq' else 'body weight in kg'})")
-    ref = meta.get("decay_corrected_to", "scan_start")
-    check_choice("Image.meta['decay_corrected_to']", ref, DECAY_REFERENCES)
-    elapsed = meta.get("scan_start_s")
-    if ref != "injection" and elapsed is None:
-        raise DataError("Image.meta['scan_start_s'] is missing; it is the time from injection to scan start in s, "
-                        f"needed to decay-correct the injected activity to decay_corrected_to={ref!r} "
-                        "(or set decay_corrected_to='injection')")
-    factor = suv_scale_factor(float(meta["injected_mbq"]) * 1e6, float(meta["weight_kg"]),
-                              elapsed_s=float(elapsed or 0.0), normalisation=normalisation,
-                              height_cm=meta.get("height_cm"), sex=meta.get("sex"),
+    acq = image.acquisition if image.acquisition is not None else (Acquisition.from_meta(meta) or Acquisition())
+    for key, what in (("injected_mbq", "injected activity in MBq"), ("weight_kg", "body weight in kg")):
+        if getattr(acq, key) is None:
+            raise DataError(f"Image.acquisition.{key} is missing; SUV needs it ({what})")
+    if image.corrections is not None:
+        ref, ref_name = image.corrections.decay_reference, "Image.corrections.decay_reference"
+    else:
+        ref, ref_name = meta.get("decay_corrected_to", "scan_start"), "Image.meta['decay_corrected_to']"
+        check_choice(ref_name, ref, DECAY_REFERENCES)
+    if ref != "injection" and acq.scan_start_s is None:
+        raise DataError("Image.acquisition.scan_start_s is missing; it is the time from injection to scan start "
+                        f"in s, needed to decay-correct the injected activity to {ref_name} = {ref!r}")
+    factor = suv_scale_factor(acq.injected_mbq * 1e6, acq.weight_kg, elapsed_s=float(acq.scan_start_s or 0.0),
+                              normalisation=normalisation, height_cm=acq.height_cm, sex=acq.sex,
                               decay_reference=ref, duration_s=float(meta.get("scan_duration_s") or 0.0),
                               nuclide=nuclide)
     new_meta = dict(meta)
     new_meta.update({"suv_normalisation": normalisation, "suv_scale_factor": factor})
     arr = np.asarray(image.array, dtype=np.float32) * np.float32(factor)
-    return Image(array=arr, grid=image.grid, units="SUV", meta=new_meta)
+    return Image(array=arr, grid=image.grid, units="SUV", meta=new_meta, acquisition=image.acquisition,
+                 corrections=image.corrections)

@@ -346,7 +346,8 @@ def export_noise_free(study_dir: Path, scan, dest: Path) -> None:
     ph = Phantom.load(study_dir / "patients" / scan.patient_id / "phantom.h5")
     noisy = Projections.load(scan.projections)
     expected = Projections.load(scan.folder / "expected.h5")
-    rounded = Projections(np.round(expected.counts), expected.windows, expected.geometry, True, meta=dict(noisy.meta))
+    rounded = Projections(np.round(expected.counts), expected.windows, expected.geometry, True, meta=dict(noisy.meta),
+                          acquisition=noisy.acquisition)
     grid = pipeline._recon_grid(params, ph.grid)
     img = pipeline._reconstruct(rounded, pipeline._mu_map(ph, grid, params), grid, params,
                                 cps_per_bq=cal["cps_per_bq"], phantom=ph)

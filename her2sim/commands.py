@@ -284,8 +284,15 @@ def _camera_for(projections, camera_toml=None):
     radius = float(np.median(geo.radii_mm))
     pr = replace(cam.protocol, n_views=geo.n_views, matrix=int(nu), pixel_mm=float(geo.pixel_mm[1]),
                  radius_mm=radius, start_deg=float(geo.angles_deg[0]),
-                 time_per_view_s=float(projections.meta.get("time_per_view_s", cam.protocol.time_per_view_s)))
+                 time_per_view_s=_time_per_view_s(projections) or cam.protocol.time_per_view_s)
     return replace(cam, protocol=pr, windows=tuple(projections.windows))
+
+
+def _time_per_view_s(projections) -> float | None:
+    """The projections' typed time per view (their meta's for in-memory objects without acquisition)."""
+    from her2sim.core.acquisition import Acquisition
+    acq = projections.acquisition or Acquisition.from_meta(projections.meta)
+    return None if acq is None else acq.time_per_view_s
 
 
 def cmd_recon(args) -> int:

@@ -47,10 +47,14 @@ Projection geometry (NM TOMO, PS3.3 C.8.4.11 NM Detector and C.8.4.12 NM Tomo Ac
   count, error <= 0.5 count per pixel) and says so in ImageComments and the private block.
 
 NM Radionuclide Total Dose is written in MBq (DICOM PS3.3 C.8.4.10.1.7); on import values
-above 1e5 are taken as Bq (some vendors write Bq). Reconstructions carry CorrectedImage
-(0028,0051) ATTN / SCAT / DECY from the recon's own metadata (``attenuation_correction``,
-``scatter``, ``decay_corrected_to``) and DecayCorrection ADMIN (to injection), START (to scan
-start) or NONE.
+above 1e5 are taken as Bq (some vendors write Bq). The Radiopharmaceutical (injected activity,
+injection time), Patient (weight, size, sex) and timing (acquisition time = injection + scan start,
+ActualFrameDuration = time per view) attributes come from the typed
+:class:`~her2sim.core.acquisition.Acquisition` of the container. Reconstructions carry CorrectedImage
+(0028,0051) ATTN / SCAT / DECY and DecayCorrection ADMIN (to injection), START (to scan start) or NONE
+from their typed :class:`~her2sim.core.acquisition.Corrections` (attenuation, scatter,
+decay_reference). Containers without the typed fields (built by hand from ``meta`` only) are read
+through ``Acquisition.from_meta`` / ``Corrections.from_meta`` of their meta (back-compat).
 
 Import
 ------
@@ -61,7 +65,11 @@ the axis from the detector position as above, optional RadialPosition (missing: 
 250 mm assumed and ``meta['radius_assumed'] = True``), Rescale Slope/Intercept when present.
 her2sim files written before this convention (private block without ``angle_convention``)
 are read with their own angles. :func:`import_image` reads an NM (multi-frame) or CT (one
-file per slice) series into an :class:`Image`.
+file per slice) series into an :class:`Image`. Both fill ``acquisition`` (her2sim files: the
+exported one from the private block; others: from the DICOM attributes, a value outside the
+Acquisition's range is left out and named in ``meta['ignored_attributes']``) and, for her2sim
+files, ``corrections``; another vendor's reconstruction gets ``corrections = None`` (its PSF and
+scatter method are not in the file) and ``meta['decay_corrected_to']`` from its DecayCorrection.
 Malformed files raise :class:`~her2sim.core.errors.DataError` naming the file and
 the problem (unreadable/truncated, missing PixelData, NumberOfFrames inconsistent
 with the pixel data, unsupported orientation...).
@@ -84,6 +92,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
+from her2sim.core.acquisition import Acquisition, Corrections
 from her2sim.core.containers import Image, Projections
 from her2sim.core.errors import ConfigError, DataError, check_choice
 from her2sim.core.grid import Grid
@@ -345,8 +354,36 @@ def _save(ds: FileDataset, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- export
-def _acq_time(study: DicomStudy, meta: dict) -> _dt.datetime:
-    return study.injection_time + _dt.timedelta(seconds=float(meta.get("scan_start_s", 0.0) or 0.0))
+def _acquisition_of(obj) -> Acquisition:
+    """The typed acquisition of a container; one built from ``meta`` only is read from it (back-compat)."""
+    if obj.acquisition is not None:
+        return obj.acquisition
+    return Acquisition.from_meta(obj.meta) or Acquisition()
+
+
+def _corrections_of(img: Image) -> Corrections | None:
+    """The typed corrections of an image; one built from ``meta`` only is read from it (back-compat)."""
+    return img.corrections if img.corrections is not None else Corrections.from_meta(img.meta)
+
+
+def _acq_time(study: DicomStudy, acq: Acquisition) -> _dt.datetime:
+    return study.injection_time + _dt.timedelta(seconds=acq.scan_start_s or 0.0)
+
+
+def _patient_for(patient: DicomPatient | None, acq: Acquisition) -> DicomPatient:
+    """``patient`` with its unknown weight/height taken from the acquisition; none given: the acquisition's
+    weight, height and sex (``F`` when unknown, the anonymous default)."""
+    if patient is None:
+        return DicomPatient(sex=acq.sex or "F", weight_kg=acq.weight_kg, height_cm=acq.height_cm)
+    return DicomPatient(patient.name, patient.patient_id, patient.sex,
+                        acq.weight_kg if patient.weight_kg is None else patient.weight_kg,
+                        acq.height_cm if patient.height_cm is None else patient.height_cm)
+
+
+def _typed_payload(obj) -> dict:
+    """Private-block copies of the typed fields (read back exactly by the importers)."""
+    return {"acquisition": None if obj.acquisition is None else obj.acquisition.to_dict(),
+            "corrections": None if obj.corrections is None else obj.corrections.to_dict()}
 
 
 def export_projections(p: Projections, out_dir, patient: DicomPatient | None = None,
@@ -376,11 +413,13 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
     -----
     NM pixel data hold counts in 16 bits without Rescale Slope/Intercept (outside the NM
     IOD; readers ignore them): counts must be >= 0 and <= 65535. Geometry: module docstring.
-    ``p.meta`` keys used: ``time_per_view_s`` (s), ``injected_mbq``, ``scan_start_s`` (s).
+    ``p.acquisition`` used: ``time_per_view_s`` (s; unknown: 20 s), ``injected_mbq``, ``scan_start_s`` (s),
+    ``injection_time`` (when ``study`` is not given), weight, height and sex (those ``patient`` leaves unknown).
     """
     check_choice("non_integer", non_integer, NON_INTEGER_CHOICES)
-    patient = patient or DicomPatient()
-    study = study or DicomStudy.new()
+    acquisition = _acquisition_of(p)
+    patient = _patient_for(patient, acquisition)
+    study = study or DicomStudy.new(injection_time=acquisition.injection_datetime)
     g = p.geometry
     counts = np.asarray(p.counts, dtype=np.float64)
     if not np.all(np.isfinite(counts)):
@@ -419,14 +458,14 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
         raise DataError(f"projection geometry: detectors rotate differently (steps {steps}, {directions})")
 
     meta = dict(p.meta)
-    acq = _acq_time(study, meta)
-    frame_ms = int(round(float(meta.get("time_per_view_s", 20.0)) * 1000.0))
+    acq = _acq_time(study, acquisition)
+    frame_ms = int(round((acquisition.time_per_view_s or 20.0) * 1000.0))
     series_uid = _uid(None if uid_seed is None else ["proj-series", uid_seed])
     sop_uid = _uid(None if uid_seed is None else ["proj-sop", uid_seed])
     ds = _base(NM_IMAGE_STORAGE, "NM", patient, study, series_uid, series_number, 1, "SPECT projections",
                acq, sop_uid)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "TOMO", "EMISSION"]
-    _nm_common(ds, p.windows, meta.get("injected_mbq"), study)
+    _nm_common(ds, p.windows, acquisition.injected_mbq, study)
 
     frames, ew, dv, rv, av = [], [], [], [], []
     for w in range(n_win):
@@ -493,42 +532,51 @@ def export_projections(p: Projections, out_dir, patient: DicomPatient | None = N
     _private_json(ds, {"axis_xy_mm": list(g.axis_xy_mm), "axis_z_mm": g.axis_z_mm,
                        "is_expected": bool(p.is_expected), "meta": meta, "angle_convention": ANGLE_CONVENTION,
                        "rounded_to_counts": not is_integer,
-                       "view_order": [int(v) for views in per_det for v in views]})
+                       "view_order": [int(v) for views in per_det for v in views], **_typed_payload(p)})
     return _save(ds, Path(out_dir) / filename)
 
 
-#: DecayCorrection (0054,1102) of each ``decay_corrected_to`` the recon writes (recon/calibration.py).
+#: DecayCorrection (0054,1102) of each decay reference (:data:`her2sim.core.radionuclide.DECAY_REFERENCES`).
 DECAY_CORRECTION_CODES = {"injection": "ADMIN", "scan_start": "START", "acquisition_mean": "NONE"}
+_DECAY_FROM_CODE = {v: k for k, v in DECAY_CORRECTION_CODES.items()}
 
 
-def decay_correction_code(meta: dict) -> str:
-    """DecayCorrection (0054,1102) for a recon's ``meta['decay_corrected_to']``.
+def _as_corrections(corrections) -> Corrections | None:
+    if corrections is None or isinstance(corrections, Corrections):
+        return corrections
+    if isinstance(corrections, dict):  # a recon's meta (back-compat)
+        return Corrections.from_meta(corrections)
+    raise DataError(f"corrections must be a her2sim Corrections or None, got {type(corrections).__name__}")
+
+
+def decay_correction_code(corrections) -> str:
+    """DecayCorrection (0054,1102) for a recon's :class:`Corrections` ``decay_reference``.
 
     ``injection`` -> ``ADMIN`` (activity at the radiopharmaceutical start time), ``scan_start`` ->
-    ``START``, ``acquisition_mean`` or absent (uncalibrated image) -> ``NONE``.
+    ``START``, ``acquisition_mean`` or no corrections (None) -> ``NONE``. A recon ``meta`` dict is
+    accepted too (read by :meth:`Corrections.from_meta`).
     """
-    ref = meta.get("decay_corrected_to")
-    if ref is None:
-        return "NONE"
-    if ref not in DECAY_CORRECTION_CODES:
-        raise ConfigError(f"Image.meta['decay_corrected_to'] = {ref!r}; allowed {sorted(DECAY_CORRECTION_CODES)}")
-    return DECAY_CORRECTION_CODES[ref]
+    c = _as_corrections(corrections)
+    return "NONE" if c is None else DECAY_CORRECTION_CODES[c.decay_reference]
 
 
-def corrected_image_codes(meta: dict) -> list:
-    """CorrectedImage (0028,0051) values of a reconstruction from the corrections it records.
+def corrected_image_codes(corrections) -> list:
+    """CorrectedImage (0028,0051) values of a reconstruction from its :class:`Corrections`.
 
-    ``ATTN`` if ``meta['attenuation_correction']``; ``SCAT`` if ``meta['scatter']`` is a scatter
-    model (``dew``, ``tew``, ``mc`` or a given ``array``, not ``none``); ``DECY`` if the image is
-    decay corrected (DecayCorrection ``ADMIN`` or ``START``).
+    ``ATTN`` if ``attenuation``; ``SCAT`` if ``scatter`` is a scatter model (``dew``, ``tew``, ``mc``
+    or a given ``array``, not ``none``); ``DECY`` if the image is decay corrected (``decay_reference``
+    ``injection`` or ``scan_start``: DecayCorrection ``ADMIN`` or ``START``). None: ``[]``. A recon
+    ``meta`` dict is accepted too (read by :meth:`Corrections.from_meta`).
     """
+    c = _as_corrections(corrections)
+    if c is None:
+        return []
     codes = []
-    if bool(meta.get("attenuation_correction", False)):
+    if c.attenuation:
         codes.append("ATTN")
-    scatter = meta.get("scatter")
-    if isinstance(scatter, str) and scatter.lower() not in ("", "none"):
+    if c.scatter != "none":
         codes.append("SCAT")
-    if decay_correction_code(meta) in ("ADMIN", "START"):
+    if c.decay_corrected:
         codes.append("DECY")
     return codes
 
@@ -553,19 +601,18 @@ def export_image(img: Image, out_dir, modality: str = "NM", patient: DicomPatien
 
     Notes
     -----
-    ``img.meta`` keys used: ``injected_mbq`` (MBq), ``weight_kg``, ``scan_start_s`` (s), and the
-    recon's ``attenuation_correction``, ``scatter`` and ``decay_corrected_to`` for CorrectedImage
-    and DecayCorrection (:func:`corrected_image_codes`, :func:`decay_correction_code`).
+    ``img.acquisition`` used: ``injected_mbq`` (MBq), ``scan_start_s`` (s), ``injection_time`` (when
+    ``study`` is not given), weight, height and sex (those ``patient`` leaves unknown);
+    ``img.corrections`` gives CorrectedImage and DecayCorrection (:func:`corrected_image_codes`,
+    :func:`decay_correction_code`).
     """
     check_choice("modality", modality, ("NM", "CT"))
-    patient = patient or DicomPatient()
-    if patient.weight_kg is None and img.meta.get("weight_kg") is not None:
-        patient = DicomPatient(patient.name, patient.patient_id, patient.sex, float(img.meta["weight_kg"]),
-                               patient.height_cm)
-    study = study or DicomStudy.new()
+    acquisition = _acquisition_of(img)
+    patient = _patient_for(patient, acquisition)
+    study = study or DicomStudy.new(injection_time=acquisition.injection_datetime)
     g = img.grid
     arr = np.asarray(img.array, dtype=np.float64)
-    acq = _acq_time(study, img.meta)
+    acq = _acq_time(study, acquisition)
     series_uid = _uid(None if uid_seed is None else [modality, "series", uid_seed])
     out_dir = Path(out_dir)
     ipp0 = (g.origin_mm[2], g.origin_mm[1], g.origin_mm[0])
@@ -604,7 +651,7 @@ def export_image(img: Image, out_dir, modality: str = "NM", patient: DicomPatien
                description or "SPECT reconstruction", acq, sop)
     ds.ImageType = ["DERIVED", "PRIMARY", "RECON TOMO", "EMISSION"]
     windows = img.meta.get("windows") or [{"name": "photopeak", "lower_kev": 126.45, "upper_kev": 154.55}]
-    _nm_common(ds, [EnergyWindow(**w) for w in windows][:1], img.meta.get("injected_mbq"), study)
+    _nm_common(ds, [EnergyWindow(**w) for w in windows][:1], acquisition.injected_mbq, study)
     stored, slope, intercept = _quantise(arr)
     _set_pixels(ds, stored)
     ds.NumberOfFrames = g.shape[0]
@@ -619,8 +666,9 @@ def export_image(img: Image, out_dir, modality: str = "NM", patient: DicomPatien
     ds.RescaleSlope = _ds(slope)
     ds.RescaleIntercept = _ds(intercept)
     ds.Units = units
-    ds.DecayCorrection = decay_correction_code(img.meta)
-    ds.CorrectedImage = corrected_image_codes(img.meta)
+    corrections = _corrections_of(img)
+    ds.DecayCorrection = decay_correction_code(corrections)
+    ds.CorrectedImage = corrected_image_codes(corrections)
     det = Dataset()
     det.CollimatorGridName = "LEHR"
     det.CollimatorType = "PARA"
@@ -633,7 +681,7 @@ def export_image(img: Image, out_dir, modality: str = "NM", patient: DicomPatien
     ds.NumberOfDetectors = 1
     ds.RotationInformationSequence = Sequence()
     ds.NumberOfRotations = 1
-    _private_json(ds, {"meta": img.meta, "units": img.units})
+    _private_json(ds, {"meta": img.meta, "units": img.units, **_typed_payload(img)})
     return [_save(ds, out_dir / filename)]
 
 
@@ -745,25 +793,65 @@ def _windows_from(ds: Dataset, window_ids, path: Path) -> list:
     return out
 
 
-def _injection_meta(ds: Dataset) -> dict:
-    meta = {}
+def _acquisition_from_tags(ds: Dataset, time_per_view_s: float | None = None) -> tuple[Acquisition, list]:
+    """The :class:`Acquisition` the DICOM attributes state: RadionuclideTotalDose (MBq; > 1e5 taken as Bq),
+    RadiopharmaceuticalStartDateTime (or StudyDate + RadiopharmaceuticalStartTime), the acquisition time
+    minus it (scan start), PatientWeight, PatientSize (m -> cm), PatientSex and ``time_per_view_s``.
+    A value outside the Acquisition's range is left out; returns the acquisition and the names left out."""
+    got = {}
     seq = ds.get("RadiopharmaceuticalInformationSequence", [])
     if seq:
         it = seq[0]
         dose = it.get("RadionuclideTotalDose")
         if dose not in (None, ""):
             dose = float(dose)
-            meta["injected_mbq"] = dose / 1e6 if dose > 1e5 else dose
+            got["injected_mbq"] = dose / 1e6 if dose > 1e5 else dose
         start = it.get("RadiopharmaceuticalStartDateTime") or (
             f"{ds.get('StudyDate', '')}{it.get('RadiopharmaceuticalStartTime', '')}"
             if it.get("RadiopharmaceuticalStartTime") else None)
         acq = f"{ds.get('AcquisitionDate', '') or ds.get('SeriesDate', '')}{ds.get('AcquisitionTime', '') or ''}"
         t0, t1 = _parse_dt(start), _parse_dt(acq)
+        if t0 is not None:
+            got["injection_time"] = t0.isoformat()
         if t0 is not None and t1 is not None:
-            meta["scan_start_s"] = (t1 - t0).total_seconds()
+            got["scan_start_s"] = (t1 - t0).total_seconds()
     if ds.get("PatientWeight") not in (None, ""):
-        meta["weight_kg"] = float(ds.PatientWeight)
-    return meta
+        got["weight_kg"] = float(ds.PatientWeight)
+    if ds.get("PatientSize") not in (None, ""):
+        got["height_cm"] = float(ds.PatientSize) * 100.0
+    if ds.get("PatientSex") not in (None, ""):
+        got["sex"] = str(ds.PatientSex)
+    if time_per_view_s is not None:
+        got["time_per_view_s"] = time_per_view_s
+    kept, ignored = {}, []
+    for k, v in got.items():
+        try:
+            Acquisition(**{k: v})
+            kept[k] = v
+        except DataError:
+            ignored.append(k)
+    return Acquisition(**kept), ignored
+
+
+def _typed_from_file(ds: Dataset, private: dict, meta: dict, time_per_view_s: float | None = None) -> tuple:
+    """(Acquisition, Corrections or None) of an imported file: the private block's copies (her2sim files),
+    else the DICOM attributes (:func:`_acquisition_from_tags`) and no corrections. ``meta`` gets the untyped
+    copies of the acquisition (for code that reads them) and ``ignored_attributes``."""
+    if private.get("acquisition") is not None:
+        acq = Acquisition.from_dict(private["acquisition"], where="private block 'acquisition'")
+    else:
+        acq, ignored = _acquisition_from_tags(ds, time_per_view_s)
+        if ignored:
+            meta["ignored_attributes"] = ignored
+    cor = None
+    if private.get("corrections") is not None:
+        cor = Corrections.from_dict(private["corrections"], where="private block 'corrections'")
+    meta.update({k: v for k, v in acq.to_meta().items() if k not in meta and k in _INJECTION_META_KEYS})
+    return acq, cor
+
+
+#: meta keys the importers filled before the typed fields (kept for the code that reads them)
+_INJECTION_META_KEYS = ("injected_mbq", "scan_start_s", "weight_kg", "time_per_view_s")
 
 
 def _parse_dt(text) -> _dt.datetime | None:
@@ -905,16 +993,16 @@ def import_projections(path) -> Projections:
         axis_z = float(private["axis_z_mm"])
     geometry = ProjectionGeometry(angles, radii, counts.shape[2:], (dv_mm, du_mm), axis_xy, float(axis_z), heads)
     meta = dict(private.get("meta", {}))
-    meta.update({k: v for k, v in _injection_meta(ds).items() if k not in meta})
     frame_ms = rot.get("ActualFrameDuration") or ds.get("ActualFrameDuration")
-    if frame_ms not in (None, "") and "time_per_view_s" not in meta:
-        meta["time_per_view_s"] = float(frame_ms) / 1000.0
+    tpv = float(frame_ms) / 1000.0 if frame_ms not in (None, "") else None
+    acquisition, corrections = _typed_from_file(ds, private, meta, tpv)
     if radius_assumed:
         meta["radius_assumed"] = True
     meta["source_file"] = str(path)
     counts = np.clip(counts, 0.0, None)
     return Projections(counts=counts, windows=tuple(_windows_from(ds, windows, path)), geometry=geometry,
-                       is_expected=bool(private.get("is_expected", False)), meta=meta)
+                       is_expected=bool(private.get("is_expected", False)), meta=meta, acquisition=acquisition,
+                       corrections=corrections)
 
 
 def _rows_run_inferior(det_seq, path: Path) -> bool:
@@ -1021,9 +1109,11 @@ def _image_from_multiframe(ds: Dataset, path: Path) -> Image:
     grid = Grid(arr.shape, (dz, float(ps[0]), float(ps[1])), (z0, float(ipp[1]), float(ipp[0])))
     private = _read_private_json(ds)
     meta = dict(private.get("meta", {}))
-    meta.update({k: v for k, v in _injection_meta(ds).items() if k not in meta})
+    acquisition, corrections = _typed_from_file(ds, private, meta)
+    if corrections is None and "decay_corrected_to" not in meta and ds.get("DecayCorrection") in _DECAY_FROM_CODE:
+        meta["decay_corrected_to"] = _DECAY_FROM_CODE[ds.DecayCorrection]
     meta["source_file"] = str(path)
-    return Image(arr.astype(np.float32), grid, _units_of(ds), meta)
+    return Image(arr.astype(np.float32), grid, _units_of(ds), meta, acquisition=acquisition, corrections=corrections)
 
 
 def _image_from_slices(datasets, path: Path) -> Image:
@@ -1054,9 +1144,10 @@ def _image_from_slices(datasets, path: Path) -> Image:
     ps = _require(first, "PixelSpacing", slices[0][2])
     ipp = first.ImagePositionPatient
     grid = Grid(arr.shape, (dz, float(ps[0]), float(ps[1])), (zs[0], float(ipp[1]), float(ipp[0])))
-    meta = _injection_meta(first)
+    meta = {}
+    acquisition, _ = _typed_from_file(first, {}, meta)
     meta["source_file"] = str(path)
-    return Image(arr.astype(np.float32), grid, _units_of(first), meta)
+    return Image(arr.astype(np.float32), grid, _units_of(first), meta, acquisition=acquisition)
 
 
 __all__ = ["DicomPatient", "DicomStudy", "export_projections", "export_image", "export_study", "import_projections",

@@ -24,11 +24,13 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from her2sim.config import RESOLVED_NAME, StudyConfig, preflight, save_study
+from her2sim.core.acquisition import Acquisition
 from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.grid import Grid
@@ -120,6 +122,11 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
     return img
 
 
+def _at_scan_start(acq: Acquisition | None, scan_start_s: float) -> Acquisition:
+    """``acq`` (None: nothing known) with the scan starting ``scan_start_s`` after injection."""
+    return replace(acq or Acquisition(), scan_start_s=scan_start_s)
+
+
 def _scatter_method(r: dict, projections: Projections) -> str:
     """``recon.scatter``, except DEW on projections without a "scatter" window (a calibration or point-source
     scan simulated with the photopeak only), which has nothing to correct with: ``"none"``."""
@@ -204,6 +211,7 @@ def stage_calibration(task: StageTask) -> None:
     res = _simulate(ph, cam, p, _mc_settings(p, _seed(p["seed"], 0, 1), p["monte_carlo"]["calibration_histories"]))
     proj = res.projections
     proj.meta["scan_start_s"] = 0.0
+    proj.acquisition = _at_scan_start(proj.acquisition, 0.0)
     proj.save(out / "expected.h5")
     rgrid = _recon_grid(p, grid)
     img = _reconstruct(proj, _mu_map(ph, rgrid, p), rgrid, p, phantom=ph, seed=_seed(p["seed"], 0, 4))
@@ -332,6 +340,7 @@ def stage_simulate(task: StageTask) -> None:
         proj = res.projections
         proj.meta.update({"scan_start_s": t_h * 3600.0, "patient_id": p["patient_id"], "mc_summary": res.summary(),
                           "mc_stats": res.stats})
+        proj.acquisition = _at_scan_start(proj.acquisition, t_h * 3600.0)
         proj.save(lay.expected(pid, t_h))
         for k, noisy in enumerate(poisson_realisations(proj, p["monte_carlo"]["noise_realisations"],
                                                        seed=_seed(p["seed"], p["index"], 3, fi))):
@@ -396,6 +405,10 @@ def stage_recon(task: StageTask) -> None:
         else:  # one batched OSEM over the realisations of this scan
             imgs = _reconstruct_realisations(projs, mu, grid, p, cps_per_bq=cal["cps_per_bq"])
         for k, img in enumerate(imgs):
+            # the phantom is the patient record: its injection and body data, the time point the scan start
+            patient = Acquisition.from_meta({key: ph.meta.get(key) for key in ("injected_mbq", "injection_time",
+                                                                               "weight_kg", "height_cm", "sex")})
+            img.acquisition = replace(patient or Acquisition(), scan_start_s=t_h * 3600.0).filled_from(img.acquisition)
             img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
                              "height_cm": ph.meta.get("height_cm"), "scan_start_s": t_h * 3600.0,
                              "patient_id": p["patient_id"], "time_h": t_h, "realisation": k})

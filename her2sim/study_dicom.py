@@ -8,9 +8,10 @@ re-export gives the same UIDs. The pipeline's ``dicom`` stage and ``her2sim expo
 """
 from __future__ import annotations
 
-import datetime as _dt
+from dataclasses import replace
 from pathlib import Path
 
+from her2sim.core.acquisition import Acquisition
 from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.errors import ConfigError, DataError
 from her2sim.dicom_io import DicomPatient, DicomStudy, export_study
@@ -20,18 +21,6 @@ from her2sim.study_layout import Scan, find_scans, time_tag
 SERIES_FOLDERS = {"projections": "NM_projections", "recon": "NM_recon", "ct": "CT"}
 
 
-def _injection_time(*metas) -> _dt.datetime | None:
-    for m in metas:
-        v = m.get("injection_time") if isinstance(m, dict) else None
-        if isinstance(v, str) and v:
-            try:
-                t = _dt.datetime.fromisoformat(v)
-            except ValueError:
-                continue
-            return t.replace(tzinfo=None)
-    return None
-
-
 def export_scan_dicom(scan: Scan, out_dir, study_name: str = "her2sim", ct: bool = True) -> list:
     """Write the DICOM series of one scan under ``out_dir``; returns the series folders written.
 
@@ -39,8 +28,8 @@ def export_scan_dicom(scan: Scan, out_dir, study_name: str = "her2sim", ct: bool
     phantom's HU volume; not with ``ct=False``, a study without CT, ``phantom.ct = false``) share one
     StudyInstanceUID and FrameOfReferenceUID. Patient
     weight/height come from ``Phantom.meta``; injected activity, scan start and
-    injection time from the image/projection meta, falling back to the phantom meta
-    and to ``time_h`` for the scan start.
+    injection time from the image's/projections' typed ``acquisition`` (their meta for files that
+    predate it), its unknown fields from the phantom meta and ``time_h`` (scan start).
     """
     ph = Phantom.load(scan.phantom) if scan.phantom is not None else None
     proj = Projections.load(scan.projections) if scan.projections is not None else None
@@ -50,11 +39,13 @@ def export_scan_dicom(scan: Scan, out_dir, study_name: str = "her2sim", ct: bool
     for key in ("injected_mbq", "weight_kg", "height_cm", "injection_time"):
         if pmeta.get(key) is not None:
             fill[key] = pmeta[key]
+    known = Acquisition.from_meta(fill)
     if proj is not None:
-        proj = Projections(proj.counts, proj.windows, proj.geometry, proj.is_expected, proj.components,
-                           proj.variance, {**fill, **proj.meta})
+        own = proj.acquisition or Acquisition.from_meta(proj.meta) or Acquisition()
+        proj = replace(proj, meta={**fill, **proj.meta}, acquisition=own.filled_from(known))
     if rec is not None:
-        rec = Image(rec.array, rec.grid, rec.units, {**fill, **rec.meta})
+        own = rec.acquisition or Acquisition.from_meta(rec.meta) or Acquisition()
+        rec = replace(rec, meta={**fill, **rec.meta}, acquisition=own.filled_from(known))
     with_ct, ct = ct, None
     if ph is not None and with_ct:
         src = rec.meta if rec is not None else (proj.meta if proj is not None else fill)
@@ -68,7 +59,8 @@ def export_scan_dicom(scan: Scan, out_dir, study_name: str = "her2sim", ct: bool
                            weight_kg=None if weight is None else float(weight),
                            height_cm=None if pmeta.get("height_cm") is None else float(pmeta["height_cm"]))
     seed = f"{study_name}/{scan.patient_id}/{time_tag(scan.time_h)}"
-    inj = _injection_time(rec.meta if rec is not None else {}, proj.meta if proj is not None else {}, pmeta)
+    acqs = [x.acquisition for x in (rec, proj) if x is not None] + [known]
+    inj = next((a.injection_datetime for a in acqs if a is not None and a.injection_time is not None), None)
     study = DicomStudy.new(seed=seed, injection_time=inj)
     dest = Path(out_dir) / scan.patient_id / time_tag(scan.time_h)
     written = export_study(dest, projections=proj, recon=rec, ct=ct, patient=patient, study=study, seed=seed)

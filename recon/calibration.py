@@ -16,8 +16,11 @@ neglected (count rates in 99mTc SPECT of a few hundred MBq are far below the cam
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from her2sim.core.acquisition import Acquisition
 from her2sim.core.containers import Image
 from her2sim.core.errors import ConfigError, DataError, check_choice, check_range
 from her2sim.core.radionuclide import DECAY_REFERENCES, TC99M  # noqa: F401 - DECAY_REFERENCES re-exported
@@ -131,9 +134,20 @@ def counts_to_bq_per_ml(image_counts: np.ndarray, grid, cps_per_bq: float, time_
 def calibrate_image(image_counts: Image, cps_per_bq: float, time_per_view_s: float,
                     scan_start_s: float | None = None, scan_duration_s: float = 0.0,
                     decay_reference: str = "injection") -> Image:
-    """:class:`Image` version of :func:`counts_to_bq_per_ml` (returns units ``"Bq/mL"``)."""
+    """:class:`Image` version of :func:`counts_to_bq_per_ml` (returns units ``"Bq/mL"``).
+
+    The result's ``acquisition`` is the input's (or :meth:`Acquisition.from_meta` of its meta) with the
+    ``time_per_view_s`` and ``scan_start_s`` used here; its ``corrections`` are the input's with
+    ``decay_reference`` (None stays None: the reconstruction's corrections are unknown).
+    """
     if image_counts.units != "counts":
         raise DataError(f"image_counts.units = {image_counts.units!r}, expected 'counts'")
     conc, meta = counts_to_bq_per_ml(image_counts.array, image_counts.grid, cps_per_bq, time_per_view_s,
                                      scan_start_s, scan_duration_s, decay_reference)
-    return Image(conc.astype(np.float32), image_counts.grid, "Bq/mL", {**image_counts.meta, **meta})
+    acq = image_counts.acquisition or Acquisition.from_meta(image_counts.meta) or Acquisition()
+    acq = replace(acq, time_per_view_s=meta["time_per_view_s"],
+                  scan_start_s=acq.scan_start_s if scan_start_s is None else meta["scan_start_s"])
+    cor = None if image_counts.corrections is None else replace(image_counts.corrections,
+                                                                decay_reference=decay_reference)
+    return Image(conc.astype(np.float32), image_counts.grid, "Bq/mL", {**image_counts.meta, **meta},
+                 acquisition=acq, corrections=cor)

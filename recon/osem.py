@@ -12,9 +12,12 @@ apart in angle as possible.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from tqdm import tqdm
 
+from her2sim.core.acquisition import SCATTER_METHODS, Acquisition, Corrections  # noqa: F401 - re-exported
 from her2sim.core.containers import Image, Projections
 from her2sim.core.errors import ConfigError, DataError, check_int, check_range
 from her2sim.core.grid import Grid
@@ -26,8 +29,9 @@ from .mc_scatter import MonteCarloScatter, monte_carlo_scatter
 from .projector import SpectSystemMatrix
 from .scatter import dew_scatter, tew_scatter
 
-#: scatter estimates of the photopeak's additive term: window-based (DEW, TEW) or Monte Carlo (:mod:`.mc_scatter`)
-SCATTER_METHODS = ("none", "dew", "tew", "mc")
+# SCATTER_METHODS (imported above, re-exported): the scatter estimates of the photopeak's additive term, window-based
+# (DEW, TEW) or Monte Carlo (:mod:`.mc_scatter`); defined beside the Corrections that record them (core does not
+# import recon)
 #: the ones a batch of realisations can share a reconstruction with (the Monte Carlo one needs an image per set)
 BATCH_SCATTER_METHODS = ("none", "dew", "tew")
 
@@ -396,8 +400,9 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
         3-D Gaussian post-filter FWHM (mm).
     calibration_cps_per_bq : float or None
         Planar sensitivity (counts/s per Bq). When given, the image is in Bq/mL (needs
-        ``projections.meta["time_per_view_s"]`` and, for ``decay_reference="injection"``,
-        ``projections.meta["scan_start_s"]``); else in counts per voxel.
+        ``projections.acquisition.time_per_view_s`` and, for ``decay_reference="injection"``,
+        ``projections.acquisition.scan_start_s``); else in counts per voxel. Projections without
+        ``acquisition`` are read through :meth:`Acquisition.from_meta` of their ``meta`` (back-compat).
     attenuation_correction : bool
         Model attenuation (requires ``mu_map_per_cm``).
     butterworth : (cutoff_cycles_per_cm, order) or None
@@ -427,7 +432,9 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
     Returns
     -------
     Image, or (Image, numpy.ndarray or None) with ``return_scatter``
-        Units "Bq/mL" (calibrated) or "counts"; ``meta`` records the settings.
+        Units "Bq/mL" (calibrated) or "counts"; ``meta`` records the settings, ``corrections`` what was
+        done (attenuation, scatter method, decay reference - ``"acquisition_mean"`` for an uncalibrated
+        image -, PSF, penetration), ``acquisition`` the projections' acquisition.
     """
     if not isinstance(projections, Projections):
         raise DataError(f"projections must be a her2sim Projections container, got {type(projections).__name__}")
@@ -458,12 +465,17 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
     s = _scatter_term(projections, scatter, iw, scatter_smooth_fwhm_mm)
     x = osem(system, projections.counts[iw], iterations=iterations, subsets=subsets, scatter=s,
              pixel_mask=pixel_mask, progress=progress)
-    meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
-            "psf": bool(psf), "penetration": bool(penetration), "attenuation_correction": bool(attenuation_correction),
-            "scatter": scatter if isinstance(scatter, str) else "array"}
+    meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets)}
+    done = _corrections(attenuation_correction, scatter if isinstance(scatter, str) else "array", psf, penetration)
     img = _finish_image(x, projections, iw, grid, meta, post_filter_fwhm_mm, butterworth, calibration_cps_per_bq,
-                        decay_reference)
+                        decay_reference, done)
     return (img, s) if return_scatter else img
+
+
+def _corrections(attenuation_correction, scatter: str, psf, penetration) -> Corrections:
+    """What a reconstruction corrects for, before calibration (the decay reference is set by :func:`_finish_image`)."""
+    return Corrections(attenuation=bool(attenuation_correction), scatter=scatter, psf=bool(psf),
+                       penetration=bool(penetration))
 
 
 def _reconstruct_mc_scatter(projections: Projections, mu_map_per_cm, grid: Grid, camera, mc: MonteCarloScatter | None,
@@ -485,6 +497,7 @@ def _reconstruct_mc_scatter(projections: Projections, mu_map_per_cm, grid: Grid,
                                 seed=mc.seed + i, window=window, n_threads=mc.n_threads,
                                 smooth_fwhm_mm=mc.smooth_fwhm_mm)
         img = reconstruct(projections, mu_map_per_cm, grid, camera, scatter=s, **kwargs)
+    img.corrections = replace(img.corrections, scatter="mc")
     img.meta.update({"scatter": "mc", "scatter_first": first, "scatter_updates": mc.updates,
                      "scatter_histories": mc.n_histories, "scatter_smooth_fwhm_mm": mc.smooth_fwhm_mm})
     return (img, s) if return_scatter else img
@@ -530,26 +543,37 @@ def _butterworth_on_support(x: np.ndarray, grid: Grid, cutoff: float, order: int
 
 
 def _finish_image(x, projections: Projections, iw: int, grid: Grid, meta: dict, post_filter_fwhm_mm, butterworth,
-                  calibration_cps_per_bq, decay_reference) -> Image:
-    """Post-filter, record the settings and (optionally) calibrate one reconstructed image."""
+                  calibration_cps_per_bq, decay_reference, corrections: Corrections) -> Image:
+    """Post-filter, record the settings and (optionally) calibrate one reconstructed image.
+
+    The image carries ``corrections`` with the decay reference it ends up with (``decay_reference`` when
+    calibrated, ``"acquisition_mean"`` - no decay correction - for counts) and the projections'
+    acquisition (:meth:`Acquisition.from_meta` of ``projections.meta`` when they carry none). ``meta`` keeps
+    the untyped copies (``attenuation_correction``, ``scatter``, ``psf``, ``penetration``, ``injected_mbq``,
+    ``scan_start_s``, ``time_per_view_s``, ``weight_kg``...) written from the typed fields, for the code
+    that still reads them.
+    """
     x = post_filter(x, grid, post_filter_fwhm_mm, butterworth)
+    acq = projections.acquisition if projections.acquisition is not None else Acquisition.from_meta(projections.meta)
     meta = {**meta, "post_filter_fwhm_mm": post_filter_fwhm_mm,
             "butterworth": None if butterworth is None else list(butterworth),
             "window": projections.windows[iw].name}
-    for key in ("injected_mbq", "scan_start_s", "time_per_view_s", "weight_kg"):
-        if key in projections.meta:
-            meta[key] = projections.meta[key]
+    meta.update({k: v for k, v in corrections.to_meta().items() if k != "decay_corrected_to"})
+    if acq is not None:
+        meta.update({k: v for k, v in acq.to_meta().items() if k in ("injected_mbq", "scan_start_s",
+                                                                     "time_per_view_s", "weight_kg")})
     if calibration_cps_per_bq is None:
-        return Image(x.astype(np.float32), grid, "counts", meta)
-    if "time_per_view_s" not in projections.meta:
-        raise DataError("projections.meta['time_per_view_s'] is missing; it is needed to calibrate to Bq/mL")
-    t_view = float(projections.meta["time_per_view_s"])
+        return Image(x.astype(np.float32), grid, "counts", meta, acquisition=acq,
+                     corrections=replace(corrections, decay_reference="acquisition_mean"))
+    if acq is None or acq.time_per_view_s is None:
+        raise DataError("projections.acquisition.time_per_view_s is missing; it is needed to calibrate to Bq/mL")
+    t_view = acq.time_per_view_s
     n_heads = max(1, int(np.unique(projections.geometry.heads).size))
     duration = projections.geometry.n_views / n_heads * t_view
-    start = projections.meta.get("scan_start_s")
-    conc, cal_meta = counts_to_bq_per_ml(x, grid, calibration_cps_per_bq, t_view,
-                                         None if start is None else float(start), duration, decay_reference)
-    return Image(conc.astype(np.float32), grid, "Bq/mL", {**meta, **cal_meta})
+    conc, cal_meta = counts_to_bq_per_ml(x, grid, calibration_cps_per_bq, t_view, acq.scan_start_s, duration,
+                                         decay_reference)
+    return Image(conc.astype(np.float32), grid, "Bq/mL", {**meta, **cal_meta}, acquisition=acq,
+                 corrections=replace(corrections, decay_reference=cal_meta["decay_corrected_to"]))
 
 
 def reconstruct_batch(realisations, mu_map_per_cm: np.ndarray | None, grid: Grid, camera=None,
@@ -610,8 +634,8 @@ def reconstruct_batch(realisations, mu_map_per_cm: np.ndarray | None, grid: Grid
                                     None if scat[0] is None else scat, progress, np.float32)
     del scat
     meta = {"algorithm": "OSEM" if subsets > 1 else "MLEM", "iterations": int(iterations), "subsets": int(subsets),
-            "psf": bool(psf), "penetration": bool(penetration), "attenuation_correction": bool(attenuation_correction),
-            "scatter": scatter, "batch": len(projs)}
+            "batch": len(projs)}
+    done = _corrections(attenuation_correction, scatter, psf, penetration)
     # a post-filter reads the image as float64 (Gaussian) or float32 (Butterworth): the float32 iterate is
     # handed over as is; unfiltered images are calibrated from float64, as :func:`reconstruct` does
     img_dtype = np.float64 if post_filter_fwhm_mm is None and butterworth is None else np.float32
@@ -622,4 +646,4 @@ def reconstruct_batch(realisations, mu_map_per_cm: np.ndarray | None, grid: Grid
         return img
 
     return [_finish_image(image(b), projs[b], iw, grid, meta, post_filter_fwhm_mm, butterworth, calibration_cps_per_bq,
-                          decay_reference) for b in range(len(projs))]
+                          decay_reference, done) for b in range(len(projs))]

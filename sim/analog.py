@@ -24,8 +24,8 @@ from her2sim.core.projection_geometry import ProjectionGeometry
 from . import _transport_kernels as K
 from .camera import Camera
 from .explicit_camera import detect_photons
-from .transport import (COMPONENTS, MonteCarloResult, MonteCarloSettings, prepare_transport, simulate_projections,
-                        trace, view_effective_seconds)
+from .transport import (COMPONENTS, MonteCarloResult, MonteCarloSettings, prepare_transport, scan_acquisition,
+                        simulate_projections, trace, view_effective_seconds)
 
 #: components of an explicit-mode projection set
 EXPLICIT_COMPONENTS = COMPONENTS + ("penetration",)
@@ -92,7 +92,7 @@ def simulate_explicit(phantom: Phantom, camera: Camera | None = None, settings: 
             "camera": cam.to_dict(), "units": "counts"}
     proj = Projections(counts.astype(np.float32), cam.windows, geo, True,
                        {n: comps[i].astype(np.float32) for i, n in enumerate(EXPLICIT_COMPONENTS)},
-                       variance.astype(np.float32), meta)
+                       variance.astype(np.float32), meta, acquisition=scan_acquisition(phantom, cam))
     stats = {"seconds_total": time.perf_counter() - t_start, "seconds_trace": tr["seconds"],
              "seconds_detection": t_det, "n_histories": tr["n_histories"], "n_escapes": int(n_esc.sum())}
     return MonteCarloResult(proj, np.zeros(0), {}, stats)

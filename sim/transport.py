@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from her2sim.core.acquisition import Acquisition
 from her2sim.core.containers import Phantom, Projections
 from her2sim.core.errors import ConfigError, DataError, PhysicsError, check_int, check_range
 from her2sim.core.limits import LIMITS
@@ -198,6 +199,18 @@ def body_reach_mm(phantom: Phantom, geometry: ProjectionGeometry, density_thresh
     n = geometry.normals_xy()
     half = 0.5 * (g.spacing_mm[2] * np.abs(n[:, 0]) + g.spacing_mm[1] * np.abs(n[:, 1]))
     return (px[:, None] * n[None, :, 0] + py[:, None] * n[None, :, 1]).max(axis=0) + half
+
+
+#: ``Phantom.meta`` keys of the patient and injection that a simulated scan's :class:`Acquisition` takes
+PHANTOM_ACQUISITION_KEYS = ("injected_mbq", "injection_time", "weight_kg", "height_cm", "sex")
+
+
+def scan_acquisition(phantom: Phantom, camera: Camera) -> Acquisition:
+    """The :class:`~her2sim.core.acquisition.Acquisition` of a simulated scan: the camera's time per view and
+    the phantom's patient and injection (:data:`PHANTOM_ACQUISITION_KEYS` of its meta). The scan start is
+    not known here (the study sets it per time point)."""
+    known = Acquisition.from_meta({k: phantom.meta.get(k) for k in PHANTOM_ACQUISITION_KEYS})
+    return Acquisition(time_per_view_s=camera.protocol.time_per_view_s).filled_from(known)
 
 
 def view_effective_seconds(geometry: ProjectionGeometry, time_per_view_s: float) -> np.ndarray:
@@ -524,7 +537,8 @@ def simulate_projections(phantom: Phantom, camera: Camera | None = None, setting
         if key in phantom.meta:
             meta[key] = phantom.meta[key]
     proj = Projections(counts_exp.astype(np.float32), camera.windows, geometry, True,
-                       {k: v.astype(np.float32) for k, v in components.items()}, sumsq_b.astype(np.float32), meta)
+                       {k: v.astype(np.float32) for k, v in components.items()}, sumsq_b.astype(np.float32), meta,
+                       acquisition=scan_acquisition(phantom, camera))
     # spectra: sum threads, divide by number of batches for the scatter part already included
     spec = spectrum.sum(axis=0)
     spec[1:] /= settings.batches
@@ -592,7 +606,8 @@ def poisson_realisations(projections: Projections, n: int = 1, seed: int = 0, sc
         lam = projections.counts.astype(np.float64) * scale
         meta = dict(projections.meta, noise_seed=seed, realisation=i, scale=scale)
         out.append(Projections(rng.poisson(lam).astype(np.float32), projections.windows, projections.geometry,
-                               False, {}, None, meta))
+                               False, {}, None, meta, acquisition=projections.acquisition,
+                               corrections=projections.corrections))
     return out
 
 

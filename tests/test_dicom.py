@@ -424,7 +424,7 @@ def test_corrected_image_and_decay_correction_follow_the_recon_metadata(tmp_path
 
 def test_unknown_decay_reference_is_refused(tmp_path):
     img = Image(np.ones(_grid().shape, np.float32), _grid(), "Bq/mL", {"decay_corrected_to": "midnight"})
-    with pytest.raises(ConfigError, match="decay_corrected_to.*allowed"):
+    with pytest.raises(DataError, match="decay_reference.*not allowed"):
         export_image(img, tmp_path, "NM")
 
 

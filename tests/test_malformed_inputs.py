@@ -261,7 +261,7 @@ def _truncate(path):
 H5_CASES = {
     # (container, mutation, expected)
     "schema_version_string": ("phantom", lambda p: _set_attr(p, "schema_version", "1"), r"'schema_version' = '1' must be an integer"),
-    "schema_version_2": ("phantom", lambda p: _set_attr(p, "schema_version", 2), r"schema_version 2 is not supported"),
+    "schema_version_3": ("phantom", lambda p: _set_attr(p, "schema_version", 3), r"schema_version 3 is not supported"),
     "kind_missing": ("phantom", lambda p: _del_attr(p, "her2sim_kind"), r"'her2sim_kind' is missing"),
     "kind_wrong": ("phantom", lambda p: _set_attr(p, "her2sim_kind", "Image"), r"holds a her2sim Image, expected a Phantom"),
     "kind_number": ("phantom", lambda p: _set_attr(p, "her2sim_kind", 3), r"'her2sim_kind' = 3 must be a string"),

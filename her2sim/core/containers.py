@@ -2,6 +2,18 @@
 
 Each is an array (or a few) *plus* its geometry and units, saved to and loaded
 from a schema-versioned HDF5 file (:mod:`her2sim.core.hdf5io`).
+
+Schema version 2 adds the typed :class:`~her2sim.core.acquisition.Acquisition` and
+:class:`~her2sim.core.acquisition.Corrections` of :class:`Projections` and :class:`Image` (``meta_json``
+keys ``acquisition`` and ``corrections``, an object or null). Version-1 files are *migrated* on load,
+not refused: version 1 recorded the very same facts in the untyped ``meta`` under the keys of
+:data:`~her2sim.core.acquisition.ACQUISITION_META_KEYS` and
+:data:`~her2sim.core.acquisition.CORRECTIONS_META_KEYS` (the recon wrote them, the SUV and DICOM code
+read them), so :meth:`Acquisition.from_meta` / :meth:`Corrections.from_meta` rebuild the typed fields
+from what the file says, nothing is guessed: a key the file lacks stays unknown (None), and an image
+whose meta holds no recon keys gets no Corrections. A value that fails validation gives a DataError
+naming the file and telling to re-run the step that wrote it. Phantom files are identical in both
+versions. Version-1 projections get ``corrections = None`` (raw projections, nothing corrected).
 """
 from __future__ import annotations
 
@@ -10,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .acquisition import Acquisition, Corrections
 from .errors import DataError, Her2simError
 from .grid import Grid
-from .hdf5io import check_meta, read_container, require, write_container
+from .hdf5io import check_meta, read_container, read_container_versioned, require, write_container
 from .projection_geometry import EnergyWindow, ProjectionGeometry
 
 #: required grid attributes and their types (other keys, e.g. ``orientation``, are allowed)
@@ -26,6 +39,43 @@ _WINDOW_SCHEMA = {"name": "str", "lower_kev": "num", "upper_kev": "num"}
 def _check_grid(path, meta: dict, key: str = "grid") -> None:
     check_meta(path, meta, {key: "dict"})
     check_meta(path, meta[key], _GRID_SCHEMA, prefix=f"{key}.")
+
+
+def _check_typed(obj, kind: str) -> None:
+    """``acquisition`` / ``corrections`` of a container are None or the typed objects."""
+    for name, cls in (("acquisition", Acquisition), ("corrections", Corrections)):
+        v = getattr(obj, name)
+        if v is not None and not isinstance(v, cls):
+            raise DataError(f"{kind}.{name} must be a her2sim {cls.__name__} or None, got {type(v).__name__}")
+
+
+def _typed_attrs(obj) -> dict:
+    """The ``meta_json`` entries of the typed fields (schema version 2)."""
+    return {"acquisition": None if obj.acquisition is None else obj.acquisition.to_dict(),
+            "corrections": None if obj.corrections is None else obj.corrections.to_dict()}
+
+
+def _typed_from_file(path, meta: dict, version: int, migrate_corrections: bool) -> tuple:
+    """(Acquisition or None, Corrections or None) of a loaded file; version 1 is migrated from ``meta``."""
+    if version == 1:
+        old = meta.get("meta") if isinstance(meta.get("meta"), dict) else {}
+        try:
+            acq = Acquisition.from_meta(old)
+            cor = Corrections.from_meta(old) if migrate_corrections else None
+        except DataError as exc:
+            raise DataError(f"{path}: schema_version 1 file, its meta cannot be migrated to schema version 2: "
+                            f"{exc}; re-run the step that wrote it") from None
+        return acq, cor
+    out = []
+    for key, cls in (("acquisition", Acquisition), ("corrections", Corrections)):
+        if key not in meta:
+            raise DataError(f"{path}: required attribute {key!r} is missing (an object or null in schema_version 2)")
+        v = meta[key]
+        try:
+            out.append(None if v is None else cls.from_dict(v, where=f"attribute {key!r}"))
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+    return tuple(out)
 
 
 def _build(path, factory):
@@ -184,8 +234,12 @@ class Projections:
     variance : numpy.ndarray or None
         Monte Carlo variance estimate of ``counts`` (same shape), counts^2.
     meta : dict
-        Acquisition and provenance: ``time_per_view_s``, ``injected_mbq``,
-        ``scan_start_s`` (after injection), camera description, seed, config.
+        Provenance: camera description, seed, config, Monte Carlo summary (and, for the code that
+        still reads them, the untyped copies ``time_per_view_s``, ``injected_mbq``, ``scan_start_s``...).
+    acquisition : Acquisition or None
+        Patient, injection and timing of the scan (:class:`her2sim.core.acquisition.Acquisition`).
+    corrections : Corrections or None
+        Corrections already applied to the counts (None: raw projections).
     """
 
     counts: np.ndarray
@@ -195,6 +249,8 @@ class Projections:
     components: dict = field(default_factory=dict)
     variance: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    acquisition: Acquisition | None = None
+    corrections: Corrections | None = None
 
     KIND = "Projections"
 
@@ -216,6 +272,7 @@ class Projections:
                 raise DataError(f"Projections.components[{k!r}] has shape {np.shape(v)}, expected {c.shape}")
         if self.variance is not None and np.shape(self.variance) != c.shape:
             raise DataError(f"Projections.variance has shape {np.shape(self.variance)}, expected {c.shape}")
+        _check_typed(self, "Projections")
 
     def window_index(self, name: str) -> int:
         for i, w in enumerate(self.windows):
@@ -226,7 +283,7 @@ class Projections:
     def save(self, path) -> Path:
         meta = {"windows": [w.to_dict() for w in self.windows], "geometry": self.geometry.to_attrs(),
                 "is_expected": bool(self.is_expected), "components": sorted(self.components),
-                "meta": self.meta}
+                "meta": self.meta, **_typed_attrs(self)}
         arrays = {"counts": self.counts, "variance": self.variance}
         arrays.update({f"component_{k}": v for k, v in self.components.items()})
         units = {k: "counts" for k in arrays}
@@ -235,7 +292,7 @@ class Projections:
 
     @classmethod
     def load(cls, path) -> "Projections":
-        arrays, meta, _ = read_container(path, cls.KIND)
+        arrays, meta, _, version = read_container_versioned(path, cls.KIND)
         m = lambda n: require(meta, n, path, "attribute")  # noqa: E731
         check_meta(path, meta, {"windows": ("dict_list", _WINDOW_SCHEMA), "geometry": "dict",
                                 "is_expected": "bool", "components": "str_list", "meta": "dict"})
@@ -243,10 +300,12 @@ class Projections:
         if not meta["windows"]:
             raise DataError(f"{path}: attribute 'windows' = [] must describe at least one energy window")
         comps = {k: require(arrays, f"component_{k}", path) for k in m("components")}
+        acq, cor = _typed_from_file(path, meta, version, migrate_corrections=False)
         return _build(path, lambda: cls(
             counts=require(arrays, "counts", path), windows=tuple(EnergyWindow(**w) for w in m("windows")),
             geometry=ProjectionGeometry.from_attrs(m("geometry")), is_expected=m("is_expected"),
-            components=comps, variance=arrays.get("variance"), meta=dict(m("meta"))))
+            components=comps, variance=arrays.get("variance"), meta=dict(m("meta")), acquisition=acq,
+            corrections=cor))
 
 
 IMAGE_UNITS = ("Bq/mL", "counts", "SUV", "1/cm", "HU", "")
@@ -264,14 +323,20 @@ class Image:
     units : str
         One of ``IMAGE_UNITS`` (``"Bq/mL"`` for calibrated reconstructions).
     meta : dict
-        Provenance and the quantities SUV needs (``injected_mbq``, ``weight_kg``,
-        ``scan_start_s``, ``decay_corrected_to``...).
+        Provenance: the recon settings, calibration (and, for the code that still reads them, untyped
+        copies of the typed fields: ``injected_mbq``, ``weight_kg``, ``scan_start_s``, ``decay_corrected_to``...).
+    acquisition : Acquisition or None
+        Patient, injection and timing of the scan the image comes from (what SUV needs).
+    corrections : Corrections or None
+        What the reconstruction corrected for (CorrectedImage in DICOM, the decay reference of SUV).
     """
 
     array: np.ndarray
     grid: Grid
     units: str = "Bq/mL"
     meta: dict = field(default_factory=dict)
+    acquisition: Acquisition | None = None
+    corrections: Corrections | None = None
 
     KIND = "Image"
 
@@ -279,16 +344,18 @@ class Image:
         self.grid.check_array("Image.array", self.array)
         if self.units not in IMAGE_UNITS:
             raise DataError(f"Image.units = {self.units!r} is not one of {list(IMAGE_UNITS)}")
+        _check_typed(self, "Image")
 
     def save(self, path) -> Path:
-        meta = {"grid": self.grid.to_attrs(), "units": self.units, "meta": self.meta}
+        meta = {"grid": self.grid.to_attrs(), "units": self.units, "meta": self.meta, **_typed_attrs(self)}
         return write_container(path, self.KIND, {"array": self.array}, meta, {"array": self.units})
 
     @classmethod
     def load(cls, path) -> "Image":
-        arrays, meta, _ = read_container(path, cls.KIND)
+        arrays, meta, _, version = read_container_versioned(path, cls.KIND)
         m = lambda n: require(meta, n, path, "attribute")  # noqa: E731
         _check_grid(path, meta)
         check_meta(path, meta, {"units": "str", "meta": "dict"})
+        acq, cor = _typed_from_file(path, meta, version, migrate_corrections=True)
         return _build(path, lambda: cls(array=require(arrays, "array", path), grid=Grid.from_attrs(m("grid")),
-                                        units=m("units"), meta=dict(m("meta"))))
+                                        units=m("units"), meta=dict(m("meta")), acquisition=acq, corrections=cor))

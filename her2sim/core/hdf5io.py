@@ -25,7 +25,10 @@ import numpy as np
 from .errors import DataError
 from .jsonio import to_json  # noqa: F401 - re-exported (older imports of her2sim.core.hdf5io.to_json)
 
-SCHEMA_VERSION = 1
+#: Version written. 2: ``acquisition`` and ``corrections`` (:mod:`her2sim.core.acquisition`) in ``meta_json``.
+SCHEMA_VERSION = 2
+#: Versions read: version-1 files are migrated by the containers (:mod:`her2sim.core.containers`).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 # ---------------------------------------------------------------------------- written-file recorder
 _RECORDER = threading.local()
@@ -122,13 +125,20 @@ def _shown(v) -> str:
 
 
 def read_container(path, kind: str) -> tuple[dict, dict, dict]:
-    """Read a container written by :func:`write_container`.
+    """Read a container written by :func:`write_container`: ``(arrays, meta, units)``, see
+    :func:`read_container_versioned` (which also returns the file's schema version)."""
+    return read_container_versioned(path, kind)[:3]
+
+
+def read_container_versioned(path, kind: str) -> tuple[dict, dict, dict, int]:
+    """Read a container written by :func:`write_container` (any of :data:`READABLE_SCHEMA_VERSIONS`).
 
     Returns
     -------
     arrays : dict of str -> numpy.ndarray
     meta : dict
     units : dict of str -> str
+    schema_version : int
 
     Raises
     ------
@@ -157,10 +167,12 @@ def read_container(path, kind: str) -> tuple[dict, dict, dict]:
         ver = f.attrs["schema_version"]
         if isinstance(ver, (bool, np.bool_)) or not isinstance(ver, (int, np.integer)):
             raise DataError(f"{path}: attribute 'schema_version' = {_shown(ver)} must be an integer "
-                            f"(this her2sim reads version {SCHEMA_VERSION})")
+                            f"(this her2sim reads versions {list(READABLE_SCHEMA_VERSIONS)})")
         ver = int(ver)
-        if ver != SCHEMA_VERSION:
-            raise DataError(f"{path}: schema_version {ver} is not supported (this her2sim reads version {SCHEMA_VERSION})")
+        if ver not in READABLE_SCHEMA_VERSIONS:
+            raise DataError(f"{path}: schema_version {ver} is not supported (this her2sim reads versions "
+                            f"{list(READABLE_SCHEMA_VERSIONS)}; a newer her2sim wrote it: upgrade, or re-run the "
+                            "step that made it)")
         text = f.attrs["meta_json"]
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
@@ -182,7 +194,7 @@ def read_container(path, kind: str) -> tuple[dict, dict, dict]:
                 units[name] = str(ds.attrs.get("units", ""))
         except (OSError, KeyError) as exc:
             raise DataError(f"{path}: dataset could not be read (truncated or corrupt?): {exc}") from None
-    return arrays, meta, units
+    return arrays, meta, units, ver
 
 
 def check_meta(path, meta: dict, schema: dict, prefix: str = "") -> None:
