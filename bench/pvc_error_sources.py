@@ -12,7 +12,8 @@ response (``"gaussian"``):
 * ``primary_only`` - the expectation's unscattered, unpenetrated photons, no scatter term.
 
 Each variant is converted to SUV with the measured image's calibration (so a global scale error of the
-variant shows up in the organs too). Prints (``--json``): ``patient_id``, ``time_h``, ``lesions`` (per lesion:
+variant shows up in the organs too). The data are reconstructed on the whole body; ``measured_vs_study_recon_max_rel``
+checks that the measured variant is the study's own image. Prints (``--json``): ``patient_id``, ``time_h``, ``lesions`` (per lesion:
 ``type``, ``diameter_mm``, ``true_suv_intrinsic``, and for every variant ``suvmean``, ``gtm_gaussian`` and
 ``gtm_response``), ``host_organ_suv`` per variant (the GTM value of each lesion's host organ), ``seconds``.
 
@@ -38,6 +39,7 @@ from her2sim.core.errors import Her2simError
 from her2sim.core.grid import resample
 from her2sim.core.jsonio import print_json
 from her2sim.recon.osem import osem, post_filter
+from her2sim.recon.projector import SpectSystemMatrix
 from her2sim.recon.response import scan_response
 from her2sim.study_layout import StudyLayout
 
@@ -68,7 +70,9 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
     cal = json.loads(lay.calibration_json.read_text())
     psf_fwhm = p["analysis"].get("psf_fwhm_mm") or cal.get("recon_fwhm_mm") or p["psf_fwhm_mm"]
     slabs = pipeline._response_slabs(p, ph, grid, organs, measured_lesions, psf_fwhm, measured.geometry)
-    suv_meta = suv_image(img).meta
+    suv_img = suv_image(img)
+    suv_meta, suv_study = suv_img.meta, np.asarray(suv_img.array, dtype=np.float64)
+    check = {}
     counts_per_suv = pipeline._counts_per_suv(img, suv_meta)
     kw = pipeline._recon_kwargs(r, None, None, False)
     method = r["scatter"] if r["scatter"] in ("dew", "tew") else "none"
@@ -79,14 +83,23 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
                 "primary_only": (expected, np.asarray(expected.components["primary"][pk], dtype=np.float64), "none")}
     out = {lid: {"type": None, "diameter_mm": None, "true_suv_intrinsic": None} for lid in measured_lesions}
     host = {}
+    # the data are reconstructed on the whole body (as the study did); only the model images live on slabs
+    full = SpectSystemMatrix(grid, measured.geometry, slabs[0][2].mu_map_per_cm, camera=pipeline._camera(p),
+                             psf=r["psf"]) if slabs else None
     for name, (proj, counts, scatter) in variants.items():
+        image = None
         for sl, model, system, psf, own in slabs:
             resp = scan_response(proj, system, iterations=r["iterations"], subsets=r["subsets"],
-                                 scatter=scatter, scatter_smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"],
+                                 scatter=scatter, scatter_smooth_fwhm_mm=None,
                                  post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
                                  counts_per_unit=counts_per_suv, z_slice=sl)
-            x = osem(system, counts, r["iterations"], r["subsets"], scatter=resp.scatter, progress=False)
-            x = post_filter(x, grid, kw["post_filter_fwhm_mm"], kw["butterworth"])[sl] / counts_per_suv
+            if image is None:
+                image = osem(full, counts, r["iterations"], r["subsets"], scatter=resp.scatter, progress=False)
+                image = post_filter(image, grid, kw["post_filter_fwhm_mm"], kw["butterworth"]) / counts_per_suv
+                if name == "measured":
+                    check["measured_vs_study_recon_max_rel"] = float(
+                        np.max(np.abs(image - suv_study)) / np.max(suv_study))
+            x = image[sl]
             fit = model.gtm_response(x, resp, psf, grid.spacing_mm)
             gauss = model.gtm(x, psf, grid.spacing_mm)
             means = model.voi_means(x)
@@ -103,7 +116,7 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
         if lid in out and abs(row["time_h"] - time_h) < 1e-6 and row.get("realisation", 0) == 0:
             out[lid].update(type=row.get("type"), diameter_mm=row.get("diameter_mm"),
                             true_suv_intrinsic=row.get("true_suv_intrinsic"))
-    return {"patient_id": patient_id, "time_h": time_h, "scatter_method": r["scatter"],
+    return {"patient_id": patient_id, "time_h": time_h, "scatter_method": r["scatter"], **check,
             "lesions": {str(k): v for k, v in out.items()}, "host_organ_suv": host,
             "seconds": round(time.time() - t0, 1)}
 

@@ -619,8 +619,10 @@ def _region_pvc_with_response(slabs: list, suv, img: Image, projections: Project
         todo = [lid for lid in own if lid in by_id]
         if not todo:
             continue
+        # the recon's own additive term: DEW/TEW unsmoothed, as stage_recon used them (recon.scatter_smooth_fwhm_mm
+        # smooths only the Monte Carlo estimate, which is saved already smoothed)
         resp = scan_response(projections, system, iterations=r["iterations"], subsets=r["subsets"], scatter=scatter,
-                             scatter_smooth_fwhm_mm=r["scatter_smooth_fwhm_mm"],
+                             scatter_smooth_fwhm_mm=None,
                              post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
                              counts_per_unit=cpu, z_slice=sl)
         sub = suv[sl]
