@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +92,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
 from her2sim.core.acquisition import Acquisition, Corrections
+from her2sim.core.atomic import atomic_path
 from her2sim.core.containers import Image, Projections
 from her2sim.core.errors import ConfigError, DataError, check_choice
 from her2sim.core.grid import Grid
@@ -340,16 +340,9 @@ def _read_private_json(ds: Dataset) -> dict:
 
 
 def _save(ds: FileDataset, path: Path) -> Path:
-    """Write ``ds`` atomically (temporary file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """Write ``ds`` atomically (:func:`her2sim.core.atomic.atomic_path`)."""
+    with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
     return path
 
 

@@ -567,22 +567,18 @@ def _response_slabs(p: dict, ph: Phantom, grid: Grid, organs, measured: dict, ps
     matrices (the reconstruction's, supported on the slab) and Gaussian point responses (the Newton
     preconditioner of :meth:`~her2sim.analysis.pvc_regions.RegionModel.gtm_response`)."""
     from her2sim.analysis.pvc_regions import lesion_slab_models
-    from her2sim.recon.projector import SpectSystemMatrix
+    from her2sim.recon.osem import recon_system
     from her2sim.recon.response import slab_support
 
     r = p["recon"]
     mu = _mu_map(ph, grid, p) if r["attenuation"] else None
     cam = _camera(p)
-    pen = None
-    if r["penetration"]:
-        from her2sim.sim.penetration import penetration_table
-        pen = penetration_table(cam)
     out = []
     models = lesion_slab_models(organs.astype(np.int32), {lid: L.fraction for lid, L in measured.items()},
                                 {lid: L.voi for lid, L in measured.items()}, grid.spacing_mm)
     for sl, model in models:
-        system = SpectSystemMatrix(grid, geometry, mu, camera=cam, psf=r["psf"], support=slab_support(mu, grid, sl),
-                                   penetration=pen)
+        system = recon_system(grid, geometry, mu, cam, psf=r["psf"], penetration=r["penetration"],
+                              attenuation_correction=mu is not None, support=slab_support(mu, grid, sl))
         slab_grid = Grid((sl.stop - sl.start,) + grid.shape[1:], grid.spacing_mm)
         own = [lid for lid in model.lesions if lid in measured and measured[lid].voi[sl].sum() == measured[lid].voi.sum()]
         out.append((sl, model, system, pvc_psf(r, psf_fwhm, slab_grid), own))

@@ -21,6 +21,8 @@ from her2sim.core.acquisition import SCATTER_METHODS, Acquisition, Corrections  
 from her2sim.core.containers import Image, Projections
 from her2sim.core.errors import ConfigError, DataError, check_int, check_range
 from her2sim.core.grid import Grid
+from her2sim.sim.camera import Camera
+from her2sim.sim.penetration import penetration_table
 
 from . import _kernels
 from .calibration import counts_to_bq_per_ml
@@ -449,19 +451,9 @@ def reconstruct(projections: Projections, mu_map_per_cm: np.ndarray | None, grid
                                             penetration=penetration))
     if mc_scatter is not None:
         raise ConfigError(f"mc_scatter is given but scatter = {scatter!r}; it is used only with scatter = 'mc'")
-    if attenuation_correction and mu_map_per_cm is None:
-        raise ConfigError("mu_map_per_cm is None but attenuation_correction=True; pass a mu map (1/cm) or set "
-                          "attenuation_correction=False")
     iw = _window_index(projections, window)
-    pen = None
-    if penetration:
-        if not psf:
-            raise ConfigError("penetration = True needs psf = True (the tail is part of the collimator response)")
-        from her2sim.sim.camera import Camera
-        from her2sim.sim.penetration import penetration_table
-        pen = penetration_table(camera if camera is not None else Camera())
-    system = SpectSystemMatrix(grid, projections.geometry, mu_map_per_cm if attenuation_correction else None,
-                               camera=camera, psf=psf, n_threads=n_threads, support=support, penetration=pen)
+    system = recon_system(grid, projections.geometry, mu_map_per_cm, camera, psf=psf, penetration=penetration,
+                          attenuation_correction=attenuation_correction, n_threads=n_threads, support=support)
     s = _scatter_term(projections, scatter, iw, scatter_smooth_fwhm_mm)
     x = osem(system, projections.counts[iw], iterations=iterations, subsets=subsets, scatter=s,
              pixel_mask=pixel_mask, progress=progress)
@@ -486,7 +478,6 @@ def _reconstruct_mc_scatter(projections: Projections, mu_map_per_cm, grid: Grid,
         raise ConfigError("scatter = 'mc' needs mc_scatter = MonteCarloScatter(ct_hu, ct_grid, ...) (the CT the "
                           f"scatter is simulated through); got {type(mc).__name__}")
     if camera is None:
-        from her2sim.sim.camera import Camera
         camera = Camera()
     first = mc.first_method(projections)
     img = reconstruct(projections, mu_map_per_cm, grid, camera, scatter=first, **kwargs)
@@ -501,6 +492,27 @@ def _reconstruct_mc_scatter(projections: Projections, mu_map_per_cm, grid: Grid,
     img.meta.update({"scatter": "mc", "scatter_first": first, "scatter_updates": mc.updates,
                      "scatter_histories": mc.n_histories, "scatter_smooth_fwhm_mm": mc.smooth_fwhm_mm})
     return (img, s) if return_scatter else img
+
+
+def recon_system(grid: Grid, geometry, mu_map_per_cm, camera=None, *, psf: bool = True, penetration: bool = False,
+                 attenuation_correction: bool = True, n_threads: int | None = None,
+                 support="auto") -> SpectSystemMatrix:
+    """The reconstruction's system model: attenuation (when corrected), collimator response and, with
+    ``penetration``, the camera's septal-penetration tail (:func:`her2sim.sim.penetration.penetration_table`).
+
+    Used by :func:`reconstruct`, :func:`reconstruct_batch` and the PVC response
+    (:mod:`her2sim.recon.response`), so all three model the same camera.
+    """
+    if attenuation_correction and mu_map_per_cm is None:
+        raise ConfigError("mu_map_per_cm is None but attenuation_correction=True; pass a mu map (1/cm) or set "
+                          "attenuation_correction=False")
+    pen = None
+    if penetration:
+        if not psf:
+            raise ConfigError("penetration = True needs psf = True (the tail is part of the collimator response)")
+        pen = penetration_table(camera if camera is not None else Camera())
+    return SpectSystemMatrix(grid, geometry, mu_map_per_cm if attenuation_correction else None, camera=camera,
+                             psf=psf, n_threads=n_threads, support=support, penetration=pen)
 
 
 def post_filter(x: np.ndarray, grid: Grid, post_filter_fwhm_mm: float | None = None,
@@ -616,19 +628,9 @@ def reconstruct_batch(realisations, mu_map_per_cm: np.ndarray | None, grid: Grid
     if not isinstance(scatter, str) or scatter not in BATCH_SCATTER_METHODS:
         raise ConfigError(f"reconstruct_batch: scatter = {scatter!r}; a batch takes one of "
                           f"{list(BATCH_SCATTER_METHODS)} (Monte Carlo scatter needs one reconstruction per set)")
-    if attenuation_correction and mu_map_per_cm is None:
-        raise ConfigError("mu_map_per_cm is None but attenuation_correction=True; pass a mu map (1/cm) or set "
-                          "attenuation_correction=False")
     iw = _window_index(first, window)
-    pen = None
-    if penetration:
-        if not psf:
-            raise ConfigError("penetration = True needs psf = True (the tail is part of the collimator response)")
-        from her2sim.sim.camera import Camera
-        from her2sim.sim.penetration import penetration_table
-        pen = penetration_table(camera if camera is not None else Camera())
-    system = SpectSystemMatrix(grid, first.geometry, mu_map_per_cm if attenuation_correction else None,
-                               camera=camera, psf=psf, n_threads=n_threads, support=support, penetration=pen)
+    system = recon_system(grid, first.geometry, mu_map_per_cm, camera, psf=psf, penetration=penetration,
+                          attenuation_correction=attenuation_correction, n_threads=n_threads, support=support)
     scat = [_scatter_term(p, scatter, iw, scatter_smooth_fwhm_mm) for p in projs]
     xs, (lo, hi) = _osem_batch_yxzb(system, [p.counts[iw] for p in projs], iterations, subsets,
                                     None if scat[0] is None else scat, progress, np.float32)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from her2sim.core.atomic import atomic_path
 from her2sim.core.errors import check_int
 
 from .camera import Camera
@@ -121,10 +122,8 @@ def _cached(key: str, camera_json: str) -> PenetrationTable:
             pass  # unreadable cache: tabulate again
     table = tabulate_penetration(Camera.from_dict(json.loads(camera_json)))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, distances_mm=table.distances_mm, fraction=table.fraction, sigma_mm=table.sigma_mm)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:   # a file object: savez adds no suffix
+            np.savez(fh, distances_mm=table.distances_mm, fraction=table.fraction, sigma_mm=table.sigma_mm)
     except OSError:
         pass  # read-only home: keep the in-memory table
     return table

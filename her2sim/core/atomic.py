@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file beside the target, renamed onto it only when complete.
 
 Every writer of study products uses these (stage manifests, JSON, CSV, TOML, figures), so a killed run never
-leaves a half-written file, and the stage runner sees each written file (:func:`her2sim.core.hdf5io.record_written`).
+leaves a half-written file, and the stage runner sees each written file (:func:`record_written`). The HDF5
+containers, the DICOM files and the penetration cache are written through :func:`atomic_path` too.
 """
 from __future__ import annotations
 
@@ -9,9 +10,36 @@ import contextlib
 import contextvars
 import os
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
-from .hdf5io import record_written
+# ---------------------------------------------------------------------------- written-file recorder
+_RECORDER = threading.local()
+
+
+@contextmanager
+def recording_writes():
+    """Collect the absolute paths of every file the atomic writers finish inside the block.
+
+    Yields a list that :func:`record_written` appends to (per thread, so concurrent stage tasks
+    in one process keep separate lists). The stage runner uses it to put every file a stage
+    writes into the stage's manifest, not only the outputs it declares.
+    """
+    prev = getattr(_RECORDER, "paths", None)
+    paths: list = []
+    _RECORDER.paths = paths
+    try:
+        yield paths
+    finally:
+        _RECORDER.paths = prev
+
+
+def record_written(path) -> None:
+    """Note that ``path`` was just written (no-op outside :func:`recording_writes`)."""
+    paths = getattr(_RECORDER, "paths", None)
+    if paths is not None:
+        paths.append(str(Path(path).absolute()))
 
 
 @contextlib.contextmanager

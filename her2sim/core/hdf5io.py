@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from .atomic import atomic_path, record_written, recording_writes  # noqa: F401 - the recorder lives with the writers
 from .errors import DataError
 from .jsonio import to_json  # noqa: F401 - re-exported (older imports of her2sim.core.hdf5io.to_json)
 
@@ -30,32 +27,6 @@ SCHEMA_VERSION = 2
 #: Versions read: version-1 files are migrated by the containers (:mod:`her2sim.core.containers`).
 READABLE_SCHEMA_VERSIONS = (1, 2)
 
-# ---------------------------------------------------------------------------- written-file recorder
-_RECORDER = threading.local()
-
-
-@contextmanager
-def recording_writes():
-    """Collect the absolute paths of every file the atomic writers finish inside the block.
-
-    Yields a list that :func:`record_written` appends to (per thread, so concurrent stage tasks
-    in one process keep separate lists). The stage runner uses it to put every file a stage
-    writes into the stage's manifest, not only the outputs it declares.
-    """
-    prev = getattr(_RECORDER, "paths", None)
-    paths: list = []
-    _RECORDER.paths = paths
-    try:
-        yield paths
-    finally:
-        _RECORDER.paths = prev
-
-
-def record_written(path) -> None:
-    """Note that ``path`` was just written (no-op outside :func:`recording_writes`)."""
-    paths = getattr(_RECORDER, "paths", None)
-    if paths is not None:
-        paths.append(str(Path(path).absolute()))
 
 
 def write_container(path, kind: str, arrays: dict, meta: dict, units: dict | None = None,
@@ -77,11 +48,7 @@ def write_container(path, kind: str, arrays: dict, meta: dict, units: dict | Non
     """
     from .. import __version__
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["her2sim_kind"] = kind
             f.attrs["schema_version"] = SCHEMA_VERSION
@@ -98,21 +65,7 @@ def write_container(path, kind: str, arrays: dict, meta: dict, units: dict | Non
                     kw = {"compression": compression, "compression_opts": 4, "shuffle": True}
                 ds = g.create_dataset(name, data=a, **kw)
                 ds.attrs["units"] = (units or {}).get(name, "")
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    record_written(path)
-    return path
-
-
-def _umask() -> int:
-    """The process umask (mkstemp creates 0600 files; finished files get the usual permissions)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return Path(path)
 
 
 def _shown(v) -> str:
