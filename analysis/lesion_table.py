@@ -140,3 +140,45 @@ def _at_time(values, ti: int):
     if isinstance(values, (int, float)):
         return float(values)
     return None
+
+
+def background_ring(voi, body, other_lesions, spacing_mm, *, inner_mm: float = 10.0,
+                    outer_mm: float = 25.0) -> np.ndarray:
+    """Background VOI of a lesion: body voxels ``inner_mm``-``outer_mm`` around its VOI, no lesion voxels.
+
+    Parameters
+    ----------
+    voi, body, other_lesions : bool arrays (z, y, x)
+        The lesion VOI, the body, and every lesion's VOI (excluded from the ring).
+    spacing_mm : sequence of float
+        Voxel size (z, y, x); the ring is grown in whole voxels of the transaxial size.
+    """
+    check_range("inner_mm", inner_mm, 0.0, 200.0)
+    check_range("outer_mm", outer_mm, inner_mm, 400.0)
+    from scipy import ndimage
+    r1 = max(1, int(round(inner_mm / float(spacing_mm[1]))))
+    r2 = max(r1 + 1, int(round(outer_mm / float(spacing_mm[1]))))
+    v = np.asarray(voi, bool)
+    ring = ndimage.binary_dilation(v, iterations=r2) & ~ndimage.binary_dilation(v, iterations=r1)
+    return ring & np.asarray(body, bool) & ~np.asarray(other_lesions, bool)
+
+
+def add_reading(row: dict, suv_array, ring, *, rose_k: float, lbm_kg: float, weight_kg: float) -> dict:
+    """Complete a measured lesion row with what a reader derives from it (in place; returns ``row``).
+
+    * ``background_suv``, ``lbr`` / ``tbr`` (SUVmean over the ring mean), ``cnr`` and ``visual_positive``
+      (Rose criterion, :func:`her2sim.analysis.threshold.visual_read`) when the ring holds >= 3 voxels;
+    * ``recovery`` = SUVmean / ``true_suv_intrinsic``;
+    * ``sul`` = SUVmax x lean body mass / weight (SUL, Wahl et al. PERCIST, J Nucl Med 50:122S, 2009).
+    """
+    from .threshold import visual_read
+    ring = np.asarray(ring, bool)
+    if ring.sum() >= 3:
+        bg = np.asarray(suv_array)[ring]
+        vr = visual_read(row["suvmean"], float(bg.mean()), float(bg.std(ddof=1)), k=rose_k)
+        row.update({"background_suv": float(bg.mean()), "lbr": float(vr["ratio"]), "cnr": float(vr["cnr"]),
+                    "visual_positive": bool(vr["positive"]), "tbr": float(vr["ratio"])})
+    if row.get("true_suv_intrinsic"):
+        row["recovery"] = row["suvmean"] / row["true_suv_intrinsic"]
+    row["sul"] = row["suvmax"] * float(lbm_kg) / float(weight_kg)
+    return row

@@ -426,14 +426,11 @@ def stage_quantify(task: StageTask) -> None:
     (:mod:`her2sim.recon.response`), iterative Yang by the Gaussian point response.
     """
     _fault_injection_delay(task.stage)
-    from scipy import ndimage
-
-    from her2sim.analysis.lesion_table import lesion_rows
+    from her2sim.analysis.lesion_table import add_reading, background_ring, lesion_rows
     from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_allowed
     from her2sim.analysis.pvc import apply_pvc, pvc_recovery_coefficient
     from her2sim.analysis.pvc_regions import lesion_box_models
     from her2sim.analysis.suv import lean_body_mass_kg, suv_image
-    from her2sim.analysis.threshold import visual_read
     from her2sim.core.grid import resample
 
     p = task.params
@@ -472,8 +469,7 @@ def stage_quantify(task: StageTask) -> None:
     box_psf = {lid: pvc_psf(p.get("recon", {}), psf_fwhm, Grid(tuple(s.stop - s.start for s in box), sp))
                for lid, (box, _) in boxes.items()}
     lbm_kg = lean_body_mass_kg(ph.meta["weight_kg"], ph.meta["height_cm"], ph.meta.get("sex", "F"))
-    r1 = max(1, int(round(10.0 / sp[1])))
-    r2 = max(r1 + 1, int(round(25.0 / sp[1])))
+    rings = {lid: background_ring(L.voi, body, any_lesion, sp) for lid, L in measured.items()}
     rows = []
     for fi, t_h in enumerate(ph.time_points_h):
         for k in range(p["monte_carlo"]["noise_realisations"]):
@@ -486,18 +482,8 @@ def stage_quantify(task: StageTask) -> None:
                 row.update({"time_h": t_h, "realisation": k, "group": ph.meta.get("group")})
                 if not row["measured"]:
                     continue
-                # background ring for the visual read: body voxels 10-25 mm around the lesion, no other lesion
-                les = lesions[row["lesion_id"]].voi
-                ring = ndimage.binary_dilation(les, iterations=r2) & ~ndimage.binary_dilation(les, iterations=r1)
-                ring &= body & ~any_lesion
-                if ring.sum() >= 3:
-                    bg = suv[ring]
-                    vr = visual_read(row["suvmean"], float(bg.mean()), float(bg.std(ddof=1)), k=a["rose_k"])
-                    row.update({"background_suv": float(bg.mean()), "lbr": float(vr["ratio"]),
-                                "cnr": float(vr["cnr"]), "visual_positive": bool(vr["positive"]), "tbr": float(vr["ratio"])})
-                if row.get("true_suv_intrinsic"):
-                    row["recovery"] = row["suvmean"] / row["true_suv_intrinsic"]
-                row["sul"] = row["suvmax"] * lbm_kg / ph.meta["weight_kg"]
+                add_reading(row, suv, rings[row["lesion_id"]], rose_k=a["rose_k"], lbm_kg=lbm_kg,
+                            weight_kg=ph.meta["weight_kg"])
             done = [row for row in base if row["measured"]]
             gtm_c = {}
             if slabs and done:

@@ -245,3 +245,23 @@ def test_ct_voi_finds_a_visible_lesion_and_reports_an_invisible_one():
     ct_gland = 40.0 * (1 - f) + 45.0 * f
     row = lesion_rows(suv, g, les, truth, "P1", voi="ct", ct_hu=ct_gland, margin_mm=4.0)[0]
     assert not row["measured"] and row["unmeasured_reason"] == "not_visible_on_ct" and row["suvmax"] is None
+
+
+def test_background_ring_and_reading_of_a_lesion_row():
+    """The ring is body voxels 10-25 mm from the VOI outside every lesion; the reading uses its mean and SD."""
+    from her2sim.analysis.lesion_table import add_reading, background_ring
+    g = Grid.centered((20, 40, 40), 2.5)
+    z, y, x = (np.broadcast_to(a, g.shape) for a in g.mesh_mm(np.float64))
+    voi = x ** 2 + y ** 2 + z ** 2 <= 5.0 ** 2
+    other = (x - 30.0) ** 2 + y ** 2 + z ** 2 <= 8.0 ** 2
+    ring = background_ring(voi, np.ones(g.shape, bool), other | voi, g.spacing_mm)
+    d = np.sqrt(x ** 2 + y ** 2 + z ** 2)[ring]
+    assert d.min() > 5.0 + 10.0 - 2.5 * 1.8 and d.max() < 5.0 + 25.0 + 2.5 * 1.8 and not np.any(ring & other)
+    suv = np.where(ring, 1.0, 0.0) + np.where(ring & (x > 0), 0.2, 0.0)
+    row = add_reading({"suvmean": 3.0, "suvmax": 4.0, "true_suv_intrinsic": 2.0}, suv, ring, rose_k=5.0,
+                      lbm_kg=49.0, weight_kg=70.0)
+    bg = suv[ring]
+    assert row["background_suv"] == pytest.approx(bg.mean()) and row["lbr"] == pytest.approx(3.0 / bg.mean())
+    assert row["recovery"] == pytest.approx(1.5) and row["sul"] == pytest.approx(4.0 * 0.7)
+    with pytest.raises(ConfigError, match="outer_mm"):
+        background_ring(voi, voi, voi, g.spacing_mm, inner_mm=10.0, outer_mm=5.0)
