@@ -23,20 +23,46 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import OptimizeWarning
 
+from her2sim.analysis import figures
+from her2sim.analysis.figures import plot_true_vs_reconstructed
+from her2sim.analysis.lesion_table import add_reading, background_ring, lesion_rows
+from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_allowed
+from her2sim.analysis.pvc import (apply_pvc, fit_effective_fwhm_mm, measure_recovery_coefficients,
+                                  psf_from_point_source, pvc_recovery_coefficient)
+from her2sim.analysis.pvc_regions import lesion_box_models, lesion_slab_models
+from her2sim.analysis.robustness import robustness_summary
+from her2sim.analysis.stats import bias_rmse, compare_groups, group_mean_sd, spearman_ihc
+from her2sim.analysis.suv import lean_body_mass_kg, suv_image, suv_scale_factor
+from her2sim.analysis.threshold import call_rate_by_group, evaluate_threshold, write_lesion_csv
 from her2sim.config import RESOLVED_NAME, StudyConfig, preflight, save_study
 from her2sim.core.acquisition import Acquisition
 from her2sim.core.containers import Image, Phantom, Projections
-from her2sim.core.errors import ConfigError, DataError
-from her2sim.core.grid import Grid
+from her2sim.core.errors import ConfigError, DataError, Her2simError
+from her2sim.core.grid import Grid, resample
 from her2sim.core.hdf5io import to_json
 from her2sim.core.jsonio import write_json
 from her2sim.core.versions import package_versions
+from her2sim.phantoms import (build_patient_phantom, generate_cohort, iec_body_phantom, iec_sphere_centres_mm,
+                              plot_phantom, point_source_phantom, uniform_cylinder_phantom)
+from her2sim.recon import MonteCarloScatter, grid_for_geometry, reconstruct, reconstruct_batch
+from her2sim.recon.attenuation import mu_map_from_ct, mu_map_from_materials
+from her2sim.recon.calibration import CALIBRATION_PHANTOMS, calibrate_image, sensitivity_cps_per_bq
+from her2sim.recon.filters import point_response_filter
+from her2sim.recon.osem import batch_memory_bytes, recon_system
+from her2sim.recon.response import scan_response, slab_support
+from her2sim.report import write_report
+from her2sim.sim.analog import simulate
+from her2sim.sim.camera import Camera
+from her2sim.sim.transport import MonteCarloSettings, body_reach_mm, poisson_realisations
 from her2sim.stages import Stage, StageTask, run_stages, study_lock
 from her2sim.study_dicom import export_study_dicom
 from her2sim.study_layout import StudyLayout
@@ -55,7 +81,6 @@ def _fault_injection_delay(stage: str) -> None:
 
     Used by the kill-and-resume reliability tests to stop a run inside a given stage.
     """
-    import os
     spec = os.environ.get("HER2SIM_STAGE_DELAY_S", "")
     for item in filter(None, spec.split(",")):
         name, _, secs = item.partition("=")
@@ -70,18 +95,15 @@ def _seed(*parts: int) -> int:
 
 
 def _camera(params):
-    from her2sim.sim.camera import Camera
     return Camera.from_dict(params["camera"])
 
 
 def _simulate(ph, cam, params, settings, frame: int = 0, geometry=None):
     """Expected projections in the study's ``monte_carlo.mode`` (fast when the key is absent)."""
-    from her2sim.sim.analog import simulate
     return simulate(ph, cam, settings, frame=frame, geometry=geometry, mode=params["monte_carlo"].get("mode", "fast"))
 
 
 def _mc_settings(params, seed: int, histories: int | None = None):
-    from her2sim.sim.transport import MonteCarloSettings
     mc = params["monte_carlo"]
     threads = mc.get("threads") or None
     return MonteCarloSettings(n_histories=int(histories or mc["histories"]), seed=seed, threads=threads)
@@ -97,7 +119,6 @@ def _grid(params) -> Grid:
 
 def _recon_grid(params, phantom_grid: Grid) -> Grid:
     """Reconstruction grid: slices on the detector rows, transaxial grid on the rotation axis."""
-    from her2sim.recon import grid_for_geometry
     geo = _camera(params).projection_geometry(axis_z_mm=phantom_grid.center_mm[0])
     return grid_for_geometry(geo)
 
@@ -106,7 +127,6 @@ def _reconstruct(projections: Projections, mu_map, grid: Grid, params, cps_per_b
                  phantom: Phantom | None = None, seed: int = 0, scatter_out: list | None = None) -> Image:
     """One reconstruction with the study's recon settings; with ``recon.scatter = "mc"`` the Monte Carlo
     scatter estimate (view, v, u) is appended to ``scatter_out`` when given."""
-    from her2sim.recon import MonteCarloScatter, reconstruct
     r = params["recon"]
     scatter = _scatter_method(r, projections)
     kwargs = _recon_kwargs(r, mu_map, cps_per_bq, progress)
@@ -150,7 +170,6 @@ def _reconstruct_realisations(realisations: list, mu_map, grid: Grid, params, cp
     the system matrix, attenuation and sensitivity images are built once and every projector pass
     serves the whole batch. ``recon.scatter = "mc"`` is not batched (its scatter term needs a
     reconstruction per realisation); the caller loops over :func:`_reconstruct` then."""
-    from her2sim.recon import reconstruct_batch
     r = params["recon"]
     scatter = _scatter_method(r, realisations[0])
     mu = mu_map if r["attenuation"] else None
@@ -165,7 +184,6 @@ def _mu_map(phantom: Phantom, grid: Grid, params=None):
     would; ``"materials"``: the ideal map, mu of the phantom's own materials and densities (what the Monte
     Carlo transports), to separate attenuation-map error from the other errors of a study.
     """
-    from her2sim.recon.attenuation import mu_map_from_ct, mu_map_from_materials
     if params is not None and params["recon"]["mu_map"] == "materials":
         return mu_map_from_materials(phantom, grid)
     return mu_map_from_ct(phantom.ct_hu, phantom.grid, grid)
@@ -180,9 +198,6 @@ def stage_calibration(task: StageTask) -> None:
     planar sensitivity. The reconstructed resolution for PVC is measured with point sources in every case.
     """
     _fault_injection_delay(task.stage)
-    from her2sim.phantoms import (iec_body_phantom, iec_sphere_centres_mm, point_source_phantom,
-                                  uniform_cylinder_phantom)
-    from her2sim.recon.calibration import CALIBRATION_PHANTOMS, sensitivity_cps_per_bq
 
     p = task.params
     out = Path(task.outputs[0]).parent
@@ -222,8 +237,6 @@ def stage_calibration(task: StageTask) -> None:
     cal = {"phantom": kind, "activity_mbq": p["calibration"]["activity_mbq"], "cps_per_bq": cps,
            "sensitivity_cps_per_mbq": cps * 1e6, "mc_summary": res.summary(), "mc_stats": res.stats}
     if kind == "iec":
-        from her2sim.analysis.pvc import measure_recovery_coefficients
-        from her2sim.recon.calibration import calibrate_image
         bq = calibrate_image(img, cps, tpv, 0.0, duration, decay_reference="scan_start")
         spheres = iec_sphere_centres_mm()
         centres = [s["centre_mm"] for s in spheres]
@@ -240,7 +253,6 @@ def stage_calibration(task: StageTask) -> None:
             cal["rc_max"][str(int(round(d)))] = float(rc["rc_max"][0])
             cal["rc_voi"][str(int(round(d)))] = float(rc["rc_mean_voi"][0])
         if len(cal["rc"]) >= 2:
-            from her2sim.analysis.pvc import fit_effective_fwhm_mm
             # the Gaussian FWHM whose blurred-sphere recovery best fits the IEC spheres (reported, not used by
             # PVC: the IEC recovery of this protocol is not a resolution effect alone, see README)
             cal["iec_gaussian_fit_fwhm_mm"] = fit_effective_fwhm_mm([float(k) for k in cal["rc"]],
@@ -264,12 +276,8 @@ def _point_source_fwhm_mm(p: dict, grid: Grid, cam) -> float | None:
     averaged. Partial-volume correction models the image's point response as this Gaussian followed by the
     protocol's post-filter, which is known exactly (:func:`pvc_psf`). None when no fit succeeds.
     """
-    import warnings
 
-    from scipy.optimize import OptimizeWarning
 
-    from her2sim.analysis.pvc import psf_from_point_source
-    from her2sim.phantoms.calibration import point_source_phantom
 
     # no post-filter, and an unsmoothed Monte Carlo scatter estimate (smoothing suits diffuse uptake, not a point:
     # 40 mm of it turned the demo's 5.9 mm point response into 10.3 mm)
@@ -298,7 +306,6 @@ def pvc_psf(recon: dict, fwhm_mm: float, grid: Grid):
     Returns a callable image (z, y, x) -> image on ``grid`` (:mod:`her2sim.analysis.pvc_regions`), one FFT
     per call in single precision (:func:`her2sim.recon.filters.point_response_filter`).
     """
-    from her2sim.recon.filters import point_response_filter
 
     fc = recon.get("butterworth_cutoff_cycles_per_cm") or 0.0
     bw = (float(fc), int(recon.get("butterworth_order", 10))) if fc > 0 else None
@@ -314,7 +321,6 @@ def pvc_psf(recon: dict, fwhm_mm: float, grid: Grid):
 def stage_phantom(task: StageTask) -> None:
     """Build one patient's phantom (activity per time point, CT, labels, truth) and its figure."""
     _fault_injection_delay(task.stage)
-    from her2sim.phantoms import build_patient_phantom, plot_phantom
 
     p = task.params
     grid = _grid(p)
@@ -328,7 +334,6 @@ def stage_phantom(task: StageTask) -> None:
 def stage_simulate(task: StageTask) -> None:
     """Expected projections per time point by fast Monte Carlo, then Poisson realisations."""
     _fault_injection_delay(task.stage)
-    from her2sim.sim.transport import poisson_realisations
 
     p = task.params
     lay, pid = StudyLayout(task.study_dir), p["patient_id"]
@@ -356,7 +361,6 @@ def _orbit(ph: Phantom, cam):
     geo = cam.projection_geometry(axis_z_mm=ph.grid.center_mm[0])
     if cam.protocol.orbit != "contour":
         return geo
-    from her2sim.sim.transport import body_reach_mm
     radii = np.maximum(body_reach_mm(ph, geo) + CONTOUR_MARGIN_MM, 50.0)
     return cam.projection_geometry(axis_z_mm=ph.grid.center_mm[0], radii_mm=radii)
 
@@ -426,12 +430,6 @@ def stage_quantify(task: StageTask) -> None:
     (:mod:`her2sim.recon.response`), iterative Yang by the Gaussian point response.
     """
     _fault_injection_delay(task.stage)
-    from her2sim.analysis.lesion_table import add_reading, background_ring, lesion_rows
-    from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_allowed
-    from her2sim.analysis.pvc import apply_pvc, pvc_recovery_coefficient
-    from her2sim.analysis.pvc_regions import lesion_box_models
-    from her2sim.analysis.suv import lean_body_mass_kg, suv_image
-    from her2sim.core.grid import resample
 
     p = task.params
     a = p["analysis"]
@@ -537,8 +535,6 @@ def stage_quantify(task: StageTask) -> None:
                     row[f"pvc_{method}_suvmax"] = float(corrected[m].max())
             rows.extend(base)
             if fi == 0 and k == 0 and p.get("figures", True):   # output.figures = false writes none
-                from her2sim.analysis.figures import plot_true_vs_reconstructed
-                from her2sim.analysis.suv import suv_scale_factor
                 true_bq = resample(ph.activity_bq_per_ml[0], ph.grid, grid, order=1)
                 scale = suv_scale_factor(ph.meta["injected_mbq"] * 1e6, ph.meta["weight_kg"], elapsed_s=t_h * 3600.0)
                 plot_true_vs_reconstructed(true_bq * scale, suv, grid.spacing_mm,
@@ -552,9 +548,6 @@ def _response_slabs(p: dict, ph: Phantom, grid: Grid, organs, measured: dict, ps
     """Slab region models (:func:`her2sim.analysis.pvc_regions.lesion_slab_models`) with their system
     matrices (the reconstruction's, supported on the slab) and Gaussian point responses (the Newton
     preconditioner of :meth:`~her2sim.analysis.pvc_regions.RegionModel.gtm_response`)."""
-    from her2sim.analysis.pvc_regions import lesion_slab_models
-    from her2sim.recon.osem import recon_system
-    from her2sim.recon.response import slab_support
 
     r = p["recon"]
     mu = _mu_map(ph, grid, p) if r["attenuation"] else None
@@ -582,8 +575,6 @@ def _region_pvc_with_response(slabs: list, suv, img: Image, projections: Project
                               rows: list, mc_scatter_path: Path | None = None) -> None:
     """GTM and RBV of each slab with the reconstruction's own response (iterative Yang with the Gaussian one);
     fills ``rows``."""
-    from her2sim.analysis.suv import suv_image
-    from her2sim.recon.response import scan_response
 
     r = p["recon"]
     scatter = _scatter_method(r, projections)
@@ -629,7 +620,6 @@ def _region_pvc_with_response(slabs: list, suv, img: Image, projections: Project
 
 def _defined(fn, *args, **kwargs):
     """Run an analysis function; a too-small or one-class sample gives {"undefined": reason}, not a crash."""
-    from her2sim.core.errors import Her2simError
     try:
         return fn(*args, **kwargs)
     except Her2simError as exc:
@@ -647,7 +637,6 @@ def _size_bin(d) -> str:
 
 def _call_rates(rows: list, threshold: float) -> dict:
     """P(measured SUVmax >= threshold | true HER2 class, lesion size, time point), all noise realisations."""
-    from her2sim.analysis.threshold import call_rate_by_group
     out = {}
     for metric in sorted({k for r in rows for k in r if k == "suvmax" or (k.startswith("pvc_") and k.endswith("suvmax"))}):
         sel = [r for r in rows if r.get(metric) is not None and math.isfinite(r[metric])]
@@ -684,7 +673,6 @@ def _robustness_summary(rows: list, a: dict, seed: int, figdir: Path) -> dict:
     """Threshold robustness under image noise (:func:`her2sim.analysis.robustness.robustness_summary`):
     Se/Sp/AUC with realisation-nested patient bootstrap, call stability and the P(SUVmax >= threshold)
     table and figure. Needs >= 2 noise realisations per scan."""
-    from her2sim.analysis.robustness import robustness_summary
     n_real = len({int(r.get("realisation", 0)) for r in rows})
     if n_real < 2:
         return {"noise_realisations": n_real,
@@ -696,9 +684,6 @@ def _robustness_summary(rows: list, a: dict, seed: int, figdir: Path) -> dict:
 def stage_statistics(task: StageTask) -> None:
     """Merge lesion rows; threshold statistics per metric; seed-paper statistics; figures; summary."""
     _fault_injection_delay(task.stage)
-    from her2sim.analysis import figures
-    from her2sim.analysis.stats import bias_rmse, compare_groups, group_mean_sd, spearman_ihc
-    from her2sim.analysis.threshold import evaluate_threshold, write_lesion_csv
 
     p = task.params
     a = p["analysis"]
@@ -809,14 +794,12 @@ _versions = package_versions  # her2sim and the libraries whose numbers shape th
 def stage_report(task: StageTask) -> None:
     """HTML/Markdown report of the study."""
     _fault_injection_delay(task.stage)
-    from her2sim.report import write_report
     write_report(task.study_dir, fmt=task.params["format"])
 
 
 # ------------------------------------------------------------------------------------------ assembly
 def patient_specs(cfg: StudyConfig) -> list:
     """The study's patients as phantom specs (cohort draw, or one patient from ``[phantom]``)."""
-    from her2sim.phantoms import generate_cohort
 
     if cfg.cohort is not None:
         cohort = generate_cohort(cfg.cohort.preset, seed=cfg.cohort.seed)
@@ -926,7 +909,6 @@ def build_stages(cfg: StudyConfig) -> list:
 def available_memory_bytes() -> int:
     """Memory the OS can give this process now (``MemAvailable`` of /proc/meminfo; physical memory
     when that is unreadable)."""
-    import os
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -945,9 +927,7 @@ def check_noise_realisations(cfg: StudyConfig, available_bytes: int | None = Non
     """``monte_carlo.noise_realisations`` N as an int, or a one-line ConfigError when N < 1 or when the
     batched reconstruction of N realisations of one scan (:func:`her2sim.recon.osem.batch_memory_bytes`)
     would not fit in :data:`MEMORY_FRACTION` of the available memory. Runs before any stage."""
-    import os
 
-    from her2sim.recon.osem import batch_memory_bytes
     n = cfg.monte_carlo.noise_realisations
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ConfigError(f"monte_carlo.noise_realisations = {n!r}: give an integer >= 1 (Poisson realisations "
