@@ -2,7 +2,7 @@
 
 Window-based estimates (DEW, TEW) only see the counts of neighbouring energy windows and
 under-correct the photopeak scatter of 99mTc (point in water: total activity 1.22x with DEW,
-``tests/test_recon_mc.py``). Model-based scatter correction simulates instead: the first
+``tests/recon/test_recon_mc.py``). Model-based scatter correction simulates instead: the first
 reconstruction is taken as the activity, the patient's CT as the attenuating medium, and a
 Monte Carlo of that object through the same camera gives the photopeak scatter, which enters
 the next OSEM as the additive term of the forward model (model-based scatter estimation as

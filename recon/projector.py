@@ -13,7 +13,7 @@ volume on planes parallel to the detector (plane spacing = voxel size), attenuat
 depth-dependent Gaussian collimator-detector response of
 :meth:`her2sim.sim.camera.Camera.sigma_mm` applied separably along u and z (optional),
 summed along ``n``. ``backward`` is the exact transpose (dot-product test in
-``tests/test_recon_projector.py``).
+``tests/recon/test_recon_projector.py``).
 
 Supported geometry: transaxial voxel size dx = dy = detector pixel du, axial voxel
 size dz = pixel dv and grid slice centres on detector row centres (integer offset).
@@ -128,7 +128,7 @@ class SpectSystemMatrix:
         it also keeps the three-tap passes wide enough that a projected point matches the
         pixel-integrated Gaussian of sigma(d) within 5 % of its peak at 2-4.42 mm pixels,
         whereas exact per-plane steps (0) keep the exact variance but give a too peaked
-        profile when sigma is below one pixel (tests/test_recon_projector.py).
+        profile when sigma is below one pixel (tests/recon/test_recon_projector.py).
 
     Notes
     -----

@@ -103,7 +103,7 @@ def sample_rayleigh_cos(e_kev, ff_q, cdf_row, hc_kev_a):
     ``[x_a, x_b]``, ``C(x) - C(x_a) = F^2 (x^2 - x_a^2)`` (the trapezoid tabulation of ``F^2 2x dx`` is
     exact then), so ``x^2`` is interpolated linearly. Interpolating ``x`` instead draws ``x`` uniformly
     in the interval where the density is proportional to ``x`` (forward-biased; wrong by a factor 2 of
-    P(x < dq/2) in the first interval; tests/test_mc_physics.py checks against the analytic hydrogen
+    P(x < dq/2) in the first interval; tests/sim/test_mc_physics.py checks against the analytic hydrogen
     form factor).
     """
     x_max = e_kev / hc_kev_a

@@ -438,7 +438,7 @@ def detect_photons(camera: Camera, u_mm, v_mm, cu, cv, cn, energy_kev, weight, s
 # ---------------------------------------------------------------------------------------------------------------
 
 #: default half-angle of the emission cone for point sources (tan theta = 0.15, lateral shift 5.25 mm =
-#: 3 pitches over the 35 mm collimator): steeper rays add < 1 % to the sensitivity (tests/test_explicit_camera.py)
+#: 3 pitches over the 35 mm collimator): steeper rays add < 1 % to the sensitivity (tests/sim/test_explicit_camera.py)
 DEFAULT_MAX_TAN = 0.15
 
 

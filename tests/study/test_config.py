@@ -13,7 +13,7 @@ from her2sim.config import (StudyConfig, canonical_json, config_hash, init_prese
                             loads_study, override_study, preset_path, save_study)
 from her2sim.core.errors import ConfigError
 
-MALFORMED = sorted((Path(__file__).parent / "malformed_configs").glob("*.toml"))
+MALFORMED = sorted((Path(__file__).parents[1] / "malformed_configs").glob("*.toml"))
 
 TINY = """
 [study]
@@ -196,7 +196,7 @@ def test_fixed_lesions_reach_every_patient_and_table_form_is_used():
     the table form (one list entry per lesion) reaches the pipeline instead of being dropped."""
     from her2sim.pipeline import patient_specs
 
-    tiny = Path(__file__).parent / "data" / "tiny_study.toml"
+    tiny = Path(__file__).parents[1] / "data" / "tiny_study.toml"
     base = load_study(tiny)
     alone = override_study(base, ["cohort.n_patients=2", "phantom.lesions=[]"])
     both = override_study(base, ["cohort.n_patients=2"])

@@ -15,7 +15,7 @@ import pytest
 from her2sim.config import load_study, override_study
 from her2sim.pipeline import run_study
 
-STUDY = Path(__file__).parent / "data" / "tiny_study.toml"
+STUDY = Path(__file__).parents[1] / "data" / "tiny_study.toml"
 
 
 @pytest.fixture(scope="module")

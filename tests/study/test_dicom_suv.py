@@ -24,7 +24,7 @@ from her2sim.core.containers import Phantom
 from her2sim.core.grid import Grid, resample
 from her2sim.pipeline import run_study
 
-STUDY = Path(__file__).parent / "data" / "tiny_study.toml"
+STUDY = Path(__file__).parents[1] / "data" / "tiny_study.toml"
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_interop_bench_compares_the_pipelines_lesion_suvmax(study, tmp_path):
 
     from her2sim.dicom_io import import_image
 
-    bench = Path(__file__).resolve().parent.parent / "bench" / "dicom_interop.py"
+    bench = Path(__file__).resolve().parents[2] / "bench" / "dicom_interop.py"
     spec = importlib.util.spec_from_file_location("dicom_interop", bench)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -130,7 +130,7 @@ def test_rayleigh_form_factors_and_cross_section_against_outside_values():
     m = tb.index("water")
     j = int(round((140.5 - tb.energies_kev[0]) / 0.25))
     r_e_cm, n_a = 2.8179403262e-13, 6.02214076e23
-    # XCOM (Berger et al., NIST) water, coherent: 2.77e-3 cm^2/g at 140.5 keV (also tests/test_core_physics_data.py)
+    # XCOM (Berger et al., NIST) water, coherent: 2.77e-3 cm^2/g at 140.5 keV (also tests/core/test_core_physics_data.py)
     assert r_e_cm ** 2 * n_a * tb.rayleigh_norm[m, j] == pytest.approx(2.77e-3, rel=0.01)
 
 

@@ -19,7 +19,7 @@ import pytest
 
 from her2sim.recon.osem import make_subsets
 
-PEER = Path(__file__).resolve().parent.parent / "bench" / "_peer_dicom_pytomography.py"
+PEER = Path(__file__).resolve().parents[2] / "bench" / "_peer_dicom_pytomography.py"
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.grid import Grid
 from her2sim.core.projection_geometry import EnergyWindow, ProjectionGeometry
 
-TINY = Path(__file__).parent / "data" / "tiny_study.toml"
+TINY = Path(__file__).parents[1] / "data" / "tiny_study.toml"
 GIB = 2 ** 30
 
 

@@ -149,7 +149,7 @@ def test_batch_memory_estimate_grows_linearly_with_the_batch():
 
 
 # ------------------------------------------------------------------------------------------ pipeline
-STUDY = Path(__file__).parent / "data" / "tiny_study.toml"
+STUDY = Path(__file__).parents[1] / "data" / "tiny_study.toml"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from her2sim.core.errors import DataError
 from her2sim.stages import (LOCK_NAME, Stage, manifest_path, read_lock, run_stages, stage_status, study_lock,
                             write_text_atomic)
 
-TESTS_DIR = Path(__file__).parent
+TESTS_DIR = Path(__file__).parents[1]
 
 
 def write_main_and_extra(task):

@@ -25,7 +25,7 @@ from her2sim.core.errors import ConfigError
 from her2sim.core.jsonio import canonical_json
 from her2sim.sim.camera import Collimator, Detector, Protocol
 
-TINY = Path(__file__).parent / "data" / "tiny_study.toml"
+TINY = Path(__file__).parents[1] / "data" / "tiny_study.toml"
 BASE = tomllib.loads(TINY.read_text())
 
 #: a changed, valid value for every key of the sections (the tiny study is the base)
@@ -254,7 +254,7 @@ def test_monte_carlo_mode_explicit_runs_the_explicit_mode():
     explicit = pipeline._simulate(ph, cam, {"monte_carlo": {"mode": "explicit"}}, st)
     assert fast.projections.meta["mode"] == "fast" and explicit.projections.meta["mode"] == "explicit"
     # analog photons through the lead lattice (the explicit mode's components); the estimates themselves are
-    # compared in tests/test_mc_explicit_vs_fast.py
+    # compared in tests/sim/test_mc_explicit_vs_fast.py
     assert "penetration" in explicit.projections.components and "penetration" not in fast.stats
     assert explicit.stats["n_escapes"] > 0 and "seconds_detection" in explicit.stats
     with pytest.raises(ConfigError, match=r"monte_carlo\.mode = 'analog' is not allowed"):
