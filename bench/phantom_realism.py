@@ -1,0 +1,149 @@
+"""The digital patient against outside numbers: organ masses, body size, grid consistency, build time.
+
+Builds the demo patient (the seed paper's bilateral example, 70 kg, 160 cm; ``her2sim demo``) and prints
+(``--json``: one object):
+
+* ``organ_mass_g`` and ``organ_mass_rel_err`` - mass (density x voxel volume over the organ's labels, 4.42 mm
+  grid) of every modelled organ that ICRP Publication 89 tabulates for the reference adult female (liver 1400 g,
+  kidneys 275, spleen 130, lungs 950, heart wall 250, thyroid 17, breasts 500 for both; ICRP 89, Ann ICRP 32,
+  2002, table 2.8), as (mass - reference) / reference; ``organ_mass_within_10pct`` the organs that are;
+* ``breast_volume_ml`` - each breast (adipose + glandular labels), against ICRP 89's 250 g per breast at
+  ~1 g/mL (the reference this project cites today; breast-CT size classes are issue 17's to add);
+* ``body_dims_mm`` - lateral and AP diameter of the body and its circumference (outline perimeter) at the
+  slice of the largest body area between the lung apex and the liver dome, and at mid-liver; no
+  anthropometric reference is attached yet (``reference: null``);
+* ``grid_consistency`` - the same patient built at 8.84 and 2.21 mm against 4.42 mm (same field of view):
+  total activity ratio at 1 h and each organ's volume ratio (issue 17's targets: activity within 1 %, organs
+  within 3 %);
+* ``seconds_build_128`` - building the 128^3 x 4.42 mm patient (target <= 30 s), and ``seconds``.
+
+Usage: ``python bench/phantom_realism.py [--json] [--no-fine]`` (``--no-fine`` skips the 2.21 mm build,
+256^3 voxels, the slowest part).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from her2sim.core.grid import Grid
+from her2sim.core.jsonio import print_json
+from her2sim.phantoms import build_patient_phantom, generate_cohort
+
+#: ICRP Publication 89 (2002) reference adult female organ masses (g); breasts are both together
+ICRP89_FEMALE_G = {"liver": 1400.0, "kidneys": 275.0, "spleen": 130.0, "lungs": 950.0, "heart_wall": 250.0,
+                   "thyroid": 17.0, "breasts": 500.0}
+ORGAN_LABELS = {"kidneys": ("kidney_cortex", "kidney_medulla"), "breasts": ("breast_adipose", "breast_gland")}
+FOV_MM = 128 * 4.42
+
+
+def _patient():
+    return dict(generate_cohort("demo", seed=2024)["patients"][0])
+
+
+def _build(spacing_mm: float):
+    n = int(round(FOV_MM / spacing_mm))
+    grid = Grid.centered((n, n, n), spacing_mm)
+    t0 = time.perf_counter()
+    ph = build_patient_phantom(_patient(), grid, seed=2024)
+    return ph, time.perf_counter() - t0
+
+
+def _ids(ph, names) -> list:
+    return [k for k, v in ph.label_names.items() if v in names]
+
+
+def _organ_mass_g(ph, organ: str) -> float | None:
+    ids = _ids(ph, ORGAN_LABELS.get(organ, (organ,)))
+    if not ids:
+        return None
+    m = np.isin(ph.labels, ids)
+    return float(ph.density_g_cm3[m].astype(np.float64).sum() * ph.grid.voxel_volume_ml)
+
+
+def _organ_volumes_ml(ph) -> dict:
+    counts = np.bincount(ph.labels.ravel().astype(np.int64))
+    return {ph.label_names[k]: float(c * ph.grid.voxel_volume_ml) for k, c in enumerate(counts)
+            if c > 0 and k in ph.label_names and ph.label_names[k] not in ("background",)}
+
+
+def _outline(mask_2d: np.ndarray, spacing_mm: float) -> dict:
+    ys, xs = np.nonzero(mask_2d)
+    if ys.size == 0:
+        return {}
+    m = np.pad(np.asarray(mask_2d, bool), 1)
+    crossings = int((m[:, 1:] != m[:, :-1]).sum() + (m[1:, :] != m[:-1, :]).sum())
+    return {"lateral_mm": float((xs.max() - xs.min() + 1) * spacing_mm),
+            "ap_mm": float((ys.max() - ys.min() + 1) * spacing_mm),
+            # Cauchy-Crofton with the two grid directions: perimeter ~ pi/4 x spacing x boundary crossings
+            "circumference_mm": float(np.pi / 4.0 * spacing_mm * crossings)}
+
+
+def _body_dims(ph) -> dict:
+    body = ph.labels > 0
+    names = {v: k for k, v in ph.label_names.items()}
+    z_lung = np.flatnonzero(np.isin(ph.labels, [names["lungs"]]).any(axis=(1, 2))) if "lungs" in names else []
+    z_liver = np.flatnonzero((ph.labels == names["liver"]).any(axis=(1, 2))) if "liver" in names else []
+    out = {"reference": None}
+    if len(z_lung):
+        zs = range(int(min(z_lung)), int(max(z_lung)) + 1)
+        z = max(zs, key=lambda k: int(body[k].sum()))
+        out["chest"] = {"slice": int(z), **_outline(body[z], ph.grid.spacing_mm[1])}
+    if len(z_liver):
+        z = int(np.median(z_liver))
+        out["mid_liver"] = {"slice": z, **_outline(body[z], ph.grid.spacing_mm[1])}
+    return out
+
+
+def realism(fine: bool = True) -> dict:
+    t0 = time.perf_counter()
+    ph, seconds_128 = _build(4.42)
+    masses = {o: _organ_mass_g(ph, o) for o in ICRP89_FEMALE_G}
+    rel = {o: (None if m is None else round(m / ICRP89_FEMALE_G[o] - 1.0, 3)) for o, m in masses.items()}
+    names = {v: k for k, v in ph.label_names.items()}
+    breasts = {}
+    x = ph.grid.mesh_mm(np.float32)[2]
+    bm = np.isin(ph.labels, _ids(ph, ORGAN_LABELS["breasts"]))
+    # LPS: +x is the patient's left
+    for side, sel in (("right", np.broadcast_to(x < 0, ph.grid.shape)), ("left", np.broadcast_to(x >= 0, ph.grid.shape))):
+        breasts[side] = float((bm & sel).sum() * ph.grid.voxel_volume_ml)
+    ref = _organ_volumes_ml(ph)
+    act = ph.total_activity_bq(0)
+    consistency = {}
+    for sp in ((8.84, 2.21) if fine else (8.84,)):
+        other, _ = _build(sp)
+        vols = _organ_volumes_ml(other)
+        consistency[f"{sp:g}mm"] = {
+            "total_activity_ratio": round(other.total_activity_bq(0) / act, 4),
+            "organ_volume_ratio": {k: round(vols.get(k, 0.0) / v, 3) for k, v in sorted(ref.items()) if v > 5.0}}
+    return {"organ_mass_g": {k: None if v is None else round(v, 1) for k, v in masses.items()},
+            "organ_mass_rel_err": rel,
+            "organ_mass_within_10pct": sorted(o for o, r in rel.items() if r is not None and abs(r) <= 0.10),
+            "organ_reference": "ICRP Publication 89 (2002), reference adult female",
+            "breast_volume_ml": {k: round(v, 1) for k, v in breasts.items()},
+            "breast_reference_ml_each": 250.0,
+            "body_dims_mm": _body_dims(ph), "grid_consistency": consistency,
+            "labels_modelled": sorted(names), "seconds_build_128": round(seconds_128, 2),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--no-fine", action="store_true", help="skip the 2.21 mm (256^3) build")
+    args = ap.parse_args(argv)
+    res = realism(fine=not args.no_fine)
+    if args.json:
+        print_json(res)
+    else:
+        for o, r in res["organ_mass_rel_err"].items():
+            print(f"{o:12s} {res['organ_mass_g'][o]} g  rel err {r}")
+        print("breasts (mL):", res["breast_volume_ml"], " build 128^3:", res["seconds_build_128"], "s")
+        print("grid consistency:", res["grid_consistency"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""bench/phantom_realism.py measures the body outline correctly (analytic disc) and organ masses by label."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "phantom_realism.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("phantom_realism", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_outline_of_a_disc_matches_its_diameter_and_perimeter(bench):
+    d = 2.0
+    y, x = np.mgrid[-150:150, -150:150] * d
+    disc = x ** 2 + (y / 0.7) ** 2 <= 100.0 ** 2          # ellipse, semi-axes 100 (lateral) and 70 mm (AP)
+    o = bench._outline(disc, d)
+    assert o["lateral_mm"] == pytest.approx(200.0, abs=2 * d) and o["ap_mm"] == pytest.approx(140.0, abs=2 * d)
+    a, b = 100.0, 70.0   # Ramanujan's perimeter of an ellipse
+    perimeter = np.pi * (3 * (a + b) - np.sqrt((3 * a + b) * (a + 3 * b)))
+    assert o["circumference_mm"] == pytest.approx(perimeter, rel=0.05)
+
+
+def test_icrp_reference_masses_are_the_published_ones(bench):
+    # ICRP Publication 89, reference adult female (g)
+    assert bench.ICRP89_FEMALE_G["liver"] == 1400.0 and bench.ICRP89_FEMALE_G["kidneys"] == 275.0
+    assert bench.ICRP89_FEMALE_G["thyroid"] == 17.0
