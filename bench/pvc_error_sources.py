@@ -38,9 +38,8 @@ from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.errors import Her2simError
 from her2sim.core.grid import resample
 from her2sim.core.jsonio import print_json
-from her2sim.recon.osem import osem, post_filter
-from her2sim.recon.projector import SpectSystemMatrix
-from her2sim.recon.response import scan_response
+from her2sim.recon.osem import osem, post_filter, recon_system, scatter_estimate
+from her2sim.recon.response import ReconstructionResponse
 from her2sim.study_layout import StudyLayout
 
 SCATTER_COMPONENTS = ("scatter1", "scatter2", "scatter3plus")
@@ -84,21 +83,19 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
     out = {lid: {"type": None, "diameter_mm": None, "true_suv_intrinsic": None} for lid in measured_lesions}
     host = {}
     # the data are reconstructed on the whole body (as the study did); only the model images live on slabs
-    full = SpectSystemMatrix(grid, measured.geometry, slabs[0][2].mu_map_per_cm, camera=pipeline._camera(p),
-                             psf=r["psf"]) if slabs else None
+    mu = slabs[0][2].mu_map_per_cm if slabs else None
+    full = recon_system(grid, measured.geometry, mu, pipeline._camera(p), psf=r["psf"], penetration=r["penetration"],
+                        attenuation_correction=mu is not None)
     for name, (proj, counts, scatter) in variants.items():
-        image = None
+        s = scatter_estimate(proj, scatter)   # the recon's unsmoothed DEW, the MC truth, or none
+        image = osem(full, counts, r["iterations"], r["subsets"], scatter=s, progress=False)
+        image = post_filter(image, grid, kw["post_filter_fwhm_mm"], kw["butterworth"]) / counts_per_suv
+        if name == "measured":
+            check["measured_vs_study_recon_max_rel"] = float(np.max(np.abs(image - suv_study)) / np.max(suv_study))
         for sl, model, system, psf, own in slabs:
-            resp = scan_response(proj, system, iterations=r["iterations"], subsets=r["subsets"],
-                                 scatter=scatter, scatter_smooth_fwhm_mm=None,
-                                 post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
-                                 counts_per_unit=counts_per_suv, z_slice=sl)
-            if image is None:
-                image = osem(full, counts, r["iterations"], r["subsets"], scatter=resp.scatter, progress=False)
-                image = post_filter(image, grid, kw["post_filter_fwhm_mm"], kw["butterworth"]) / counts_per_suv
-                if name == "measured":
-                    check["measured_vs_study_recon_max_rel"] = float(
-                        np.max(np.abs(image - suv_study)) / np.max(suv_study))
+            resp = ReconstructionResponse(system, s, r["iterations"], r["subsets"],
+                                          post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
+                                          counts_per_unit=counts_per_suv, z_slice=sl)
             x = image[sl]
             fit = model.gtm_response(x, resp, psf, grid.spacing_mm)
             gauss = model.gtm(x, psf, grid.spacing_mm)

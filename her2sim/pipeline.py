@@ -57,8 +57,8 @@ from her2sim.recon import MonteCarloScatter, grid_for_geometry, reconstruct, rec
 from her2sim.recon.attenuation import mu_map_from_ct, mu_map_from_materials
 from her2sim.recon.calibration import CALIBRATION_PHANTOMS, calibrate_image, sensitivity_cps_per_bq
 from her2sim.recon.filters import point_response_filter
-from her2sim.recon.osem import batch_memory_bytes, recon_system
-from her2sim.recon.response import scan_response, slab_support
+from her2sim.recon.osem import batch_memory_bytes, recon_system, scatter_estimate
+from her2sim.recon.response import ReconstructionResponse, slab_support
 from her2sim.report import write_report
 from her2sim.sim.analog import simulate
 from her2sim.sim.camera import Camera
@@ -472,7 +472,8 @@ def stage_quantify(task: StageTask) -> None:
     for fi, t_h in enumerate(ph.time_points_h):
         for k in range(p["monte_carlo"]["noise_realisations"]):
             img = Image.load(lay.recon(pid, t_h, k))
-            suv = suv_image(img).array
+            suv_img = suv_image(img)
+            suv = suv_img.array
             base = lesion_rows(suv, grid, lesions, ph.truth, p["patient_id"], time_index=fi, voi=voi_method,
                                margin_mm=margin, allowed=allowed, ct_hu=ct,
                                threshold_fraction=a.get("voi_threshold_fraction", 0.42))
@@ -485,7 +486,8 @@ def stage_quantify(task: StageTask) -> None:
             done = [row for row in base if row["measured"]]
             gtm_c = {}
             if slabs and done:
-                _region_pvc_with_response(slabs, suv, img, Projections.load(lay.noisy(pid, t_h, k)), p,
+                _region_pvc_with_response(slabs, suv, _counts_per_suv(img, suv_img.meta),
+                                          Projections.load(lay.noisy(pid, t_h, k)), p,
                                           [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")], done,
                                           mc_scatter_path=lay.mc_scatter(pid, t_h, k))
             for method in a["pvc_methods"]:
@@ -571,37 +573,50 @@ def _counts_per_suv(img: Image, suv_meta: dict) -> float:
             * float(m.get("decay_factor_applied", 1.0)) / float(suv_meta["suv_scale_factor"]))
 
 
-def _region_pvc_with_response(slabs: list, suv, img: Image, projections: Projections, p: dict, methods: list,
-                              rows: list, mc_scatter_path: Path | None = None) -> None:
-    """GTM and RBV of each slab with the reconstruction's own response (iterative Yang with the Gaussian one);
-    fills ``rows``."""
+def _region_pvc_with_response(slabs: list, suv, counts_per_suv: float, projections: Projections, p: dict,
+                              methods: list, rows: list, mc_scatter_path: Path) -> None:
+    """GTM and RBV of each slab through the reconstruction's own response; fills the lesions' ``rows`` in place.
 
+    Parameters
+    ----------
+    slabs : list
+        :func:`_response_slabs` of the patient.
+    suv : numpy.ndarray
+        The scan's SUV image (z, y, x).
+    counts_per_suv : float
+        :func:`_counts_per_suv` of that image.
+    projections : Projections
+        The realisation the image was reconstructed from.
+    methods : list of str
+        Region methods to report (``gtm``, ``rbv``, ``iy``; iterative Yang keeps the Gaussian response, since
+        each of its iterations would cost a reconstruction).
+    mc_scatter_path : Path
+        The realisation's saved Monte Carlo scatter estimate (read when ``recon.scatter = "mc"``).
+    """
     r = p["recon"]
-    scatter = _scatter_method(r, projections)
-    if scatter == "mc":
-        path = mc_scatter_path
-        if path is None or not path.exists():
-            raise DataError(f"{path} is missing: the reconstruction's Monte Carlo scatter estimate is needed for "
-                            "analysis.pvc_response = 'reconstruction' (a study made by an older her2sim); delete "
-                            "the recon outputs and rerun, or set analysis.pvc_response = 'gaussian'")
-        scatter = Projections.load(path).counts[0]
+    method = _scatter_method(r, projections)
+    if method == "mc":
+        if not mc_scatter_path.exists():
+            raise DataError(f"{mc_scatter_path} is missing: the reconstruction's Monte Carlo scatter estimate is "
+                            "needed for analysis.pvc_response = 'reconstruction' (a study made by an older her2sim); "
+                            "delete the recon outputs and rerun, or set analysis.pvc_response = 'gaussian'")
+        scatter = Projections.load(mc_scatter_path).counts[0]
+    else:
+        # the recon's own additive term: DEW/TEW unsmoothed, as stage_recon used them
+        # (recon.scatter_smooth_fwhm_mm smooths only the Monte Carlo estimate, which is saved already smoothed)
+        scatter = scatter_estimate(projections, method)
     kw = _recon_kwargs(r, None, None, False)
-    cpu = _counts_per_suv(img, suv_image(img).meta)
     by_id = {row["lesion_id"]: row for row in rows}
     for sl, model, system, psf, own in slabs:
         todo = [lid for lid in own if lid in by_id]
         if not todo:
             continue
-        # the recon's own additive term: DEW/TEW unsmoothed, as stage_recon used them (recon.scatter_smooth_fwhm_mm
-        # smooths only the Monte Carlo estimate, which is saved already smoothed)
-        resp = scan_response(projections, system, iterations=r["iterations"], subsets=r["subsets"], scatter=scatter,
-                             scatter_smooth_fwhm_mm=None,
-                             post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
-                             counts_per_unit=cpu, z_slice=sl)
+        resp = ReconstructionResponse(system, scatter, r["iterations"], r["subsets"],
+                                      post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
+                                      counts_per_unit=counts_per_suv, z_slice=sl)
         sub = suv[sl]
         fit = model.gtm_response(sub, resp, psf, system.grid.spacing_mm)
         x_rbv, c_rbv = model.rbv_response(sub, fit) if "rbv" in methods else (None, None)
-        # iterative Yang keeps the Gaussian response: each of its iterations would cost a reconstruction
         x_iy, c_iy = model.iterative_yang(sub, psf, system.grid.spacing_mm) if "iy" in methods else (None, None)
         for lid in todo:
             row = by_id[lid]

@@ -358,6 +358,13 @@ def _scatter_term(projections: Projections, scatter, window_index: int, smooth_f
     return np.asarray(scatter, dtype=np.float64)
 
 
+def scatter_estimate(projections: Projections, scatter="none", window: str | None = None,
+                     smooth_fwhm_mm: float | None = None) -> np.ndarray | None:
+    """The additive scatter term (view, v, u) in counts that :func:`reconstruct` uses for ``window``
+    (default the photopeak): DEW/TEW from the projections' windows, an array as given, or None for "none"."""
+    return _scatter_term(projections, scatter, _window_index(projections, window), smooth_fwhm_mm)
+
+
 def _window_index(projections: Projections, window: str | None) -> int:
     if window is not None:
         return projections.window_index(window)

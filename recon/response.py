@@ -21,7 +21,7 @@ import numpy as np
 from her2sim.core.errors import DataError, check_range
 from her2sim.core.grid import Grid
 
-from .osem import osem_batch, post_filter
+from .osem import osem_batch, post_filter, scatter_estimate
 from .projector import SpectSystemMatrix
 
 
@@ -107,9 +107,7 @@ def scan_response(projections, system: SpectSystemMatrix, *, iterations: int, su
     Other parameters
         As :func:`her2sim.recon.reconstruct` and :class:`ReconstructionResponse`.
     """
-    from .osem import _scatter_term, _window_index
-    iw = _window_index(projections, window)
-    s = _scatter_term(projections, scatter, iw, scatter_smooth_fwhm_mm)
+    s = scatter_estimate(projections, scatter, window, scatter_smooth_fwhm_mm)
     return ReconstructionResponse(system, s, iterations, subsets, post_filter_fwhm_mm=post_filter_fwhm_mm,
                                   butterworth=butterworth, counts_per_unit=counts_per_unit, z_slice=z_slice)
 
