@@ -332,6 +332,25 @@ class SpectSystemMatrix:
             list(_pool(n).map(lambda a: fn(*a), args))
         return outs
 
+    def _core_and_tail(self, run, kernel, data, out_factory, views):
+        """``kernel`` through ``run`` with the Gaussian core response and, when the penetration tail is modelled,
+        ``(1 - f) core + f tail``. ``out_factory(n)`` gives the n threads' outputs: one shared array (a
+        projection, threads write disjoint views) or one array each (a back projection, summed here)."""
+        def distinct(outs):   # a shared output array appears once per thread in the list
+            return [o for k, o in enumerate(outs) if all(o is not p for p in outs[:k])]
+
+        parts = distinct(run(kernel, data, out_factory, views))
+        total = parts[0]
+        for o in parts[1:]:
+            total += o
+        if self._tail_psf is not None:
+            f = self.penetration_fraction
+            tails = distinct(run(kernel, data, out_factory, views, self._tail_psf))
+            total *= 1.0 - f
+            for o in tails:
+                total += f * o
+        return total
+
     def forward(self, image, views=None) -> np.ndarray:
         """Project ``image`` (z, y, x) into the views ``views`` (all when ``None``).
 
@@ -347,14 +366,8 @@ class SpectSystemMatrix:
             # x may be a view of the caller's image when its transpose happens to be contiguous)
         v = self._views(views)
         nv, nu = self.geometry.shape_vu
-        out = np.zeros((v.size, nu, nv))
-        self._run(_kernels.forward_project, x, lambda n: [out] * n, v)
-        if self._tail_psf is not None:
-            tail = np.zeros_like(out)
-            self._run(_kernels.forward_project, x, lambda n: [tail] * n, v, self._tail_psf)
-            f = self.penetration_fraction
-            out *= 1.0 - f
-            out += f * tail
+        out = self._core_and_tail(self._run, _kernels.forward_project, x,
+                                  lambda n: [np.zeros((v.size, nu, nv))] * n, v)
         return np.ascontiguousarray(out.transpose(0, 2, 1))
 
     def backward(self, projections, views=None) -> np.ndarray:
@@ -366,17 +379,8 @@ class SpectSystemMatrix:
             raise DataError(f"projections have shape {p.shape}, expected {expected} (view, v, u)")
         p_uv = np.ascontiguousarray(p.transpose(0, 2, 1))
         nz, ny, nx = self.grid.shape
-        outs = self._run(_kernels.back_project, p_uv, lambda n: [np.zeros((ny, nx, nz)) for _ in range(n)], v)
-        total = outs[0]
-        for o in outs[1:]:
-            total += o
-        if self._tail_psf is not None:
-            f = self.penetration_fraction
-            tails = self._run(_kernels.back_project, p_uv, lambda n: [np.zeros((ny, nx, nz)) for _ in range(n)], v,
-                              self._tail_psf)
-            total *= 1.0 - f
-            for o in tails:
-                total += f * o
+        total = self._core_and_tail(self._run, _kernels.back_project, p_uv,
+                                    lambda n: [np.zeros((ny, nx, nz)) for _ in range(n)], v)
         if self._masked:
             total *= self._supp2d[:, :, None]
         return np.ascontiguousarray(total.transpose(2, 0, 1))
@@ -452,15 +456,8 @@ class SpectSystemMatrix:
         v = self._views(views)
         nv, nu = self.geometry.shape_vu
         nb = x.shape[3]
-        out = np.zeros((v.size, nu, nv, nb), dtype=dt)
-        self._run_batch(_kernels.forward_project_batch, x, lambda n: [out] * n, v)
-        if self._tail_psf is not None:
-            tail = np.zeros_like(out)
-            self._run_batch(_kernels.forward_project_batch, x, lambda n: [tail] * n, v, self._tail_psf)
-            f = self.penetration_fraction
-            out *= 1.0 - f
-            out += f * tail
-        return out
+        return self._core_and_tail(self._run_batch, _kernels.forward_project_batch, x,
+                                   lambda n: [np.zeros((v.size, nu, nv, nb), dtype=dt)] * n, v)
 
     def backward_batch_yxzb(self, p_uvb: np.ndarray, views=None) -> np.ndarray:
         """Transpose of :meth:`forward_batch_yxzb`: (len(views), nu, nv, B) -> (ny, nx, nzs, B) float64."""
@@ -473,19 +470,8 @@ class SpectSystemMatrix:
         ny, nx = self.grid.shape[1:]
         nzs = self._zrange[1] - self._zrange[0]
         nb = p.shape[3]
-        outs = self._run_batch(_kernels.back_project_batch, p,
-                               lambda n: [np.zeros((ny, nx, nzs, nb), dtype=dt) for _ in range(n)], v)
-        total = outs[0]
-        for o in outs[1:]:
-            total += o
-        if self._tail_psf is not None:
-            f = self.penetration_fraction
-            tails = self._run_batch(_kernels.back_project_batch, p,
-                                    lambda n: [np.zeros((ny, nx, nzs, nb), dtype=dt) for _ in range(n)], v,
-                                    self._tail_psf)
-            total *= 1.0 - f
-            for o in tails:
-                total += f * o
+        total = self._core_and_tail(self._run_batch, _kernels.back_project_batch, p,
+                                    lambda n: [np.zeros((ny, nx, nzs, nb), dtype=dt) for _ in range(n)], v)
         if self._masked:
             total *= self._supp2d[:, :, None, None]
         return total
