@@ -1,6 +1,6 @@
 """The digital patient against outside numbers: organ masses, body size, grid consistency, build time.
 
-Builds the demo patient (the seed paper's bilateral example, 70 kg, 160 cm; ``her2sim demo``) and prints
+Builds the first patient the ``demo`` cohort draws (seed 2024: 54.1 kg, 152.5 cm) and prints
 (``--json``: one object):
 
 * ``organ_mass_g`` and ``organ_mass_rel_err`` - mass (density x voxel volume over the organ's labels, 4.42 mm
@@ -9,9 +9,12 @@ Builds the demo patient (the seed paper's bilateral example, 70 kg, 160 cm; ``he
   2002, table 2.8), as (mass - reference) / reference; ``organ_mass_within_10pct`` the organs that are;
 * ``breast_volume_ml`` - each breast (adipose + glandular labels), against ICRP 89's 250 g per breast at
   ~1 g/mL (the reference this project cites today; breast-CT size classes are issue 17's to add);
-* ``body_dims_mm`` - lateral and AP diameter of the body and its circumference (outline perimeter) at the
-  slice of the largest body area between the lung apex and the liver dome, and at mid-liver; no
-  anthropometric reference is attached yet (``reference: null``);
+* ``body_dims_mm`` - the body outline where Heinz et al. (J Stat Educ 11(2), 2003; 260 women) measure:
+  ``chest_depth`` (AP in the midline at the nipple level), ``chest_diameter`` (lateral at the nipple level),
+  ``chest_girth`` (perimeter just above the breasts), ``waist_girth`` (smallest perimeter over the liver and
+  kidneys), each with ``phantom_mm``, ``reference_mm`` / ``reference_sd_mm`` (their fit for this patient's height
+  and weight, :mod:`her2sim.phantoms.anthropometry`), ``rel_err`` and ``z``; the people were measured standing,
+  the phantom lies supine (soft tissue spreads laterally a little);
 * ``grid_consistency`` - the same patient built at 8.84 and 2.21 mm against 4.42 mm (same field of view):
   total activity ratio at 1 h and each organ's volume ratio (issue 17's targets: activity within 1 %, organs
   within 3 %);
@@ -31,6 +34,7 @@ import numpy as np
 from her2sim.core.grid import Grid
 from her2sim.core.jsonio import print_json
 from her2sim.phantoms import build_patient_phantom, generate_cohort
+from her2sim.phantoms.anthropometry import female_body_dimensions_mm
 
 #: ICRP Publication 89 (2002) reference adult female organ masses (g); breasts are both together
 ICRP89_FEMALE_G = {"liver": 1400.0, "kidneys": 275.0, "spleen": 130.0, "lungs": 950.0, "heart_wall": 250.0,
@@ -81,24 +85,66 @@ def _outline(mask_2d: np.ndarray, spacing_mm: float) -> dict:
             "circumference_mm": float(np.pi / 4.0 * spacing_mm * crossings)}
 
 
-def _body_dims(ph) -> dict:
+def _slice_z(ph, z_mm: float) -> int:
+    return int(np.clip(np.rint((z_mm - ph.grid.axis_mm(0)[0]) / ph.grid.spacing_mm[0]), 0, ph.grid.shape[0] - 1))
+
+
+def _midline_depth_mm(body_2d: np.ndarray, ph) -> float:
+    """AP extent (mm) of the body in the column through the trunk axis (between the breasts)."""
+    x = ph.grid.axis_mm(2)
+    col = body_2d[:, int(np.argmin(np.abs(x - ph.grid.center_mm[2])))]
+    ys = np.flatnonzero(col)
+    return float((ys.max() - ys.min() + 1) * ph.grid.spacing_mm[1]) if ys.size else 0.0
+
+
+def _body_dims(ph, weight_kg: float, height_cm: float) -> dict:
+    """Body outline where Heinz et al. (2003) measure women, against their fit for this height and weight.
+
+    ``chest_depth``: AP at the nipple level, in the midline (spine to sternum, breasts excluded);
+    ``chest_diameter``: lateral extent at the nipple level; ``chest_girth``: outline perimeter of the first
+    slice above the breast tissue; ``waist_girth``: the smallest outline perimeter between the liver dome and
+    the lowest slice of the trunk's liver/kidneys (the narrowest part below the rib cage). Each has
+    ``phantom_mm``, ``reference_mm`` (fitted mean), ``reference_sd_mm``, ``rel_err`` and ``z``
+    ((phantom - reference) / sd).
+    """
     body = ph.labels > 0
     names = {v: k for k, v in ph.label_names.items()}
-    z_lung = np.flatnonzero(np.isin(ph.labels, [names["lungs"]]).any(axis=(1, 2))) if "lungs" in names else []
-    z_liver = np.flatnonzero((ph.labels == names["liver"]).any(axis=(1, 2))) if "liver" in names else []
-    out = {"reference": None}
-    if len(z_lung):
-        zs = range(int(min(z_lung)), int(max(z_lung)) + 1)
-        z = max(zs, key=lambda k: int(body[k].sum()))
-        out["chest"] = {"slice": int(z), **_outline(body[z], ph.grid.spacing_mm[1])}
-    if len(z_liver):
-        z = int(np.median(z_liver))
-        out["mid_liver"] = {"slice": z, **_outline(body[z], ph.grid.spacing_mm[1])}
+    sp = ph.grid.spacing_mm[1]
+    out = {}
+    lm = (ph.meta.get("landmarks") or {}).get("breasts") or {}
+    nipples = [side["nipple_mm"][0] for side in lm.values() if "nipple_mm" in side]
+    breast_ids = _ids(ph, ORGAN_LABELS["breasts"])
+    measured = {}
+    if nipples and breast_ids:
+        zn = _slice_z(ph, float(np.mean(nipples)))
+        measured["chest_depth"] = _midline_depth_mm(body[zn], ph)
+        measured["chest_diameter"] = _outline(body[zn], sp)["lateral_mm"]
+        zb = np.flatnonzero(np.isin(ph.labels, breast_ids).any(axis=(1, 2)))
+        z_above = int(zb.max()) + 1
+        if z_above < ph.grid.shape[0]:
+            measured["chest_girth"] = _outline(body[z_above], sp)["circumference_mm"]
+        out["slices"] = {"nipple": zn, "above_breasts": z_above}
+    z_abd = np.flatnonzero(np.isin(ph.labels, [names[n] for n in ("liver", "kidney_cortex") if n in names])
+                           .any(axis=(1, 2)))
+    if z_abd.size:
+        perims = {int(z): _outline(body[z], sp).get("circumference_mm", np.inf) for z in z_abd if body[z].any()}
+        z_w = min(perims, key=perims.get)
+        measured["waist_girth"] = perims[z_w]
+        out.setdefault("slices", {})["waist"] = z_w
+    ref = female_body_dimensions_mm(height_cm, weight_kg)
+    for name, value in measured.items():
+        r = ref[name]
+        out[name] = {"phantom_mm": round(value, 1), "reference_mm": r["mean_mm"], "reference_sd_mm": r["sd_mm"],
+                     "rel_err": round(value / r["mean_mm"] - 1.0, 3),
+                     "z": round((value - r["mean_mm"]) / r["sd_mm"], 2), "definition": r["definition"]}
+    out["reference"] = ("Heinz et al., J Stat Educ 11(2), 2003 (260 women): OLS fit on height and weight, "
+                        f"at {height_cm:g} cm, {weight_kg:g} kg")
     return out
 
 
 def realism(fine: bool = True) -> dict:
     t0 = time.perf_counter()
+    patient = _patient()
     ph, seconds_128 = _build(4.42)
     masses = {o: _organ_mass_g(ph, o) for o in ICRP89_FEMALE_G}
     rel = {o: (None if m is None else round(m / ICRP89_FEMALE_G[o] - 1.0, 3)) for o, m in masses.items()}
@@ -124,7 +170,7 @@ def realism(fine: bool = True) -> dict:
             "organ_reference": "ICRP Publication 89 (2002), reference adult female",
             "breast_volume_ml": {k: round(v, 1) for k, v in breasts.items()},
             "breast_reference_ml_each": 250.0,
-            "body_dims_mm": _body_dims(ph), "grid_consistency": consistency,
+            "body_dims_mm": _body_dims(ph, patient["weight_kg"], patient["height_cm"]), "grid_consistency": consistency,
             "labels_modelled": sorted(names), "seconds_build_128": round(seconds_128, 2),
             "seconds": round(time.perf_counter() - t0, 1)}
 

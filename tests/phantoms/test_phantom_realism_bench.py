@@ -31,3 +31,15 @@ def test_icrp_reference_masses_are_the_published_ones(bench):
     # ICRP Publication 89, reference adult female (g)
     assert bench.ICRP89_FEMALE_G["liver"] == 1400.0 and bench.ICRP89_FEMALE_G["kidneys"] == 275.0
     assert bench.ICRP89_FEMALE_G["thyroid"] == 17.0
+
+
+def test_midline_depth_skips_the_breasts(bench):
+    # a 200 x 140 mm trunk with two 60 mm breast mounds off the midline: the midline depth is the trunk's
+    from types import SimpleNamespace
+    from her2sim.core.grid import Grid
+    g = Grid.centered((1, 150, 150), 2.0)
+    y, x = np.mgrid[0:150, 0:150] * 2.0 - 149.0
+    trunk = x ** 2 / 100.0 ** 2 + y ** 2 / 70.0 ** 2 <= 1.0
+    breasts = ((x - 50.0) ** 2 + (y + 70.0) ** 2 <= 30.0 ** 2) | ((x + 50.0) ** 2 + (y + 70.0) ** 2 <= 30.0 ** 2)
+    depth = bench._midline_depth_mm(trunk | breasts, SimpleNamespace(grid=g))
+    assert depth == pytest.approx(140.0, abs=2 * 2.0)
