@@ -120,6 +120,8 @@ class WholeBodyScan:
         Poisson counts (v, u), int32, each in its own head's frame (module docstring).
     expected_anterior, expected_posterior : numpy.ndarray
         Noise-free expectations (v, u), counts (float32).
+    primary_anterior, primary_posterior : numpy.ndarray
+        The unscattered part of the expectations (v, u), counts (float32).
     pixel_mm : tuple of float
         (dv, du) in mm.
     v_z_mm : numpy.ndarray
@@ -146,6 +148,8 @@ class WholeBodyScan:
     posterior: np.ndarray
     expected_anterior: np.ndarray
     expected_posterior: np.ndarray
+    primary_anterior: np.ndarray
+    primary_posterior: np.ndarray
     pixel_mm: tuple
     v_z_mm: np.ndarray
     u_mm: np.ndarray
@@ -262,6 +266,8 @@ def simulate_whole_body(phantom: Phantom, frame: int = 0, protocol: WholeBodyPro
     nv, nu = protocol.matrix
     expected = np.zeros((2, nv, nu), np.float64)
     expected[:, rows, cols] = res.projections.counts[0].astype(np.float64) * row_decay[None, :, None]
+    primary = np.zeros((2, nv, nu), np.float32)
+    primary[:, rows, cols] = res.projections.components["primary"][0] * row_decay[None, :, None]
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     counts = [rng.poisson(expected[0]).astype(np.int32), rng.poisson(expected[1]).astype(np.int32)]
     sweep_s = ((z_top - z_lo) + L) / protocol.speed_mm_per_s
@@ -272,7 +278,8 @@ def simulate_whole_body(phantom: Phantom, frame: int = 0, protocol: WholeBodyPro
             "simulated_cols": [cols.start, cols.stop], "total_activity_bq": res.projections.meta["total_activity_bq"],
             "seconds_sim": time.perf_counter() - t0}
     return WholeBodyScan(anterior=counts[0], posterior=counts[1], expected_anterior=expected[0].astype(np.float32),
-                         expected_posterior=expected[1].astype(np.float32), pixel_mm=(p, p), v_z_mm=v_z,
+                         expected_posterior=expected[1].astype(np.float32), primary_anterior=primary[0],
+                         primary_posterior=primary[1], pixel_mm=(p, p), v_z_mm=v_z,
                          u_mm=u_full, axis_xy_mm=axis_xy, speed_cm_per_min=protocol.speed_cm_per_min,
                          dwell_s=dwell, seconds=sweep_s, scan_range_z_mm=(z_lo, z_top),
                          radii_mm=(float(radii[0]), float(radii[1])), time_point_h=phantom.time_points_h[frame],

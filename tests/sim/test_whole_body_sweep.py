@@ -12,6 +12,7 @@ from her2sim.phantoms import point_source_phantom
 from her2sim.sim.camera import Camera
 from her2sim.sim.transport import MonteCarloSettings
 from her2sim.sim.whole_body import WB_MATRICES, WholeBodyProtocol, geometric_mean, simulate_whole_body
+from her2sim.sim.xsections import mass_attenuation_cm2_g
 
 MC = MonteCarloSettings(n_histories=64, seed=1)
 POS = (2.21, -20.0, 22.1)          # z, y, x (mm): anterior of the axis, toward the patient's left
@@ -63,6 +64,31 @@ def test_point_lands_on_its_row_and_columns_and_posterior_is_mirrored(point):
     assert scan.radii_mm[1] == pytest.approx(-19.89 + 2.21 + 20.0, abs=0.01)
     # equal distances: equal resolution, equal peaks (within the 1 % of the voxel's trilinear split)
     assert a.max() == pytest.approx(p.max(), rel=0.03)
+
+
+def test_conjugate_view_geometric_mean_is_independent_of_depth():
+    # a point in a 220 mm water cylinder (axis along z): A P = (S dwell)^2 exp(-mu T) with T = 220 mm whatever the
+    # depth (conjugate-view counting, e.g. Sorenson & Phelps); the primary GM must match it at two depths
+    mu = mass_attenuation_cm2_g("water", 140.5) / 10.0          # 1/mm (water 1 g/cm3)
+    prot = WholeBodyProtocol(speed_cm_per_min=15.0, matrix=(512, 128))
+    lam = TC99M.decay_constant_per_s
+    gms = []
+    for y in (-66.3, 39.78):                                   # voxel centres: no trilinear split along y
+        ph = point_source_phantom(Grid.centered((12, 56, 56), 4.42), activity_mbq=10.0, position_mm=(0.0, y, 0.0),
+                                  medium="water", medium_length_mm=40.0)
+        scan = simulate_whole_body(ph, 0, prot, settings=MC, noise_seed=1)
+        a, p = float(scan.primary_anterior.sum()), float(scan.primary_posterior.sum())
+        gms.append(math.sqrt(a * p))
+        # the anterior/posterior ratio follows the depths: exp(-mu (d_ant - d_post)), d_ant - d_post = 2 y (the
+        # anterior surface is at y = -110 mm)
+        assert a / p == pytest.approx(math.exp(-mu * 2.0 * y), rel=0.02)
+        t_enter = (scan.scan_range_z_mm[1] - 0.0) / prot.speed_mm_per_s
+        seconds = (1.0 - math.exp(-lam * scan.dwell_s)) / lam * math.exp(-lam * t_enter)
+        expect = 10.0 * Camera().sensitivity_cps_per_mbq() * seconds * math.exp(-mu * 220.0 / 2.0)
+        assert gms[-1] == pytest.approx(expect, rel=0.03)
+        # scatter adds counts: total > primary in both views
+        assert scan.expected_anterior.sum() > a and scan.expected_posterior.sum() > p
+    assert gms[0] == pytest.approx(gms[1], rel=0.01)
 
 
 def test_noise_seed_reproducible(point):
