@@ -30,6 +30,8 @@ intestinal region, drawn from a seeded random field) and mesentery (the fatty re
 spine_marrow (vertebral spongiosa), spinal_canal, ribs (12 pairs, true / false / floating), sternum,
 breast_adipose, breast_gland, thyroid and salivary_glands (when the FOV reaches the neck), brain and skull
 (when it reaches the head). Not modelled: arms, pelvis, legs, bladder, scapulae, clavicles, pancreas.
+``extent="whole_body"`` adds head to mid-thigh (bony pelvis, bladder, thighs, a realistic head and glands):
+:mod:`her2sim.phantoms.whole_body`; the default ``extent="torso"`` paints exactly what it always did.
 """
 from __future__ import annotations
 
