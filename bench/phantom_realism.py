@@ -6,7 +6,11 @@ Builds the first patient the ``demo`` cohort draws (seed 2024: 54.1 kg, 152.5 cm
 * ``organ_mass_g`` and ``organ_mass_rel_err`` - mass (density x voxel volume over the organ's labels, 4.42 mm
   grid) of every modelled organ that ICRP Publication 89 tabulates for the reference adult female (liver 1400 g,
   kidneys 275, spleen 130, lungs 950, heart wall 250, thyroid 17, breasts 500 for both; ICRP 89, Ann ICRP 32,
-  2002, table 2.8), as (mass - reference) / reference; ``organ_mass_within_10pct`` the organs that are;
+  2002, table 2.8), as (mass - reference) / reference; ``organ_mass_within_10pct`` the organs that are.
+  The organs of the whole-body extent (brain 1300 g, salivary glands 70 g, bladder content 200 g; see
+  :mod:`her2sim.phantoms.whole_body`) are measured on the same patient built with ``extent = "whole_body"``
+  (``organ_mass_source`` says which build each mass comes from); the salivary glands' reference includes the
+  ~10 g of sublingual glands, which are not modelled;
 * ``breast_volume_ml`` - each breast (adipose + glandular labels), against ICRP 89's 250 g per breast at
   ~1 g/mL (the reference this project cites today; breast-CT size classes are issue 17's to add);
 * ``body_dims_mm`` - the body outline where Heinz et al. (J Stat Educ 11(2), 2003; 260 women) measure:
@@ -18,7 +22,8 @@ Builds the first patient the ``demo`` cohort draws (seed 2024: 54.1 kg, 152.5 cm
 * ``grid_consistency`` - the same patient built at 8.84 and 2.21 mm against 4.42 mm (same field of view):
   total activity ratio at 1 h and each organ's volume ratio (issue 17's targets: activity within 1 %, organs
   within 3 %);
-* ``seconds_build_128`` - building the 128^3 x 4.42 mm patient (target <= 30 s), and ``seconds``.
+* ``seconds_build_128`` - building the 128^3 x 4.42 mm patient (target <= 30 s), ``seconds_build_whole_body``
+  (the whole-body patient at 4.42 mm), and ``seconds``.
 
 Usage: ``python bench/phantom_realism.py [--json] [--no-fine]`` (``--no-fine`` skips the 2.21 mm build,
 256^3 voxels, the slowest part).
@@ -35,11 +40,16 @@ from her2sim.core.grid import Grid
 from her2sim.core.jsonio import print_json
 from her2sim.phantoms import build_patient_phantom, generate_cohort
 from her2sim.phantoms.anthropometry import female_body_dimensions_mm
+from her2sim.phantoms.whole_body import whole_body_grid
 
 #: ICRP Publication 89 (2002) reference adult female organ masses (g); breasts are both together
 ICRP89_FEMALE_G = {"liver": 1400.0, "kidneys": 275.0, "spleen": 130.0, "lungs": 950.0, "heart_wall": 250.0,
                    "thyroid": 17.0, "breasts": 500.0}
-ORGAN_LABELS = {"kidneys": ("kidney_cortex", "kidney_medulla"), "breasts": ("breast_adipose", "breast_gland")}
+#: organs of the whole-body extent: ICRP 89 reference female brain 1300 g and salivary glands 70 g; urinary
+#: bladder content 200 g (the ICRP 110 reference female voxel phantom, built on ICRP 89)
+ICRP89_FEMALE_WHOLE_BODY_G = {"brain": 1300.0, "salivary_glands": 70.0, "bladder_content": 200.0}
+ORGAN_LABELS = {"kidneys": ("kidney_cortex", "kidney_medulla"), "breasts": ("breast_adipose", "breast_gland"),
+                "bladder_content": ("bladder",)}
 FOV_MM = 128 * 4.42
 
 
@@ -52,6 +62,15 @@ def _build(spacing_mm: float):
     grid = Grid.centered((n, n, n), spacing_mm)
     t0 = time.perf_counter()
     ph = build_patient_phantom(_patient(), grid, seed=2024)
+    return ph, time.perf_counter() - t0
+
+
+def _build_whole_body(spacing_mm: float = 4.42):
+    pat = _patient()
+    pat["extent"] = "whole_body"
+    grid = whole_body_grid(spacing_mm, pat.get("height_cm", 160.0))
+    t0 = time.perf_counter()
+    ph = build_patient_phantom(pat, grid, seed=2024)
     return ph, time.perf_counter() - t0
 
 
@@ -147,7 +166,10 @@ def realism(fine: bool = True) -> dict:
     patient = _patient()
     ph, seconds_128 = _build(4.42)
     masses = {o: _organ_mass_g(ph, o) for o in ICRP89_FEMALE_G}
-    rel = {o: (None if m is None else round(m / ICRP89_FEMALE_G[o] - 1.0, 3)) for o, m in masses.items()}
+    wb, seconds_wb = _build_whole_body(4.42)
+    masses.update({o: _organ_mass_g(wb, o) for o in ICRP89_FEMALE_WHOLE_BODY_G})
+    reference = {**ICRP89_FEMALE_G, **ICRP89_FEMALE_WHOLE_BODY_G}
+    rel = {o: (None if m is None else round(m / reference[o] - 1.0, 3)) for o, m in masses.items()}
     names = {v: k for k, v in ph.label_names.items()}
     breasts = {}
     x = ph.grid.mesh_mm(np.float32)[2]
@@ -168,10 +190,13 @@ def realism(fine: bool = True) -> dict:
             "organ_mass_rel_err": rel,
             "organ_mass_within_10pct": sorted(o for o, r in rel.items() if r is not None and abs(r) <= 0.10),
             "organ_reference": "ICRP Publication 89 (2002), reference adult female",
+            "organ_reference_g": reference,
+            "organ_mass_source": {o: ("whole_body" if o in ICRP89_FEMALE_WHOLE_BODY_G else "torso") for o in masses},
             "breast_volume_ml": {k: round(v, 1) for k, v in breasts.items()},
             "breast_reference_ml_each": 250.0,
             "body_dims_mm": _body_dims(ph, patient["weight_kg"], patient["height_cm"]), "grid_consistency": consistency,
-            "labels_modelled": sorted(names), "seconds_build_128": round(seconds_128, 2),
+            "labels_modelled": sorted(names), "labels_modelled_whole_body": sorted(wb.label_names.values()),
+            "seconds_build_128": round(seconds_128, 2), "seconds_build_whole_body": round(seconds_wb, 2),
             "seconds": round(time.perf_counter() - t0, 1)}
 
 

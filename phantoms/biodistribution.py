@@ -14,6 +14,15 @@ per-compartment biological ratio ``r = SUV(2 h) / SUV(1 h)`` of :data:`DEFAULT_B
 pool falling as the nanobody clears, kidney rising; tumour-to-blood of the sister tracer 99mTc-NM-01
 rises from 1.79 at 1 h to 2.22 at 2 h, Xing et al., J Nucl Med 60:1213, 2019).
 
+Whole-body extent (:mod:`her2sim.phantoms.whole_body`): the pelvic red marrow takes the note's red-marrow SUV
+(1.0, ``pelvis_marrow``, also the proximal femur); cortical bone of pelvis and femur 0.3 like the spine's
+(assumption); the femoral shaft's yellow (fatty) marrow 0.3 (assumption). The bladder content is not an uptake
+but renal excretion: its SUV is ``f(t) W / V`` with the excreted fraction ``f`` of
+:data:`her2sim.phantoms.whole_body.URINE_FRACTION` (an assumption, 10 % at 1 h and 18 % at 2 h), the patient's
+weight ``W`` and the painted bladder volume ``V`` (:func:`her2sim.phantoms.whole_body.bladder_suv`, applied by
+the patient phantom); the table's ``bladder`` entry (35.4 at 1 h, ratio 1.8) is that value for the 70 kg
+reference patient and the 198 mL bladder, used only for a label map built outside the patient phantom.
+
 Concentration: ``C [Bq/mL] = SUV * A_inj [Bq] * D(t) / W [g]`` with 1 g/mL (QIBA SUVbw) and the physical
 decay ``D(t)`` of :data:`her2sim.core.radionuclide.TC99M` (0.891 at 1 h, 0.794 at 2 h).
 """
@@ -31,11 +40,14 @@ DEFAULT_SUV = {
     "heart_wall": 0.6, "spine_marrow": 1.0, "sternum": 1.0, "ribs": 0.5, "spine_cortical": 0.3, "skull": 0.3,
     "lungs": 0.4, "muscle": 0.3, "breast_adipose": 0.2, "breast_gland": 0.4, "fat": 0.2, "skin": 0.3,
     "soft_tissue": 0.4, "stomach": 0.5, "brain": 0.05, "spinal_canal": 0.1, "mesentery": 0.2,
+    # whole-body extent (her2sim.phantoms.whole_body): bony pelvis, femurs, bladder content
+    "pelvis_marrow": 1.0, "pelvis_cortical": 0.3, "femur_cortical": 0.3, "femur_marrow": 0.3,
+    "bladder": 35.4,
 }
 #: provenance of each default (``note`` = biodistribution.md table; ``assumption`` = not in the note).
 DEFAULT_SUV_NOTES = {k: ("note" if k in ("kidney_cortex", "liver", "spleen", "intestine", "thyroid", "salivary_glands",
                                          "heart_blood", "aorta", "vena_cava", "spine_marrow", "lungs", "muscle",
-                                         "breast_adipose", "breast_gland") else "assumption")
+                                         "breast_adipose", "breast_gland", "pelvis_marrow") else "assumption")
                      for k in DEFAULT_SUV}
 #: SUV(2 h) / SUV(1 h) per compartment (assumptions, see module docstring); ``tumour`` applies to lesions.
 DEFAULT_BIO_RATIO_PER_H = {
@@ -44,6 +56,7 @@ DEFAULT_BIO_RATIO_PER_H = {
     "heart_wall": 0.85, "spine_marrow": 0.95, "sternum": 0.95, "ribs": 0.95, "spine_cortical": 0.95, "skull": 0.95,
     "lungs": 0.85, "muscle": 0.90, "breast_adipose": 0.90, "breast_gland": 0.90, "fat": 0.90, "skin": 0.90,
     "soft_tissue": 0.85, "stomach": 1.0, "brain": 0.85, "spinal_canal": 0.85, "mesentery": 0.90, "tumour": 1.05,
+    "pelvis_marrow": 0.95, "pelvis_cortical": 0.95, "femur_cortical": 0.95, "femur_marrow": 0.90, "bladder": 1.8,
 }
 #: labels that never take up tracer (air spaces, background).
 NO_UPTAKE_LABELS = ("background", "airway")
@@ -54,6 +67,7 @@ DEFAULT_FDG_SUV = {
     "muscle": 0.7, "fat": 0.3, "breast_adipose": 0.3, "breast_gland": 1.0, "lungs": 0.5, "spine_marrow": 1.8,
     "sternum": 1.5, "ribs": 0.8, "spine_cortical": 0.5, "skull": 0.5, "thyroid": 1.5, "salivary_glands": 1.8,
     "skin": 0.8, "soft_tissue": 1.0, "spinal_canal": 1.0, "mesentery": 0.4,
+    "pelvis_marrow": 1.8, "pelvis_cortical": 0.5, "femur_cortical": 0.5, "femur_marrow": 0.8, "bladder": 10.0,
 }
 REFERENCE_TIME_H = 1.0
 

@@ -6,7 +6,10 @@ Patient specification (dict; defaults in brackets):
 ``body_z_at_grid_center_mm`` [-60], ``ct_noise_hu`` [0], ``suv`` (organ SUV overrides),
 ``bio_ratio_per_h`` (per-organ SUV(2 h)/SUV(1 h) overrides; key ``tumour`` for lesions),
 ``ihc_suv`` (IHC -> SUV overrides), ``lesions`` (list of lesion specs, :mod:`her2sim.phantoms.lesions`),
-``allow_overlap`` [False], plus free-form cohort fields (``id``, ``group``...) kept in ``meta.config``.
+``allow_overlap`` [False], ``extent`` [torso; ``whole_body`` paints head to mid-thigh with pelvis, bladder and
+thighs, :mod:`her2sim.phantoms.whole_body`, and then centres the body on the grid unless
+``body_z_at_grid_center_mm`` is given], ``urine_fraction`` (whole body: {time_h: fraction of the injected
+activity in the bladder}, default :data:`her2sim.phantoms.whole_body.URINE_FRACTION`), plus free-form cohort fields (``id``, ``group``...) kept in ``meta.config``.
 
 Lesion activity is a partial-volume mixture: ``SUV = (1 - f) SUV_organ + f SUV_lesion`` with the lesion's
 supersampled voxel fraction ``f`` (inflammation keeps ``SUV_organ``: no NM-02 uptake). The truth table
@@ -30,6 +33,7 @@ from .clinical_grid import clinical_grid
 from .contours import body_radius_mm
 from .lesions import (LESION_HU, LESION_MATERIAL, class_suv, lesion_statistics, peak_kernel, place_lesion,
                       validate_lesion_spec)
+from . import whole_body as wbm
 from .torso import torso_anatomy
 
 PATIENT_DEFAULTS = {"weight_kg": 70.0, "height_cm": 160.0, "injected_mbq": 458.0, "time_points_h": (1.0, 2.0),
@@ -76,12 +80,17 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
     if not tp:
         raise ConfigError("time_points_h must contain at least one time (h)")
     injected = check_range("injected_mbq", s["injected_mbq"], 0.0, 1e5, lo_open=True)
+    extent = wbm.check_extent(s.get("extent", "torso"))
+    if extent == "whole_body" and "body_z_at_grid_center_mm" not in (spec or {}):
+        s["body_z_at_grid_center_mm"] = wbm.whole_body_centre_mm(check_range("height_cm", s["height_cm"], 120.0, 210.0))
     anat = torso_anatomy(grid, s["weight_kg"], s["height_cm"], s["breast_shape"], s["breast_volume_ml"],
                          s["breast_density"], s["body_z_at_grid_center_mm"], seed=int(rng.integers(2 ** 31)),
-                         ct_noise_hu=0.0)
+                         ct_noise_hu=0.0, extent=extent)
     w = anat.params["weight_kg"]
     tv = anat.volume
     suv = bio.organ_suv_maps(tv.labels, tv.label_names, tp, s.get("suv"), s.get("bio_ratio_per_h"))
+    if anat.pv_organs:
+        _partial_volume_organs(anat, suv, tp, s, w)
     ratios = bio.merged_table(bio.DEFAULT_BIO_RATIO_PER_H, s.get("bio_ratio_per_h"), "bio_ratio_per_h")
     body_before = tv.labels > 0
 
@@ -187,7 +196,7 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
         truth.append(_jsonable(row))
 
     config = _jsonable({k: v for k, v in s.items()})
-    meta = {"phantom_type": "female_torso", "weight_kg": w, "height_cm": anat.params["height_cm"],
+    meta = {"phantom_type": "female_whole_body" if extent == "whole_body" else "female_torso", "weight_kg": w, "height_cm": anat.params["height_cm"],
             "injected_mbq": injected, "seed": int(seed), "config": config, "anatomy": _jsonable(anat.params),
             "landmarks": _jsonable(anat.landmarks)}
     ph = Phantom(grid=grid, activity_bq_per_ml=activity, time_points_h=tp, ct_hu=tv.ct_hu, labels=tv.labels,
@@ -198,6 +207,43 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
     ph.meta["contour"] = {"axis_xy_mm": axis, "angles_deg": list(CONTOUR_ANGLES_DEG),
                           "body_radius_mm": [float(v) for v in body_radius_mm(ph, CONTOUR_ANGLES_DEG, axis)]}
     return ph
+
+
+def _partial_volume_organs(anat, suv: np.ndarray, tp, s: dict, weight_kg: float) -> None:
+    """Whole-body organs drawn with partial-volume fractions: organ SUV per time point, boundary mixing.
+
+    The bladder content takes :func:`her2sim.phantoms.whole_body.bladder_suv` from the excreted fraction, the
+    patient's weight and the bladder volume (sum of its fractions), unless ``suv.bladder`` is given. In every
+    voxel of an organ's box with fraction ``0 < f < 1`` whose final label is the organ or the tissue it was
+    painted over, the SUV becomes ``f SUV_organ + (1 - f) SUV_under`` (:mod:`her2sim.phantoms.fraction_mix`).
+    """
+    tv = anat.volume
+    tab = bio.merged_table(bio.DEFAULT_SUV, s.get("suv"), "suv")
+    rat = bio.merged_table(bio.DEFAULT_BIO_RATIO_PER_H, s.get("bio_ratio_per_h"), "bio_ratio_per_h")
+    urine = s.get("urine_fraction")
+    if urine is not None:
+        if not isinstance(urine, dict) or not urine:
+            raise ConfigError(f"urine_fraction = {urine!r:.60} must be a table {{time_h: fraction of the injected "
+                              "activity in the bladder, 0-1}}")
+        urine = {check_range(f"urine_fraction key {k!r} (time_h)", k, 0.0, 100.0): v for k, v in urine.items()}
+    user_bladder = "bladder" in (s.get("suv") or {})
+    vox = tv.grid.voxel_volume_ml
+    for org in anat.pv_organs:
+        name, sl, f, under = org["label"], org["slices"], org["fraction"], org["under"]
+        lid = tv.label_id(name)
+        if name == "bladder" and not user_bladder:
+            vol = float(f.sum(dtype=np.float64) * vox)
+            organ = [wbm.bladder_suv(t, weight_kg, vol, urine) for t in tp]
+        else:
+            organ = [tab[name] * bio.time_factor(rat.get(name, 1.0), t) for t in tp]
+        under_suv = bio.organ_suv_maps(under, tv.label_names, tp, s.get("suv"), s.get("bio_ratio_per_h"))
+        final = tv.labels[sl]
+        mine = final == lid
+        mix = ((f > 0) & (f < 1)) & (mine | (final == under))
+        for k in range(len(tp)):
+            box = suv[k][sl]
+            box[mine] = organ[k]
+            box[mix] = f[mix] * organ[k] + (1.0 - f[mix]) * under_suv[k][mix]
 
 
 def torso_phantom(grid: Grid | None = None, weight_kg: float = 70.0, height_cm: float = 160.0, injected_mbq: float = 458.0,

@@ -30,6 +30,8 @@ intestinal region, drawn from a seeded random field) and mesentery (the fatty re
 spine_marrow (vertebral spongiosa), spinal_canal, ribs (12 pairs, true / false / floating), sternum,
 breast_adipose, breast_gland, thyroid and salivary_glands (when the FOV reaches the neck), brain and skull
 (when it reaches the head). Not modelled: arms, pelvis, legs, bladder, scapulae, clavicles, pancreas.
+``extent="whole_body"`` adds head to mid-thigh (bony pelvis, bladder, thighs, a realistic head and glands):
+:mod:`her2sim.phantoms.whole_body`; the default ``extent="torso"`` paints exactly what it always did.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from her2sim.core.grid import Grid
 from .clinical_grid import clinical_grid
 from .heterogeneity import gaussian_random_field
 from .tissue_volume import TissueVolume
+from . import whole_body as wbm
 
 #: BI-RADS breast density category -> glandular volume fraction (mid-points of the BI-RADS quartiles; assumption).
 GLANDULAR_FRACTION = {"A": 0.125, "B": 0.375, "C": 0.625, "D": 0.875}
@@ -71,12 +74,17 @@ class TorsoAnatomy:
         Patient parameters used (weight_kg, height_cm, bmi, fat_mm, ...).
     body_inside : callable
         ``body_inside(z, y, x)`` world mm -> bool, the analytic body outline (for lesion checks).
+    pv_organs : list of dict
+        Organs drawn with partial-volume fractions (whole-body extent only; empty for the torso): ``label``,
+        ``slices`` (index box), ``fraction`` (float32 in the box) and ``under`` (the labels in the box before
+        the organ was painted), for :func:`her2sim.phantoms.patient.patient_phantom` to mix boundary activity.
     """
 
     volume: TissueVolume
     landmarks: dict
     params: dict
     body_inside: object = field(repr=False, default=None)
+    pv_organs: list = field(repr=False, default_factory=list)
 
 
 class _Frame:
@@ -119,7 +127,7 @@ def _check_patient(weight_kg, height_cm):
 def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_KG, height_cm: float = REFERENCE_HEIGHT_CM,
                   breast_shape: str = "supine", breast_volume_ml: float = 300.0, breast_density: str = "B",
                   body_z_at_grid_center_mm: float = -60.0, seed: int = 0, ct_noise_hu: float = 0.0,
-                  gland_correlation_mm: float = 6.0) -> TorsoAnatomy:
+                  gland_correlation_mm: float = 6.0, extent: str = "torso") -> TorsoAnatomy:
     """Paint the female torso (no activity, no lesions).
 
     Parameters
@@ -142,6 +150,10 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
         Standard deviation of white Gaussian CT noise added to ``ct_hu`` (HU, >= 0).
     gland_correlation_mm : float
         Correlation length of the glandular texture (mm).
+    extent : str
+        ``"torso"`` (default, the chest/abdomen torso) or ``"whole_body"`` (head to mid-thigh, pelvis, bladder,
+        thighs: :mod:`her2sim.phantoms.whole_body`). The torso is painted exactly as before in both modes except
+        where the whole-body anatomy replaces it (head, lower spine, hips).
 
     Returns
     -------
@@ -155,6 +167,8 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
     check_range("body_z_at_grid_center_mm", body_z_at_grid_center_mm, -1000.0, 1000.0)
     noise = check_range("ct_noise_hu", ct_noise_hu, 0.0, 500.0)
     gcorr = check_range("gland_correlation_mm", gland_correlation_mm, 1.0, 50.0)
+    wb = wbm.check_extent(extent) == "whole_body"
+    pv_organs: list = []
     rng = np.random.default_rng(seed)
     h = hcm / REFERENCE_HEIGHT_CM
     fr = _Frame(grid, body_z_at_grid_center_mm)
@@ -165,6 +179,9 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
     fat_mm = float(np.clip(6.0 + 1.6 * (bmi - 18.0), 4.0, 60.0))  # subcutaneous fat thickness (assumption)
     muscle_mm = 12.0
     trunk_lo, trunk_hi = -430.0 * h, 170.0 * h
+    spine_ref = trunk_lo                       # phase origin of the vertebrae (same in both extents)
+    if wb:
+        trunk_lo = wbm.HIP_BOTTOM_MM * h       # hips continue the trunk to the gluteal fold
     neck_hi = 300.0 * h
     zax = Z[:, 0, 0]
     # cavity (inside ribs / abdominal wall) semi-axes per slice: chest above -120h, abdomen below -180h
@@ -187,7 +204,13 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
     neck_r = (55.0 * h + 0.4 * fat_mm, 58.0 * h + 0.4 * fat_mm)
     neck = fr.zcyl(5.0 * h, 0.0, neck_r[0], neck_r[1], trunk_hi, neck_hi)
     head_c, head_r = (390.0 * h, -5.0 * h, 0.0), (105.0 * h, 100.0 * h, 78.0 * h)
-    head = fr.ellipsoid(head_c, head_r)
+    if wb:
+        brain_c = tuple(v * h for v in wbm.BRAIN_C)
+        cran_r = tuple(v * h + wbm.SKULL_MM for v in wbm.BRAIN_R)
+        face = fr.ellipsoid(tuple(v * h for v in wbm.FACE_C), tuple(v * h for v in wbm.FACE_R))
+        head = fr.ellipsoid(brain_c, cran_r) | face
+    else:
+        head = fr.ellipsoid(head_c, head_r)
 
     # breasts: half-ellipsoids on the pectoral muscle (anterior muscle surface)
     kx, ky, kz = BREAST_SHAPES[breast_shape]
@@ -207,7 +230,12 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
         breasts[side] = {"centre_mm": fr.world(*c), "radii_mm": [float(v) for v in b_r],
                          "nipple_mm": fr.world(0.0, ym - b_r[1], xc), "chest_wall_y_mm": float(ym + fr.cy)}
     body = trunk | neck | head | breast_mask
+    if wb:
+        thighs, thigh_muscle = wbm.thigh_masks(fr, h, fat_mm, trunk_lo + 30.0 * h)
+        body |= thighs
     tv.paint(body, "fat", "adipose")
+    if wb:
+        tv.paint(thigh_muscle & ~trunk, "muscle", "muscle")
     tv.paint(wall & ~cavity, "muscle", "muscle")
     neck_muscle = fr.zcyl(5.0 * h, 0.0, neck_r[0] - 0.4 * fat_mm - 6.0, neck_r[1] - 0.4 * fat_mm - 6.0,
                           trunk_hi, neck_hi)
@@ -215,19 +243,50 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
     tv.paint(cavity, "soft_tissue", "soft_tissue")
 
     # ------------------------------------------------------------------ head and neck
-    skull = head & ~fr.ellipsoid(head_c, tuple(r - 6.0 for r in head_r))
-    brain_r = tuple(r - 6.0 for r in head_r)
-    tv.paint(head & ~skull, "brain", "soft_tissue", hu=35.0)
-    tv.paint(skull, "skull", "cortical_bone")
+    def paint_pv(fraction, label, material, hu=None):
+        """Paint a partial-volume organ (voxels with fraction >= 0.5) and record it for activity mixing."""
+        nz_idx = np.nonzero(fraction > 0)
+        if nz_idx[0].size == 0:
+            return
+        sl = tuple(slice(int(a.min()), int(a.max()) + 1) for a in nz_idx)
+        pv_organs.append({"label": label, "slices": sl, "fraction": fraction[sl].copy(),
+                          "under": tv.labels[sl].copy()})
+        tv.paint(fraction, label, material, hu=hu)
+
+    if wb:
+        brain_r = tuple(v * h for v in wbm.BRAIN_R)
+        tv.paint(fr.ellipsoid(tuple(v * h for v in wbm.FACE_C), tuple(v * h for v in wbm.FACE_R)),
+                 "muscle", "muscle")
+        tv.paint(fr.ellipsoid(brain_c, cran_r), "skull", "cortical_bone")
+        paint_pv(wbm.pv_fraction(grid, fr, wbm.BRAIN_C, wbm.BRAIN_R, h), "brain", "soft_tissue", hu=35.0)
+        head_c = brain_c
+    else:
+        skull = head & ~fr.ellipsoid(head_c, tuple(r - 6.0 for r in head_r))
+        brain_r = tuple(r - 6.0 for r in head_r)
+        tv.paint(head & ~skull, "brain", "soft_tissue", hu=35.0)
+        tv.paint(skull, "skull", "cortical_bone")
     tv.paint(fr.zcyl(-12.0 * h, 0.0, 9.0 * h, 9.0 * h, 60.0 * h, 320.0 * h) & body, "airway", "air")
-    thyroid = (fr.ellipsoid((200.0 * h, -18.0 * h, 17.0 * h), (22.0 * h, 9.0 * h, 9.0 * h))
-               | fr.ellipsoid((200.0 * h, -18.0 * h, -17.0 * h), (22.0 * h, 9.0 * h, 9.0 * h)))
-    tv.paint(thyroid & body, "thyroid", "soft_tissue", hu=100.0)  # iodine-rich thyroid ~100 HU
-    saliv = np.zeros(grid.shape, bool)
-    for sx in (-1.0, 1.0):
-        saliv |= fr.ellipsoid((320.0 * h, 5.0 * h, sx * 48.0 * h), (25.0 * h, 18.0 * h, 11.0 * h))
-        saliv |= fr.ellipsoid((275.0 * h, -28.0 * h, sx * 33.0 * h), (10.0 * h, 12.0 * h, 14.0 * h))
-    tv.paint(saliv & body, "salivary_glands", "soft_tissue")
+    if wb:
+        thy = np.zeros(grid.shape, np.float32)
+        for sx in (-1.0, 1.0):
+            c = (wbm.THYROID_C[0], wbm.THYROID_C[1], sx * wbm.THYROID_C[2])
+            thy += wbm.pv_fraction(grid, fr, c, wbm.THYROID_R, h)
+        thy += wbm.pv_fraction(grid, fr, wbm.ISTHMUS_C, wbm.ISTHMUS_R, h)
+        paint_pv(np.minimum(thy, 1.0), "thyroid", "soft_tissue", hu=100.0)
+        sal = np.zeros(grid.shape, np.float32)
+        for sx in (-1.0, 1.0):
+            for c0, r in ((wbm.PAROTID_C, wbm.PAROTID_R), (wbm.SUBMANDIBULAR_C, wbm.SUBMANDIBULAR_R)):
+                sal += wbm.pv_fraction(grid, fr, (c0[0], c0[1], sx * c0[2]), r, h)
+        paint_pv(np.minimum(sal, 1.0), "salivary_glands", "soft_tissue")
+    else:
+        thyroid = (fr.ellipsoid((200.0 * h, -18.0 * h, 17.0 * h), (22.0 * h, 9.0 * h, 9.0 * h))
+                   | fr.ellipsoid((200.0 * h, -18.0 * h, -17.0 * h), (22.0 * h, 9.0 * h, 9.0 * h)))
+        tv.paint(thyroid & body, "thyroid", "soft_tissue", hu=100.0)  # iodine-rich thyroid ~100 HU
+        saliv = np.zeros(grid.shape, bool)
+        for sx in (-1.0, 1.0):
+            saliv |= fr.ellipsoid((320.0 * h, 5.0 * h, sx * 48.0 * h), (25.0 * h, 18.0 * h, 11.0 * h))
+            saliv |= fr.ellipsoid((275.0 * h, -28.0 * h, sx * 33.0 * h), (10.0 * h, 12.0 * h, 14.0 * h))
+        tv.paint(saliv & body, "salivary_glands", "soft_tissue")
 
     # ------------------------------------------------------------------ thorax
     liver_c, liver_r = (-140.0 * h, 0.0, -55.0 * h), (57.0 * h, 66.0 * h, 95.0 * h)
@@ -274,13 +333,15 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
     spine_y = 58.0 * h
     period = 28.0 * h
     disc = 5.0 * h
-    phase = np.mod(Z - trunk_lo, period)
+    phase = np.mod(Z - spine_ref, period)
     in_vert = phase >= disc
     cerv = Z > trunk_hi
     vb_ry = np.where(cerv, 11.0 * h, 16.0 * h)
     vb_rx = np.where(cerv, 14.0 * h, 20.0 * h)
     vy = np.where(cerv, 20.0 * h, spine_y)
     in_spine_z = (Z >= trunk_lo) & (Z <= neck_hi)
+    if wb:   # lumbar spine down to the sacrum, cervical spine up to the skull base
+        in_spine_z = (Z >= -335.0 * h) & (Z <= 350.0 * h)
     vb = ((((Y - vy) / vb_ry) ** 2 + (X / vb_rx) ** 2) <= 1.0) & in_spine_z & in_vert
     vb_in = ((((Y - vy) / (vb_ry - 2.5)) ** 2 + (X / (vb_rx - 2.5)) ** 2) <= 1.0) & vb
     arch_c = vy + vb_ry + 12.0 * h
@@ -308,6 +369,12 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
     sternum = (fr.box((-40.0 * h, -1e4, -15.0 * h), (140.0 * h, 1e4, 15.0 * h))
                & (Y <= -cav_ay[:, None, None] + 2.0) & (Y >= -cav_ay[:, None, None] - 10.0))
     tv.paint(sternum, "sternum", "spongiosa", hu=400.0)
+    if wb:
+        pelvis = wbm.paint_pelvis_and_thighs(tv, fr, h, fat_mm, body)
+        bladder = wbm.pv_fraction(grid, fr, wbm.BLADDER_C, wbm.BLADDER_R, h)
+        bladder *= (cavity & ~pelvis["bones"])
+        paint_pv(bladder, "bladder", "water", hu=5.0)
+        intestine &= ~(pelvis["bones"] | (bladder > 0))
 
     # ------------------------------------------------------------------ breast tissue
     gfrac = GLANDULAR_FRACTION[breast_density]
@@ -372,8 +439,8 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
         "mediastinum": [fr.world(40.0 * h, -5.0 * h, 0.0), fr.world(10.0 * h, -40.0 * h, -20.0 * h),
                         fr.world(60.0 * h, -20.0 * h, 20.0 * h)],
         "spine": {"y_mm": float(spine_y + fr.cy), "x_mm": float(fr.cx), "body_radii_yx_mm": [16.0 * h, 20.0 * h],
-                  "vertebra_z_mm": [fr.world(trunk_lo + disc + (k + 0.5) * period - 0.5 * disc, 0, 0)[0]
-                                    for k in range(int((trunk_hi - trunk_lo) / period))]},
+                  "vertebra_z_mm": [fr.world(spine_ref + disc + (k + 0.5) * period - 0.5 * disc, 0, 0)[0]
+                                    for k in range(int((trunk_hi - spine_ref) / period))]},
         "liver": {"centre_mm": fr.world(*liver_c), "radii_mm": list(liver_r)},
         "brain": {"centre_mm": fr.world(*head_c), "radii_mm": list(brain_r)},
         "lungs": {s: {"centre_mm": fr.world(*lung_c[s]), "radii_mm": list(lung_r[s])} for s in lung_c},
@@ -383,6 +450,10 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
               "breast_shape": breast_shape, "breast_volume_ml": bvol, "breast_density": breast_density,
               "glandular_fraction": gfrac, "body_z_at_grid_center_mm": float(body_z_at_grid_center_mm),
               "ct_noise_hu": noise, "seed": seed}
+    if wb:
+        params["extent"] = "whole_body"
+        landmarks["bladder"] = {"centre_mm": fr.world(*(v * h for v in wbm.BLADDER_C)),
+                                "radii_mm": [v * h for v in wbm.BLADDER_R]}
 
     def body_inside(zw, yw, xw):
         """Analytic body outline (world mm)."""
@@ -394,14 +465,28 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
         bay = (90.0 - 5.0 * tt) * h + muscle_mm + fat_mm * (1.25 - 0.25 * tt)
         tr = ((yb / bay) ** 2 + (xb / bax) ** 2 <= 1.0) & (zb >= trunk_lo) & (zb <= trunk_hi)
         nk = (((yb - 5.0 * h) / neck_r[0]) ** 2 + (xb / neck_r[1]) ** 2 <= 1.0) & (zb >= trunk_hi) & (zb <= neck_hi)
-        hd = ((zb - head_c[0]) / head_r[0]) ** 2 + ((yb - head_c[1]) / head_r[1]) ** 2 + (xb / head_r[2]) ** 2 <= 1.0
+        if wb:
+            hd = ((((zb - brain_c[0]) / cran_r[0]) ** 2 + ((yb - brain_c[1]) / cran_r[1]) ** 2
+                   + (xb / cran_r[2]) ** 2) <= 1.0)
+            fc, fr_ = tuple(v * h for v in wbm.FACE_C), tuple(v * h for v in wbm.FACE_R)
+            hd |= ((zb - fc[0]) / fr_[0]) ** 2 + ((yb - fc[1]) / fr_[1]) ** 2 + (xb / fr_[2]) ** 2 <= 1.0
+        else:
+            hd = ((zb - head_c[0]) / head_r[0]) ** 2 + ((yb - head_c[1]) / head_r[1]) ** 2 + (xb / head_r[2]) ** 2 <= 1.0
         br = np.zeros(np.broadcast_shapes(np.shape(zb), np.shape(yb), np.shape(xb)), bool)
         for side in breasts.values():
             c = side["centre_mm"]
             br |= (((zw - c[0]) / b_r[0]) ** 2 + ((yw - c[1]) / b_r[1]) ** 2 + ((xw - c[2]) / b_r[2]) ** 2 <= 1.0)
-        return tr | nk | hd | br
+        out = tr | nk | hd | br
+        if wb:
+            zz = np.broadcast_to(np.asarray(zw, np.float64) - fr.dz, out.shape)
 
-    return TorsoAnatomy(volume=tv, landmarks=landmarks, params=params, body_inside=body_inside)
+            class _P:  # body-coordinate points for the thigh masks
+                z, y, x = zz, np.broadcast_to(yb, out.shape), np.broadcast_to(xb, out.shape)
+            out = out | wbm.thigh_masks(_P, h, fat_mm, trunk_lo + 30.0 * h)[0]
+        return out
+
+    return TorsoAnatomy(volume=tv, landmarks=landmarks, params=params, body_inside=body_inside,
+                        pv_organs=pv_organs)
 
 
 def check_in_body(anatomy: TorsoAnatomy, field_name: str, point_mm) -> None:
