@@ -1,6 +1,7 @@
 """The digital patient against outside numbers: organ masses, body size, grid consistency, build time.
 
-Builds the first patient the ``demo`` cohort draws (seed 2024: 54.1 kg, 152.5 cm) and prints
+Builds the first patient the ``demo`` cohort draws (seed 2024) at the ICRP 89 reference female's height and
+weight (163 cm, 60 kg: organ sizes scale with height, so masses compare like for like) and prints
 (``--json``: one object):
 
 * ``organ_mass_g`` and ``organ_mass_rel_err`` - mass (density x voxel volume over the organ's labels, 4.42 mm
@@ -53,8 +54,16 @@ ORGAN_LABELS = {"kidneys": ("kidney_cortex", "kidney_medulla"), "breasts": ("bre
 FOV_MM = 128 * 4.42
 
 
+#: ICRP Publication 89 reference adult female: height (cm) and body mass (kg)
+ICRP89_FEMALE_HEIGHT_CM, ICRP89_FEMALE_WEIGHT_KG = 163.0, 60.0
+
+
 def _patient():
-    return dict(generate_cohort("demo", seed=2024)["patients"][0])
+    """The demo cohort's first patient (seed 2024) at the ICRP 89 reference female's height and weight, so that
+    her organ masses compare with the reference masses like for like (organ sizes scale with height)."""
+    p = dict(generate_cohort("demo", seed=2024)["patients"][0])
+    p.update(height_cm=ICRP89_FEMALE_HEIGHT_CM, weight_kg=ICRP89_FEMALE_WEIGHT_KG)
+    return p
 
 
 def _build(spacing_mm: float):
