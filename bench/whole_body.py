@@ -1,6 +1,6 @@
 """Planar whole-body sweep of the demo patient at 1 h and 2 h (issue 17, part 3).
 
-Builds the demo patient (``her2sim demo``'s cohort, seed 2024: 70 kg, 160 cm) with ``extent = "whole_body"``
+Builds the demo cohort's first patient (seed 2024: 54.1 kg, 152.5 cm) with ``extent = "whole_body"``
 (head to mid-thigh, :mod:`her2sim.phantoms.whole_body`) on a 4.42 mm grid, simulates an anterior/posterior
 sweep at each time point with the fast-mode Monte Carlo (:mod:`her2sim.sim.whole_body`: NM670 LEHR,
 photopeak window, 256 x 1024 at 2.21 mm, 12 cm/min unless told otherwise, Poisson counts with a fixed
