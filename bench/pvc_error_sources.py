@@ -32,7 +32,7 @@ import numpy as np
 
 from her2sim import pipeline
 from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid
-from her2sim.analysis.suv import suv_image
+from her2sim.analysis.suv import counts_per_suv as image_counts_per_suv, suv_image
 from her2sim.config import loads_study, resolved_study_path
 from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.errors import Her2simError
@@ -72,7 +72,7 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
     suv_img = suv_image(img)
     suv_meta, suv_study = suv_img.meta, np.asarray(suv_img.array, dtype=np.float64)
     check = {}
-    counts_per_suv = pipeline._counts_per_suv(img, suv_meta)
+    counts_per_suv = image_counts_per_suv(img, suv_meta)
     kw = pipeline._recon_kwargs(r, None, None, False)
     method = r["scatter"] if r["scatter"] in ("dew", "tew") else "none"
     true_scatter = sum(np.asarray(expected.components[c][pk], dtype=np.float64) for c in SCATTER_COMPONENTS)

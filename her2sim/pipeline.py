@@ -39,14 +39,15 @@ from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_a
 from her2sim.analysis.pvc import (apply_pvc, fit_effective_fwhm_mm, measure_recovery_coefficients,
                                   psf_from_point_source, pvc_recovery_coefficient)
 from her2sim.analysis.pvc_regions import lesion_box_models, lesion_slab_models
-from her2sim.analysis.robustness import robustness_summary
-from her2sim.analysis.stats import bias_rmse, compare_groups, group_mean_sd, spearman_ihc
-from her2sim.analysis.suv import lean_body_mass_kg, suv_image, suv_scale_factor
-from her2sim.analysis.threshold import call_rate_by_group, evaluate_threshold, write_lesion_csv
+from her2sim.analysis.call_rates import call_consistency, call_rates
+from her2sim.analysis.robustness import study_robustness_summary
+from her2sim.analysis.stats import bias_rmse, compare_groups, group_mean_sd, result_or_undefined, spearman_ihc
+from her2sim.analysis.suv import counts_per_suv, lean_body_mass_kg, suv_image, suv_scale_factor
+from her2sim.analysis.threshold import evaluate_threshold, write_lesion_csv
 from her2sim.config import RESOLVED_NAME, StudyConfig, preflight, save_study
 from her2sim.core.acquisition import Acquisition
 from her2sim.core.containers import Image, Phantom, Projections
-from her2sim.core.errors import ConfigError, DataError, Her2simError
+from her2sim.core.errors import ConfigError, DataError
 from her2sim.core.grid import Grid, resample
 from her2sim.core.hdf5io import to_json
 from her2sim.core.jsonio import write_json
@@ -486,7 +487,7 @@ def stage_quantify(task: StageTask) -> None:
             done = [row for row in base if row["measured"]]
             gtm_c = {}
             if slabs and done:
-                _region_pvc_with_response(slabs, suv, _counts_per_suv(img, suv_img.meta),
+                _region_pvc_with_response(slabs, suv, counts_per_suv(img, suv_img.meta),
                                           Projections.load(lay.noisy(pid, t_h, k)), p,
                                           [m for m in a["pvc_methods"] if m in ("gtm", "rbv", "iy")], done,
                                           mc_scatter_path=lay.mc_scatter(pid, t_h, k))
@@ -566,13 +567,6 @@ def _response_slabs(p: dict, ph: Phantom, grid: Grid, organs, measured: dict, ps
     return out
 
 
-def _counts_per_suv(img: Image, suv_meta: dict) -> float:
-    """Counts per voxel per view time of one SUV in a calibrated reconstruction (inverse of its calibration)."""
-    m = img.meta
-    return (float(m["calibration_cps_per_bq"]) * float(m["time_per_view_s"]) * img.grid.voxel_volume_ml
-            * float(m.get("decay_factor_applied", 1.0)) / float(suv_meta["suv_scale_factor"]))
-
-
 def _region_pvc_with_response(slabs: list, suv, counts_per_suv: float, projections: Projections, p: dict,
                               methods: list, rows: list, mc_scatter_path: Path) -> None:
     """GTM and RBV of each slab through the reconstruction's own response; fills the lesions' ``rows`` in place.
@@ -584,7 +578,7 @@ def _region_pvc_with_response(slabs: list, suv, counts_per_suv: float, projectio
     suv : numpy.ndarray
         The scan's SUV image (z, y, x).
     counts_per_suv : float
-        :func:`_counts_per_suv` of that image.
+        :func:`her2sim.analysis.suv.counts_per_suv` of that image.
     projections : Projections
         The realisation the image was reconstructed from.
     methods : list of str
@@ -633,69 +627,6 @@ def _region_pvc_with_response(slabs: list, suv, counts_per_suv: float, projectio
             row["gtm_response_images"] = resp.evaluations
 
 
-def _defined(fn, *args, **kwargs):
-    """Run an analysis function; a too-small or one-class sample gives {"undefined": reason}, not a crash."""
-    try:
-        return fn(*args, **kwargs)
-    except Her2simError as exc:
-        return {"undefined": str(exc)}
-
-
-def _size_bin(d) -> str:
-    if d is None:
-        return "unknown"
-    for hi in (10, 15, 20, 30):
-        if d < hi:
-            return f"<{hi} mm"
-    return ">=30 mm"
-
-
-def _call_rates(rows: list, threshold: float) -> dict:
-    """P(measured SUVmax >= threshold | true HER2 class, lesion size, time point), all noise realisations."""
-    out = {}
-    for metric in sorted({k for r in rows for k in r if k == "suvmax" or (k.startswith("pvc_") and k.endswith("suvmax"))}):
-        sel = [r for r in rows if r.get(metric) is not None and math.isfinite(r[metric])]
-        if not sel:
-            continue
-        groups = [f"HER2{'+' if r['her2_positive'] else '-'} {_size_bin(r.get('diameter_mm'))} {r['time_h']:g}h"
-                  for r in sel]
-        res = _defined(call_rate_by_group, [r[metric] for r in sel], groups, threshold)
-        out[metric] = {str(k): v for k, v in res.items()} if isinstance(res, dict) else res
-    return out
-
-
-def _call_stability(rows: list, threshold: float) -> dict:
-    """How often a lesion's SUVmax call (>= threshold) is the same across time points and noise realisations."""
-    calls = {}
-    for r in rows:
-        calls.setdefault((r["patient_id"], r["lesion_id"]), {})[(r["time_h"], r.get("realisation", 0))] = \
-            bool(r["suvmax"] >= threshold)
-    lesions = [c for c in calls.values() if len(c) > 1]
-    if not lesions:
-        return {"undefined": "every lesion was measured once (one time point, one realisation)"}
-    same = sum(1 for c in lesions if len(set(c.values())) == 1)
-    times = sorted({t for c in lesions for (t, _) in c})
-    out = {"lesions": len(lesions), "consistent_fraction": same / len(lesions)}
-    if len(times) > 1:
-        per = [c for c in lesions if {t for (t, _) in c} >= set(times[:2])]
-        agree = [c[(times[0], 0)] == c[(times[1], 0)] for c in per if (times[0], 0) in c and (times[1], 0) in c]
-        if agree:
-            out[f"agreement_{times[0]:g}h_vs_{times[1]:g}h"] = sum(agree) / len(agree)
-    return out
-
-
-def _robustness_summary(rows: list, a: dict, seed: int, figdir: Path) -> dict:
-    """Threshold robustness under image noise (:func:`her2sim.analysis.robustness.robustness_summary`):
-    Se/Sp/AUC with realisation-nested patient bootstrap, call stability and the P(SUVmax >= threshold)
-    table and figure. Needs >= 2 noise realisations per scan."""
-    n_real = len({int(r.get("realisation", 0)) for r in rows})
-    if n_real < 2:
-        return {"noise_realisations": n_real,
-                "undefined": "one noise realisation per scan; set monte_carlo.noise_realisations >= 2"}
-    return robustness_summary(rows, a["threshold"], n_boot=a["bootstrap"] or 200, seed=seed,
-                              figure_path=None if figdir is None else figdir / "p_positive_vs_true_suv.png")
-
-
 def stage_statistics(task: StageTask) -> None:
     """Merge lesion rows; threshold statistics per metric; seed-paper statistics; figures; summary."""
     _fault_injection_delay(task.stage)
@@ -735,8 +666,9 @@ def stage_statistics(task: StageTask) -> None:
             vals = [r.get(m) for r in sel]
             if any(v is None or (isinstance(v, float) and not math.isfinite(v)) for v in vals):
                 continue
-            ev = _defined(evaluate_threshold, [bool(r["her2_positive"]) for r in sel], vals, [r["patient_id"] for r in sel],
-                                    threshold=a["threshold"], n_boot=a["bootstrap"], seed=p["seed"])
+            ev = result_or_undefined(evaluate_threshold, [bool(r["her2_positive"]) for r in sel], vals,
+                                     [r["patient_id"] for r in sel], threshold=a["threshold"], n_boot=a["bootstrap"],
+                                     seed=p["seed"])
             thr[f"{m}@{t_h:g}h"] = ev
     summary["threshold"] = thr
     stats = {}
@@ -746,19 +678,20 @@ def stage_statistics(task: StageTask) -> None:
         neg = [r["suvmax"] for r in sel if not r["her2_positive"]]
         entry = {}
         if len(pos) >= 2 and len(neg) >= 2:
-            entry["her2pos_vs_neg"] = _defined(compare_groups, pos, neg)
+            entry["her2pos_vs_neg"] = result_or_undefined(compare_groups, pos, neg)
         ihc = [r["ihc"] for r in sel]
         if len(set(ihc)) >= 2:
-            entry["spearman_suvmax_ihc"] = _defined(spearman_ihc, [r["suvmax"] for r in sel], ihc)
-        entry["suvmax_by_ihc"] = _defined(group_mean_sd, [r["suvmax"] for r in sel], ihc)
+            entry["spearman_suvmax_ihc"] = result_or_undefined(spearman_ihc, [r["suvmax"] for r in sel], ihc)
+        entry["suvmax_by_ihc"] = result_or_undefined(group_mean_sd, [r["suvmax"] for r in sel], ihc)
         trues = [r.get("true_suv_intrinsic") for r in sel]
         if all(t is not None for t in trues) and sel:
-            entry["suvmean_bias_rmse"] = _defined(bias_rmse, [r["suvmean"] for r in sel], trues)
+            entry["suvmean_bias_rmse"] = result_or_undefined(bias_rmse, [r["suvmean"] for r in sel], trues)
         stats[f"{t_h:g}h"] = entry
     summary["statistics"] = stats
-    summary["call_rates"] = _call_rates(rows, a["threshold"])
-    summary["call_stability"] = _call_stability(rows, a["threshold"])
-    summary["robustness"] = _robustness_summary(rows, a, p["seed"], figdir if p.get("figures", True) else None)
+    summary["call_rates"] = call_rates(rows, a["threshold"])
+    summary["call_stability"] = call_consistency(rows, a["threshold"])
+    summary["robustness"] = study_robustness_summary(rows, a["threshold"], a["bootstrap"], p["seed"],
+                                                     figdir if p.get("figures", True) else None)
     figs = []
     if primary_rows and p.get("figures", True):
         t0 = min(r["time_h"] for r in primary_rows)

@@ -179,9 +179,9 @@ def test_pipeline_reconstructs_every_realisation_and_reports_robustness(three_re
 
 
 def test_one_realisation_says_robustness_is_undefined(tmp_path):
-    from her2sim.pipeline import _robustness_summary
+    from her2sim.analysis.robustness import study_robustness_summary
     rows = [_row("P1", 1, 1.0, 0, 1.7)]
-    r = _robustness_summary(rows, {"threshold": 1.5, "bootstrap": 10}, 0, tmp_path)
+    r = study_robustness_summary(rows, 1.5, 10, 0, tmp_path)
     assert "noise_realisations" in r["undefined"]
 
 
