@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from her2sim.config import RESOLVED_NAME, StudyConfig, preflight, save_study
+from her2sim.config import (RESOLVED_NAME, MonteCarloSection, OutputSection, PhantomSection, StudyConfig, preflight,
+                            save_study)
 from her2sim.core.errors import ConfigError
 from her2sim.core.hdf5io import to_json
 from her2sim.phantoms import generate_cohort
@@ -105,7 +106,7 @@ def build_stages(cfg: StudyConfig) -> list:
               "monte_carlo": {"histories": histories, "target_relative_noise": mc.target_relative_noise,
                               "calibration_histories": max(10_000, (histories or PILOT_HISTORIES) // 4),
                               "noise_realisations": mc.noise_realisations, "threads": mc.threads,
-                              **_non_default(mode=(mc.mode, "fast"))},
+                              **_non_default(mode=(mc.mode, MonteCarloSection.mode))},
               "recon": {"iterations": cfg.recon.iterations, "subsets": cfg.recon.subsets, "psf": cfg.recon.psf,
                         "penetration": cfg.recon.penetration,
                         "scatter": cfg.recon.scatter, "scatter_histories": cfg.recon.scatter_histories,
@@ -119,7 +120,7 @@ def build_stages(cfg: StudyConfig) -> list:
                 "voi_margin_mm": cfg.analysis.voi_margin_mm,
                 "voi_threshold_fraction": cfg.analysis.voi_threshold_fraction,
                 "min_voi_voxels": cfg.analysis.min_voi_voxels, "pvc_response": cfg.analysis.pvc_response}
-    figures = _non_default(figures=(cfg.output.figures, True))
+    figures = _non_default(figures=(cfg.output.figures, OutputSection.figures))
     stages = [Stage("calibration", [], dict(common, calibration={"phantom": cfg.calibration.phantom,
                                                                    "activity_mbq": cfg.calibration.activity_mbq,
                                                                    "ratio": 4.0}),
@@ -158,7 +159,7 @@ def build_stages(cfg: StudyConfig) -> list:
                         stage_report, ["report.html" if cfg.output.report == "html" else "report.md"]))
     if cfg.output.dicom:
         stages.append(Stage("dicom", [f"recon_{pid}" for pid in ids],
-                            {"version": PIPELINE_VERSION, **_non_default(ct=(cfg.phantom.ct, True))},
+                            {"version": PIPELINE_VERSION, **_non_default(ct=(cfg.phantom.ct, PhantomSection.ct))},
                             stage_dicom, ["dicom/series.json", "dicom"]))  # the folder: every DICOM file
     return stages
 
