@@ -6,7 +6,7 @@ and simulated ones go through the same code. Imports only ``her2sim.core``.
 
 Modules
 -------
-suv            SUVbw, SUL (Janmahasatian LBM), SUVbsa (Du Bois), decay correction
+suv            SUVbw, SUL (Janmahasatian LBM), SUVbsa (Du Bois), decay correction, counts per SUV
 voi            sphere/ellipsoid/label/threshold VOIs; SUVmax, SUVmean, SUVpeak, volume, TLU
 heterogeneity  CV, skewness, kurtosis, fraction above a level inside a VOI
 pvc            package, one module per method (registry ``pvc.METHODS``): Gaussian PSF, RC correction,
@@ -16,6 +16,8 @@ lesion_table   measured lesion uptake joined with phantom truth rows (rows for t
 threshold      Se/Sp/PPV/NPV with Wilson/Clopper-Pearson CIs, ROC/AUC, Youden, patient bootstrap,
                visual-read model; CLI ``python -m her2sim.analysis.threshold``
 stats          seed-paper tests (Student, Welch, Mann-Whitney, Spearman, paired), bias/RMSE, Bland-Altman
+call_rates     P(SUVmax >= threshold) by HER2 class, size and time; a lesion's call across its scans
+robustness     threshold robustness under image noise (realisation spread, nested bootstrap, P(positive))
 figures        matplotlib PNG figures (import ``her2sim.analysis.figures`` explicitly)
 
 The main functions are re-exported here and loaded on first use, so

@@ -15,7 +15,8 @@ the study's intervals:
 * :func:`nested_bootstrap_threshold` - Se, Sp and AUC at the threshold with percentile intervals from
   a bootstrap over patients in which each drawn scan also draws one of its noise realisations
   (realisations nested in the patient bootstrap), so the interval holds sampling *and* image noise;
-* :func:`robustness_summary` - all of the above for ``results/summary.json``;
+* :func:`robustness_summary` - all of the above for ``results/summary.json``
+  (:func:`study_robustness_summary`: or why it is undefined, with one realisation per scan);
 * :func:`plot_p_positive` - P(SUVmax >= threshold) against true SUV, by size bin and time point.
 
 Randomness takes an explicit seed; the same seed gives the same result.
@@ -284,6 +285,31 @@ def robustness_summary(rows: list, threshold: float, n_boot: int = 2000, seed: i
     if figure_path is not None and n_real >= 2:
         out["figure"] = str(plot_p_positive(out["p_positive"], figure_path, threshold))
     return out
+
+
+def study_robustness_summary(rows: list, threshold: float, bootstrap: int, seed: int, figure_dir=None) -> dict:
+    """The study summary's ``robustness``: :func:`robustness_summary` when the scans have >= 2 noise
+    realisations, else the count and the reason it is undefined.
+
+    Parameters
+    ----------
+    rows : list of dict
+        The study's measured lesion rows (all time points and realisations).
+    threshold : float
+        SUVmax threshold of a positive call (SUV).
+    bootstrap : int
+        ``analysis.bootstrap`` resamples; 0 uses 200 (the nested bootstrap needs some).
+    seed : int
+        Seed of the bootstrap.
+    figure_dir : path-like or None
+        Folder of ``p_positive_vs_true_suv.png`` (None: no figure).
+    """
+    n_real = len({int(r.get("realisation", 0)) for r in rows})
+    if n_real < 2:
+        return {"noise_realisations": n_real,
+                "undefined": "one noise realisation per scan; set monte_carlo.noise_realisations >= 2"}
+    return robustness_summary(rows, threshold, n_boot=bootstrap or 200, seed=seed,
+                              figure_path=None if figure_dir is None else Path(figure_dir) / "p_positive_vs_true_suv.png")
 
 
 def plot_p_positive(table: list, path, threshold: float = 1.5) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from her2sim.core.errors import DataError
+from her2sim.core.errors import DataError, Her2simError
 
 
 def _vector(name: str, x, min_n: int = 1) -> np.ndarray:
@@ -23,6 +23,15 @@ def _vector(name: str, x, min_n: int = 1) -> np.ndarray:
     if not np.all(np.isfinite(v)):
         raise DataError(f"{name} contains NaN or infinite values")
     return v
+
+
+def result_or_undefined(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or ``{"undefined": reason}`` when it refuses its sample (a too-small or one-class
+    sample raises a :class:`~her2sim.core.errors.Her2simError`): a study summary reports, it does not crash."""
+    try:
+        return fn(*args, **kwargs)
+    except Her2simError as exc:
+        return {"undefined": str(exc)}
 
 
 def mean_sd(values) -> dict:

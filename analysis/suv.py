@@ -241,3 +241,24 @@ def suv_image(image: Image, *, normalisation: str = "bw", nuclide: Radionuclide 
     arr = np.asarray(image.array, dtype=np.float32) * np.float32(factor)
     return Image(array=arr, grid=image.grid, units="SUV", meta=new_meta, acquisition=image.acquisition,
                  corrections=image.corrections)
+
+
+def counts_per_suv(image: Image, suv_meta: dict) -> float:
+    """Counts per voxel per view time of one SUV in a calibrated reconstruction (the inverse of its calibration).
+
+    Parameters
+    ----------
+    image : Image
+        A reconstruction in Bq/mL whose ``meta`` holds ``calibration_cps_per_bq`` (cps/Bq), ``time_per_view_s``
+        (s) and, when decay-corrected, ``decay_factor_applied``.
+    suv_meta : dict
+        The ``meta`` of its :func:`suv_image`, holding ``suv_scale_factor`` (SUV per Bq/mL).
+
+    Returns
+    -------
+    float
+        ``cps/Bq x s/view x mL/voxel x decay factor / (SUV per Bq/mL)``: counts per voxel per view for SUV 1.
+    """
+    m = image.meta
+    return (float(m["calibration_cps_per_bq"]) * float(m["time_per_view_s"]) * image.grid.voxel_volume_ml
+            * float(m.get("decay_factor_applied", 1.0)) / float(suv_meta["suv_scale_factor"]))

@@ -337,20 +337,22 @@ def noise_statistics(scan_dir: Path, peer_dir: Path, nf_dir: Path, nf_peer_dir: 
 def export_noise_free(study_dir: Path, scan, dest: Path) -> None:
     """The scan's noise-free expected projections rounded to counts, her2sim's recon of them with the
     study's recon settings (the pipeline's own recon function) and the CT, as one DICOM study in ``dest``."""
-    from her2sim import pipeline
     from her2sim.core.containers import Image, Phantom, Projections
     from her2sim.dicom_io import DicomPatient, DicomStudy, export_image, export_projections
+    from her2sim.steps.params import StepParams
+    from her2sim.steps.scan import attenuation_map, recon_grid, reconstruct_scan
 
-    params = json.loads((study_dir / ".stages" / f"recon_{scan.patient_id}.json").read_text())["params"]
+    step = StepParams.from_params(json.loads((study_dir / ".stages" / f"recon_{scan.patient_id}.json").read_text())
+                                  ["params"], f"recon_{scan.patient_id}")
     cal = json.loads((study_dir / "calibration" / "calibration.json").read_text())
     ph = Phantom.load(study_dir / "patients" / scan.patient_id / "phantom.h5")
     noisy = Projections.load(scan.projections)
     expected = Projections.load(scan.folder / "expected.h5")
     rounded = Projections(np.round(expected.counts), expected.windows, expected.geometry, True, meta=dict(noisy.meta),
                           acquisition=noisy.acquisition)
-    grid = pipeline._recon_grid(params, ph.grid)
-    img = pipeline._reconstruct(rounded, pipeline._mu_map(ph, grid, params), grid, params,
-                                cps_per_bq=cal["cps_per_bq"], phantom=ph)
+    grid = recon_grid(step.camera, ph.grid)
+    img = reconstruct_scan(rounded, attenuation_map(ph, grid, step.recon), grid, step.recon, step.camera,
+                           cps_per_bq=cal["cps_per_bq"], phantom=ph)
     img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
                      "scan_start_s": scan.time_h * 3600.0})
     study = DicomStudy.new(seed="dicom_interop-noise-free")

@@ -231,30 +231,33 @@ def recon_batch_cost(study_dir: Path, quick: bool, realisations: int) -> dict:
     """Seconds of one reconstruction and of the batch of ``realisations`` of the first scan of a finished study.
 
     Uses the study's own noisy realisations, attenuation map and calibration (the stage's code path:
-    :func:`her2sim.pipeline._reconstruct` for one, :func:`her2sim.pipeline._reconstruct_realisations`
+    :func:`her2sim.steps.scan.reconstruct_scan` for one, :func:`her2sim.steps.scan.reconstruct_realisations`
     for the batch), each after an untimed warm-up call of its kind.
     """
     import json as _json
 
     from her2sim.core.containers import Phantom, Projections
-    from her2sim.pipeline import _mu_map, _recon_grid, _reconstruct, _reconstruct_realisations, build_stages
+    from her2sim.pipeline import build_stages
+    from her2sim.steps.params import StepParams
+    from her2sim.steps.scan import attenuation_map, recon_grid, reconstruct_realisations, reconstruct_scan
 
     cfg = study_config(1, 1, quick, realisations)
-    params = next(s for s in build_stages(cfg) if s.name.startswith("recon_")).params
+    stage = next(s for s in build_stages(cfg) if s.name.startswith("recon_"))
+    step = StepParams.from_params(stage.params, stage.name)
     pdir = sorted(p for p in (study_dir / "patients").iterdir() if p.is_dir())[0]
     ph = Phantom.load(pdir / "phantom.h5")
     tdir = pdir / f"t{ph.time_points_h[0]:g}h"
     projs = [Projections.load(tdir / f"noisy_r{k}.h5") for k in range(realisations)]
-    grid = _recon_grid(params, ph.grid)
-    mu = _mu_map(ph, grid, params)
+    grid = recon_grid(step.camera, ph.grid)
+    mu = attenuation_map(ph, grid, step.recon)
     cps = _json.loads((study_dir / "calibration" / "calibration.json").read_text())["cps_per_bq"]
-    _reconstruct(projs[0], mu, grid, params, cps_per_bq=cps, phantom=ph)
+    reconstruct_scan(projs[0], mu, grid, step.recon, step.camera, cps_per_bq=cps, phantom=ph)
     t0 = time.perf_counter()
-    _reconstruct(projs[0], mu, grid, params, cps_per_bq=cps, phantom=ph)
+    reconstruct_scan(projs[0], mu, grid, step.recon, step.camera, cps_per_bq=cps, phantom=ph)
     single = time.perf_counter() - t0
-    _reconstruct_realisations(projs[:1], mu, grid, params, cps_per_bq=cps)
+    reconstruct_realisations(projs[:1], mu, grid, step.recon, step.camera, cps_per_bq=cps)
     t0 = time.perf_counter()
-    _reconstruct_realisations(projs, mu, grid, params, cps_per_bq=cps)
+    reconstruct_realisations(projs, mu, grid, step.recon, step.camera, cps_per_bq=cps)
     batch = time.perf_counter() - t0
     return {"realisations": realisations, "single_recon_seconds": round(single, 2),
             "batch_recon_seconds": round(batch, 2), "batch_over_single_cost_ratio": round(batch / single, 2),

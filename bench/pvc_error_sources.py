@@ -32,7 +32,7 @@ import numpy as np
 
 from her2sim import pipeline
 from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid
-from her2sim.analysis.suv import suv_image
+from her2sim.analysis.suv import counts_per_suv as image_counts_per_suv, suv_image
 from her2sim.config import loads_study, resolved_study_path
 from her2sim.core.containers import Image, Phantom, Projections
 from her2sim.core.errors import Her2simError
@@ -40,6 +40,9 @@ from her2sim.core.grid import resample
 from her2sim.core.jsonio import print_json
 from her2sim.recon.osem import osem, post_filter, recon_system, scatter_estimate
 from her2sim.recon.response import ReconstructionResponse
+from her2sim.steps.params import StepParams
+from her2sim.steps.quantify import response_slabs
+from her2sim.steps.scan import recon_kwargs
 from her2sim.study_layout import StudyLayout
 
 SCATTER_COMPONENTS = ("scatter1", "scatter2", "scatter3plus")
@@ -51,8 +54,8 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
     stage = next((s for s in pipeline.build_stages(cfg) if s.name == f"quantify_{patient_id}"), None)
     if stage is None:
         raise SystemExit(f"--patient {patient_id}: not a patient of the study in {study}")
-    p = stage.params
-    r = p["recon"]
+    step = StepParams.from_params(stage.params, stage.name)
+    r = step.recon
     lay = StudyLayout(study)
     ph = Phantom.load(lay.phantom(patient_id))
     img = Image.load(lay.recon(patient_id, time_h))
@@ -67,14 +70,14 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
     measured_lesions = {lid: L for lid, L in lesions.items() if L.reason is None}
     organs = resample(host_labels(ph.labels, ph.label_names), ph.grid, grid, order=0)
     cal = json.loads(lay.calibration_json.read_text())
-    psf_fwhm = p["analysis"].get("psf_fwhm_mm") or cal.get("recon_fwhm_mm") or p["psf_fwhm_mm"]
-    slabs = pipeline._response_slabs(p, ph, grid, organs, measured_lesions, psf_fwhm, measured.geometry)
+    psf_fwhm = step.analysis.psf_fwhm_mm or cal.get("recon_fwhm_mm") or step.psf_fwhm_mm
+    slabs = response_slabs(r, step.camera, ph, grid, organs, measured_lesions, psf_fwhm, measured.geometry)
     suv_img = suv_image(img)
     suv_meta, suv_study = suv_img.meta, np.asarray(suv_img.array, dtype=np.float64)
     check = {}
-    counts_per_suv = pipeline._counts_per_suv(img, suv_meta)
-    kw = pipeline._recon_kwargs(r, None, None, False)
-    method = r["scatter"] if r["scatter"] in ("dew", "tew") else "none"
+    counts_per_suv = image_counts_per_suv(img, suv_meta)
+    kw = recon_kwargs(r, None, None, False)
+    method = r.scatter if r.scatter in ("dew", "tew") else "none"
     true_scatter = sum(np.asarray(expected.components[c][pk], dtype=np.float64) for c in SCATTER_COMPONENTS)
     variants = {"measured": (measured, np.asarray(measured.counts[pk], dtype=np.float64), method),
                 "noise_free": (expected, np.asarray(expected.counts[pk], dtype=np.float64), method),
@@ -84,16 +87,16 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
     host = {}
     # the data are reconstructed on the whole body (as the study did); only the model images live on slabs
     mu = slabs[0][2].mu_map_per_cm if slabs else None
-    full = recon_system(grid, measured.geometry, mu, pipeline._camera(p), psf=r["psf"], penetration=r["penetration"],
+    full = recon_system(grid, measured.geometry, mu, step.camera, psf=r.psf, penetration=r.penetration,
                         attenuation_correction=mu is not None)
     for name, (proj, counts, scatter) in variants.items():
         s = scatter_estimate(proj, scatter)   # the recon's unsmoothed DEW, the MC truth, or none
-        image = osem(full, counts, r["iterations"], r["subsets"], scatter=s, progress=False)
+        image = osem(full, counts, r.iterations, r.subsets, scatter=s, progress=False)
         image = post_filter(image, grid, kw["post_filter_fwhm_mm"], kw["butterworth"]) / counts_per_suv
         if name == "measured":
             check["measured_vs_study_recon_max_rel"] = float(np.max(np.abs(image - suv_study)) / np.max(suv_study))
         for sl, model, system, psf, own in slabs:
-            resp = ReconstructionResponse(system, s, r["iterations"], r["subsets"],
+            resp = ReconstructionResponse(system, s, r.iterations, r.subsets,
                                           post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
                                           counts_per_unit=counts_per_suv, z_slice=sl)
             x = image[sl]
@@ -113,7 +116,7 @@ def error_sources(study: Path, patient_id: str, time_h: float) -> dict:
         if lid in out and abs(row["time_h"] - time_h) < 1e-6 and row.get("realisation", 0) == 0:
             out[lid].update(type=row.get("type"), diameter_mm=row.get("diameter_mm"),
                             true_suv_intrinsic=row.get("true_suv_intrinsic"))
-    return {"patient_id": patient_id, "time_h": time_h, "scatter_method": r["scatter"], **check,
+    return {"patient_id": patient_id, "time_h": time_h, "scatter_method": r.scatter, **check,
             "lesions": {str(k): v for k, v in out.items()}, "host_organ_suv": host,
             "seconds": round(time.time() - t0, 1)}
 

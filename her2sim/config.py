@@ -128,7 +128,7 @@ def v_path(path, v):
 def v_choice(choices) -> Callable:
     def check(path, v):
         if not isinstance(v, str) or v not in choices:
-            hint = _did_you_mean(v, choices) if isinstance(v, str) else ""
+            hint = did_you_mean(v, choices) if isinstance(v, str) else ""
             raise ConfigError(f"{path} = {_text(v)} is not allowed; choose one of {list(choices)}{hint}")
         return v
     return check
@@ -182,7 +182,7 @@ def v_table_or_tables(path, v):
     raise ConfigError(f"{path} = {_text(v)} must be a table ([{path}]) or an array of tables ([[{path}]])")
 
 
-def _did_you_mean(word: str, candidates) -> str:
+def did_you_mean(word: str, candidates) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     if not close and isinstance(word, str) and len(word) >= 3:  # "reconstruction" -> "recon", "radius" -> ...
         close = sorted(c for c in map(str, candidates) if len(c) >= 3 and (c.startswith(word) or word.startswith(c)))
@@ -192,7 +192,7 @@ def _did_you_mean(word: str, candidates) -> str:
 def _unknown_key(path: str, key: str, allowed) -> ConfigError:
     full = f"{path}.{key}" if path else key
     what = "section" if not path else "key"
-    return ConfigError(f"{full} is not a known {what}{_did_you_mean(key, allowed)} (allowed: {sorted(allowed)})")
+    return ConfigError(f"{full} is not a known {what}{did_you_mean(key, allowed)} (allowed: {sorted(allowed)})")
 
 
 # ---------------------------------------------------------------------------- sections
@@ -464,7 +464,7 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
 }
 
 
-def _build_section(cls, path: str, raw) -> Any:
+def build_section(cls, path: str, raw) -> Any:
     """Validate the table ``raw`` of section ``path`` into ``cls`` (defaults for absent keys)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} = {_text(raw)} must be a table ([{path}])")
@@ -481,6 +481,11 @@ def _build_section(cls, path: str, raw) -> Any:
     return cls(**kw)
 
 
+def key_validator(cls, key: str) -> Callable:
+    """The checker of key ``key`` of section class ``cls``: ``check(path, value) -> value`` (ConfigError if bad)."""
+    return _VALIDATORS[cls][key]
+
+
 def _section_dict(obj) -> dict:
     """Plain TOML-ready dict of a section dataclass (``None`` values left out, tuples as lists)."""
     out = {}
@@ -493,7 +498,7 @@ def _section_dict(obj) -> dict:
 
 
 # ---------------------------------------------------------------------------- camera
-def _camera_from_table(raw: dict, protocol_raw):
+def camera_from_table(raw: dict, protocol_raw):
     """Build a :class:`~her2sim.sim.camera.Camera`; errors re-raised with ``camera.`` key paths."""
     from her2sim.sim.camera import Camera, Collimator, Detector, Protocol
 
@@ -545,7 +550,7 @@ def _camera_from_table(raw: dict, protocol_raw):
         from her2sim.core.materials import MATERIAL_NAMES
         if material not in MATERIAL_NAMES:
             raise ConfigError(f"camera.collimator.material = {material!r} is not a known material"
-                              f"{_did_you_mean(material, MATERIAL_NAMES)} (allowed: {list(MATERIAL_NAMES)})")
+                              f"{did_you_mean(material, MATERIAL_NAMES)} (allowed: {list(MATERIAL_NAMES)})")
     if "heads" in raw and (isinstance(raw["heads"], bool) or not isinstance(raw["heads"], int)):
         raise ConfigError(f"camera.heads = {_text(raw['heads'])} must be an integer in [1, 2]")
     try:
@@ -602,17 +607,17 @@ class StudyConfig:
         for key in REQUIRED_SECTIONS:
             if key not in data:
                 raise ConfigError(f"[{key}] section is required but missing (sections: {list(SECTION_ORDER)})")
-        study = _build_section(StudySection, "study", data["study"])
-        phantom = _build_section(PhantomSection, "phantom", data["phantom"])
+        study = build_section(StudySection, "study", data["study"])
+        phantom = build_section(PhantomSection, "phantom", data["phantom"])
         phantom.grid()  # Grid's own checks (shape/spacing)
-        cohort = _build_section(CohortSection, "cohort", data["cohort"]) if "cohort" in data else None
-        tracer = _build_section(TracerSection, "tracer", data.get("tracer", {}))
-        camera = _camera_from_table(data.get("camera", {}), data.get("protocol"))
-        calibration = _build_section(CalibrationSection, "calibration", data.get("calibration", {}))
-        mc = _build_section(MonteCarloSection, "monte_carlo", data.get("monte_carlo", {}))
-        recon = _build_section(ReconSection, "recon", data.get("recon", {}))
-        analysis = _build_section(AnalysisSection, "analysis", data.get("analysis", {}))
-        output = _build_section(OutputSection, "output", data.get("output", {}))
+        cohort = build_section(CohortSection, "cohort", data["cohort"]) if "cohort" in data else None
+        tracer = build_section(TracerSection, "tracer", data.get("tracer", {}))
+        camera = camera_from_table(data.get("camera", {}), data.get("protocol"))
+        calibration = build_section(CalibrationSection, "calibration", data.get("calibration", {}))
+        mc = build_section(MonteCarloSection, "monte_carlo", data.get("monte_carlo", {}))
+        recon = build_section(ReconSection, "recon", data.get("recon", {}))
+        analysis = build_section(AnalysisSection, "analysis", data.get("analysis", {}))
+        output = build_section(OutputSection, "output", data.get("output", {}))
         cfg = cls(study=study, phantom=phantom, tracer=tracer, camera=camera, calibration=calibration,
                   monte_carlo=mc, recon=recon, analysis=analysis, output=output, cohort=cohort, source=source)
         cfg._check_contradictions()
@@ -675,7 +680,7 @@ class StudyConfig:
         c = self.cohort
         if c.preset not in COHORT_PRESETS:
             raise ConfigError(f"cohort.preset = {c.preset!r} is not a cohort preset"
-                              f"{_did_you_mean(c.preset, COHORT_PRESETS)} (allowed: {sorted(COHORT_PRESETS)})")
+                              f"{did_you_mean(c.preset, COHORT_PRESETS)} (allowed: {sorted(COHORT_PRESETS)})")
         n_max = int(COHORT_PRESETS[c.preset]["n_patients"])
         if c.n_patients > n_max:
             raise ConfigError(f"cohort.n_patients = {c.n_patients} is outside the allowed range [1, {n_max}] "
@@ -926,7 +931,7 @@ def preset_path(name: str) -> Path:
     """Path of the bundled preset ``name`` (``ConfigError`` with a suggestion if unknown)."""
     names = list_presets()
     if name not in names:
-        raise ConfigError(f"preset = {name!r} is not a bundled preset{_did_you_mean(name, names)} "
+        raise ConfigError(f"preset = {name!r} is not a bundled preset{did_you_mean(name, names)} "
                           f"(available: {names})")
     return preset_dir() / f"{name}.toml"
 

@@ -205,10 +205,11 @@ def test_effective_fwhm_fit_recovers_a_known_resolution():
 
 
 def test_gtm_with_the_protocol_psf_callable_recovers_the_true_values():
-    """PVC's point response = Gaussian recon resolution then the clinical Butterworth filter (pipeline.pvc_psf)."""
-    from her2sim.pipeline import pvc_psf
+    """PVC's point response = Gaussian recon resolution then the clinical Butterworth filter (steps.quantify.pvc_psf)."""
+    from her2sim.config import ReconSection
+    from her2sim.steps.quantify import pvc_psf
     g, _, model = _regions_case(8.0)
-    psf = pvc_psf({"butterworth_cutoff_cycles_per_cm": 0.48, "butterworth_order": 10}, 7.0, g)
+    psf = pvc_psf(ReconSection(butterworth_cutoff_cycles_per_cm=0.48, butterworth_order=10), 7.0, g)
     truth = model.synthesize(np.r_[[{0: 0.0, 1: 0.3, 14: 6.0, 21: 2.5}[o] for o in model.organs], 1.2, 3.0])
     img = psf(truth)
     c = model.gtm(img, psf, g.spacing_mm)

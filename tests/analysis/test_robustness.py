@@ -179,9 +179,9 @@ def test_pipeline_reconstructs_every_realisation_and_reports_robustness(three_re
 
 
 def test_one_realisation_says_robustness_is_undefined(tmp_path):
-    from her2sim.pipeline import _robustness_summary
+    from her2sim.analysis.robustness import study_robustness_summary
     rows = [_row("P1", 1, 1.0, 0, 1.7)]
-    r = _robustness_summary(rows, {"threshold": 1.5, "bootstrap": 10}, 0, tmp_path)
+    r = study_robustness_summary(rows, 1.5, 10, 0, tmp_path)
     assert "noise_realisations" in r["undefined"]
 
 
@@ -190,11 +190,8 @@ def test_seed_trial_preset_uses_the_clinical_butterworth_protocol():
     assert cfg.recon.butterworth_cutoff_cycles_per_cm == 0.48 and cfg.recon.butterworth_order == 10
     assert cfg.recon.psf and cfg.recon.attenuation and cfg.recon.scatter == "dew"
     off = override_study(cfg, ["recon.butterworth_cutoff_cycles_per_cm=0"])
-    from her2sim.pipeline import _recon_kwargs
-    r = dict(iterations=4, subsets=10, psf=True, penetration=False, post_filter_fwhm_mm=0.0, attenuation=True,
-             butterworth_cutoff_cycles_per_cm=off.recon.butterworth_cutoff_cycles_per_cm, butterworth_order=10)
-    assert _recon_kwargs(r, None, None, False)["butterworth"] is None
-    r["butterworth_cutoff_cycles_per_cm"] = 0.48
-    assert _recon_kwargs(r, None, None, False)["butterworth"] == (0.48, 10)
+    from her2sim.steps.scan import recon_kwargs
+    assert recon_kwargs(off.recon, None, None, False)["butterworth"] is None
+    assert recon_kwargs(cfg.recon, None, None, False)["butterworth"] == (0.48, 10)
     with pytest.raises(ConfigError, match="butterworth_order"):
         override_study(cfg, ["recon.butterworth_order=0"])

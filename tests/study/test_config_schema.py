@@ -24,6 +24,8 @@ from her2sim.config import StudyConfig
 from her2sim.core.errors import ConfigError
 from her2sim.core.jsonio import canonical_json
 from her2sim.sim.camera import Collimator, Detector, Protocol
+from her2sim.steps import calibration as calibration_step
+from her2sim.steps.scan import simulate_expected
 
 TINY = Path(__file__).parents[1] / "data" / "tiny_study.toml"
 BASE = tomllib.loads(TINY.read_text())
@@ -250,15 +252,15 @@ def test_monte_carlo_mode_explicit_runs_the_explicit_mode():
     ph = _tiny_phantom()
     # a 63-bit seed as the pipeline derives them (the explicit mode's per-view seeds once overflowed)
     st = MonteCarloSettings(n_histories=20_000, seed=2 ** 62 + 3, n_chunks=8, batches=2)
-    fast = pipeline._simulate(ph, cam, {"monte_carlo": {}}, st)
-    explicit = pipeline._simulate(ph, cam, {"monte_carlo": {"mode": "explicit"}}, st)
+    fast = simulate_expected(ph, cam, C.MonteCarloSection(), st)
+    explicit = simulate_expected(ph, cam, C.MonteCarloSection(mode="explicit"), st)
     assert fast.projections.meta["mode"] == "fast" and explicit.projections.meta["mode"] == "explicit"
     # analog photons through the lead lattice (the explicit mode's components); the estimates themselves are
     # compared in tests/sim/test_mc_explicit_vs_fast.py
     assert "penetration" in explicit.projections.components and "penetration" not in fast.stats
     assert explicit.stats["n_escapes"] > 0 and "seconds_detection" in explicit.stats
     with pytest.raises(ConfigError, match=r"monte_carlo\.mode = 'analog' is not allowed"):
-        pipeline._simulate(ph, cam, {"monte_carlo": {"mode": "analog"}}, st)
+        simulate_expected(ph, cam, C.MonteCarloSection(mode="analog"), st)
 
 
 def test_calibration_point_and_none_are_honoured(tmp_path, monkeypatch):
@@ -267,7 +269,7 @@ def test_calibration_point_and_none_are_honoured(tmp_path, monkeypatch):
     from her2sim.sim.camera import Camera
     from her2sim.stages import StageTask
 
-    monkeypatch.setattr(pipeline, "_point_source_fwhm_mm", lambda p, grid, cam: None)  # PVC resolution: not tested
+    monkeypatch.setattr(calibration_step, "point_source_fwhm_mm", lambda step, grid, cam: None)  # not tested here
     cfg = C.loads_study(TINY.read_text(), "tiny")
     stage = next(s for s in pipeline.build_stages(C.override_study(cfg, ["calibration.phantom=point"]))
                  if s.name == "calibration")
@@ -277,8 +279,8 @@ def test_calibration_point_and_none_are_honoured(tmp_path, monkeypatch):
     for kind in ("point", "none"):
         out = tmp_path / kind / "calibration" / "calibration.json"
         params["calibration"]["phantom"] = kind
-        pipeline.stage_calibration(StageTask(stage="calibration", params=params, outputs=(out,), inputs={},
-                                             study_dir=tmp_path / kind))
+        calibration_step.stage_calibration(StageTask(stage="calibration", params=params, outputs=(out,), inputs={},
+                                                     study_dir=tmp_path / kind))
         cal = json.loads(out.read_text())
         assert cal["phantom"] == kind and cal["cps_per_bq"] > 0
         if kind == "point":

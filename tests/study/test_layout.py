@@ -10,11 +10,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # folder -> her2sim subpackages it must NOT import
 FORBIDDEN = {
     "her2sim/core": ("her2sim.sim", "her2sim.recon", "her2sim.phantoms", "her2sim.analysis", "her2sim.cli",
-                     "her2sim.pipeline", "her2sim.commands"),
-    "analysis": ("her2sim.sim", "her2sim.recon", "her2sim.phantoms", "her2sim.cli", "her2sim.pipeline"),
-    "phantoms": ("her2sim.sim", "her2sim.recon", "her2sim.analysis", "her2sim.cli", "her2sim.pipeline"),
-    "sim": ("her2sim.recon", "her2sim.phantoms", "her2sim.analysis", "her2sim.cli", "her2sim.pipeline"),
-    "recon": ("her2sim.phantoms", "her2sim.analysis", "her2sim.cli", "her2sim.pipeline"),
+                     "her2sim.pipeline", "her2sim.steps", "her2sim.commands"),
+    "analysis": ("her2sim.sim", "her2sim.recon", "her2sim.phantoms", "her2sim.cli", "her2sim.pipeline",
+                 "her2sim.steps"),
+    "phantoms": ("her2sim.sim", "her2sim.recon", "her2sim.analysis", "her2sim.cli", "her2sim.pipeline",
+                 "her2sim.steps"),
+    "sim": ("her2sim.recon", "her2sim.phantoms", "her2sim.analysis", "her2sim.cli", "her2sim.pipeline",
+            "her2sim.steps"),
+    "recon": ("her2sim.phantoms", "her2sim.analysis", "her2sim.cli", "her2sim.pipeline", "her2sim.steps"),
 }
 PACKAGE_OF = {"her2sim/core": "her2sim.core", "analysis": "her2sim.analysis", "phantoms": "her2sim.phantoms",
               "sim": "her2sim.sim", "recon": "her2sim.recon"}

@@ -151,12 +151,13 @@ def test_ideal_mu_map_from_materials_matches_xcom_and_exposes_the_bilinear_lung_
     from her2sim.core.grid import Grid
     from her2sim.core.materials import MATERIAL_IDS
     from her2sim.phantoms import iec_body_phantom
-    from her2sim.pipeline import _mu_map
+    from her2sim.config import ReconSection
+    from her2sim.steps.scan import attenuation_map
 
     g = Grid.centered((16, 48, 48), 6.0)
     ph = iec_body_phantom(g)
-    ideal = _mu_map(ph, g, {"recon": {"mu_map": "materials"}})
-    ct = _mu_map(ph, g, {"recon": {"mu_map": "ct"}})
+    ideal = attenuation_map(ph, g, ReconSection(mu_map="materials"))
+    ct = attenuation_map(ph, g, ReconSection(mu_map="ct"))
     water = ph.material_ids == MATERIAL_IDS["water"]
     lung = ph.material_ids == MATERIAL_IDS["lung"]
     interior_water = water & (np.abs(np.gradient(ph.material_ids.astype(float), axis=2)) == 0)
