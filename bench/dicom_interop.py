@@ -175,7 +175,7 @@ def run_peer(peer_python: Path, nm_file: Path, ct_dir: Path, out_dir: Path, iter
 
 
 def lesion_vois(ph, grid):
-    """The pipeline's lesion VOIs on ``grid`` (``her2sim.pipeline.stage_analysis``): the truth's lesions
+    """The pipeline's lesion VOIs on ``grid`` (``her2sim.steps.quantify.stage_quantify``): the truth's lesions
     (partial-volume fractions resampled conservatively), SUVmax searched in the VOI grown by one
     transaxial voxel into background tissue only. Returns ``(lesions, allowed, margin_mm)``."""
     from her2sim.analysis.lesion_truth import host_labels, lesions_on_grid, margin_allowed
