@@ -9,7 +9,9 @@
 * :func:`plot_bias_vs_size` - relative bias against lesion diameter;
 * :func:`plot_bland_altman` - difference against mean with 95 % limits of agreement;
 * :func:`plot_true_vs_reconstructed` - anterior MIPs and a coronal slice of the true and the
-  reconstructed SUV side by side.
+  reconstructed SUV side by side;
+* :func:`plot_whole_body_beside_spect` - anterior / posterior whole-body sweeps beside the local SPECT's
+  anterior MIP, one row per time point.
 """
 from __future__ import annotations
 
@@ -263,3 +265,81 @@ def plot_lesion_truths(truth_suv, own_suv, measured_suv, voi, centre_index, spac
     p = savefig_atomic(fig, path, dpi=110)   # no tight_layout: the colour bar spans the three panels
     plt.close(fig)
     return p
+
+
+def plot_whole_body_beside_spect(sweeps: list, spect_mips: list, path, *, title: str = "",
+                                 spect_vmax_suv: float = 4.0) -> Path:
+    """Planar whole-body sweeps beside the local SPECT, one row per time point (as the seed trial shows them).
+
+    Parameters
+    ----------
+    sweeps : list of dict
+        Per time point: ``anterior`` and ``posterior`` counts (v, u), ``z_mm`` (world z of each row, mm),
+        ``u_mm`` (column centres, mm; the anterior view's +u is the patient's left), ``label`` (e.g. ``"1 h"``).
+        The posterior image is shown in its own head's frame (seen from behind).
+    spect_mips : list of dict or None
+        Per time point (same order): ``suv`` anterior maximum-intensity projection (z, x) of the SUV image,
+        ``z_mm`` and ``x_mm`` (voxel centres, mm); ``None`` leaves the panel out. The SPECT's axial field of view
+        is marked on the anterior sweep with dashed lines, and the panel shares the sweeps' z axis (mm).
+    path : str or Path
+        PNG to write.
+    title : str
+    spect_vmax_suv : float
+        Top of the SPECT colour scale (SUV; the kidneys would otherwise hide the lesions; as the recon figure).
+
+    Returns
+    -------
+    Path
+    """
+    if not sweeps:
+        raise DataError("sweeps is empty")
+    n = len(sweeps)
+    with_spect = any(m is not None for m in spect_mips)
+    ncol = 3 if with_spect else 2
+    fig, axes = plt.subplots(n, ncol, figsize=(3.0 * ncol + 0.6, 6.2 * n), squeeze=False)
+
+    def extent(u, z):
+        du, dz = abs(u[1] - u[0]), abs(z[1] - z[0])
+        return (u.min() - du / 2, u.max() + du / 2, z.min() - dz / 2, z.max() + dz / 2)
+
+    for row, (sw, mip) in enumerate(zip(sweeps, spect_mips)):
+        z, u = np.asarray(sw["z_mm"], float), np.asarray(sw["u_mm"], float)
+        order = np.argsort(z)
+        z_lim = None
+        for col, view in enumerate(("anterior", "posterior")):
+            img = np.asarray(sw[view], float)[order]
+            keep = np.flatnonzero(img.sum(axis=1) > 0)
+            ax = axes[row, col]
+            top = max(float(np.percentile(img[keep], 99.5)) if keep.size else 1.0, 1.0)
+            ax.imshow(img, origin="lower", cmap="gray_r", vmin=0, vmax=top, extent=extent(u, z[order]),
+                      aspect="equal", interpolation="nearest")
+            if keep.size:
+                zs = z[order][keep]
+                z_lim = (zs.min() - 10.0, zs.max() + 10.0)
+                ax.set_ylim(*z_lim)
+            ax.set_title(f"{view} sweep {sw.get('label', '')}\n{img.sum() / 1e6:.2f} Mcounts", fontsize=9)
+            ax.set_xticks([])
+            if col == 0:
+                ax.set_ylabel("z (mm)")
+                if mip is not None:
+                    for zz in (float(np.min(mip["z_mm"])), float(np.max(mip["z_mm"]))):
+                        ax.axhline(zz, color="tab:red", lw=0.8, ls="--")
+            else:
+                ax.set_yticks([])
+        if with_spect:
+            ax = axes[row, 2]
+            if mip is None:
+                ax.axis("off")
+                continue
+            s = np.asarray(mip["suv"], float)
+            im = ax.imshow(s, origin="lower", cmap="hot", vmin=0, vmax=spect_vmax_suv,
+                           extent=extent(np.asarray(mip["x_mm"], float), np.asarray(mip["z_mm"], float)),
+                           aspect="equal", interpolation="nearest")
+            if z_lim is not None:
+                ax.set_ylim(*z_lim)
+            ax.set_title(f"local SPECT {sw.get('label', '')}\nSUV, anterior MIP", fontsize=9)
+            ax.set_xlabel("x (mm)")
+            fig.colorbar(im, ax=ax, shrink=0.5, label="SUV")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -57,11 +57,12 @@ from her2sim.recon.attenuation import MU_MAP_SOURCES  # recon.mu_map
 from her2sim.recon.calibration import CALIBRATION_PHANTOMS  # calibration.phantom
 from her2sim.report import REPORT_FORMATS  # output.report
 from her2sim.sim.analog import MC_MODES  # monte_carlo.mode
+from her2sim.sim.whole_body import SPEED_RANGE_CM_PER_MIN, WB_MATRICES  # whole_body.speed_cm_per_min / matrix
 
 #: Per-lesion metrics the analysis can report (row columns of the quantify stage; the config's own list).
 ANALYSIS_METRICS = ("suvmax", "suvmean", "suvpeak", "sul", "tbr", "recovery", "cnr")
 SECTION_ORDER = ("study", "phantom", "cohort", "tracer", "camera", "calibration", "monte_carlo", "recon",
-                 "analysis", "output")
+                 "analysis", "whole_body", "output")
 REQUIRED_SECTIONS = ("study", "phantom")
 _REQUIRED = object()
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -427,6 +428,43 @@ class AnalysisSection:
 
 
 @dataclass(frozen=True)
+class WholeBodySection:
+    """``[whole_body]``: a planar anterior/posterior whole-body sweep of every patient at every time point, by the
+    same Monte Carlo (:mod:`her2sim.sim.whole_body`), as the seed trial's whole-body scans (Supplementary Fig. S2).
+
+    Attributes
+    ----------
+    enabled : bool
+        Whether the study simulates the sweeps (``whole_body_<id>`` stages, ``patients/<id>/whole_body.h5``
+        and ``results/figures/whole_body_<id>.png`` beside that patient's SPECT).
+    speed_cm_per_min : float
+        Continuous bed speed (cm/min; 1-60, clinical 10-15).
+    matrix : tuple of int
+        (rows along the bed, columns): ``[1024, 256]`` (2.21 mm pixels, the NM670 whole-body matrix) or
+        ``[512, 128]`` (4.42 mm).
+    histories : int
+        Monte Carlo histories per sweep (the scatter estimate; primaries are computed by forced detection).
+    spacing_mm : float
+        Voxel size (mm) of the head-to-mid-thigh phantom the sweep images.
+    """
+
+    enabled: bool = False
+    speed_cm_per_min: float = 12.0
+    matrix: tuple = (1024, 256)
+    histories: int = 400_000
+    spacing_mm: float = 4.42
+
+
+def v_wb_matrix(path, v):
+    """A whole-body matrix [rows, columns], one of :data:`her2sim.sim.whole_body.WB_MATRICES`."""
+    m = tuple(v) if isinstance(v, (list, tuple)) else None
+    if m is None or m not in WB_MATRICES:
+        raise ConfigError(f"{path} = {_text(v)} is not allowed; choose one of {[list(k) for k in WB_MATRICES]} "
+                          f"(rows along the bed, columns)")
+    return m
+
+
+@dataclass(frozen=True)
 class OutputSection:
     """``[output]``: DICOM export, report format and figures."""
 
@@ -460,6 +498,8 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
                       "voi": v_choice(VOI_METHODS), "voi_margin_mm": v_float(0.0, 100.0),
                       "voi_threshold_fraction": v_float(0.40, 0.50), "min_voi_voxels": v_float(0.1, 1000.0),
                       "pvc_response": v_choice(PVC_RESPONSES)},
+    WholeBodySection: {"enabled": v_bool, "speed_cm_per_min": v_float(*SPEED_RANGE_CM_PER_MIN),
+                       "matrix": v_wb_matrix, "histories": v_int(10_000, 10**10), "spacing_mm": v_float(2.0, 10.0)},
     OutputSection: {"dicom": v_bool, "report": v_choice(REPORT_FORMATS), "figures": v_bool},
 }
 
@@ -577,6 +617,7 @@ class StudyConfig:
     analysis: AnalysisSection
     output: OutputSection
     cohort: CohortSection | None = None
+    whole_body: WholeBodySection = field(default_factory=WholeBodySection)
     source: str = "<dict>"
     #: the study file this config was read from (``None`` for text / dicts); never overwritten by a run
     source_path: str | None = None
@@ -618,8 +659,10 @@ class StudyConfig:
         recon = build_section(ReconSection, "recon", data.get("recon", {}))
         analysis = build_section(AnalysisSection, "analysis", data.get("analysis", {}))
         output = build_section(OutputSection, "output", data.get("output", {}))
+        whole_body = build_section(WholeBodySection, "whole_body", data.get("whole_body", {}))
         cfg = cls(study=study, phantom=phantom, tracer=tracer, camera=camera, calibration=calibration,
-                  monte_carlo=mc, recon=recon, analysis=analysis, output=output, cohort=cohort, source=source)
+                  monte_carlo=mc, recon=recon, analysis=analysis, output=output, cohort=cohort,
+                  whole_body=whole_body, source=source)
         cfg._check_contradictions()
         return cfg
 
@@ -732,7 +775,7 @@ class StudyConfig:
             out["cohort"] = _section_dict(self.cohort)
         out["tracer"] = _section_dict(self.tracer)
         out["camera"] = self.camera.to_dict()
-        for name in ("calibration", "monte_carlo", "recon", "analysis", "output"):
+        for name in ("calibration", "monte_carlo", "recon", "analysis", "whole_body", "output"):
             out[name] = _section_dict(getattr(self, name))
         return out
 

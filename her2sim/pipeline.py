@@ -3,7 +3,8 @@
 Every step is a :class:`her2sim.stages.Stage` whose products are files in the study
 folder, so a killed run resumes where it stopped and a changed setting recomputes only
 what depends on it. Per patient there are four stages (``phantom_<id>``,
-``simulate_<id>``, ``recon_<id>``, ``quantify_<id>``); a ``calibration`` stage turns
+``simulate_<id>``, ``recon_<id>``, ``quantify_<id>``), and ``whole_body_<id>`` with
+``[whole_body] enabled``; a ``calibration`` stage turns
 counts into Bq/mL (and measures IEC recovery coefficients); ``statistics`` and
 ``report`` close the study.
 
@@ -21,6 +22,7 @@ Study folder layout::
     patients/<id>/phantom.h5        Phantom (truth table inside)
     patients/<id>/t<H>h/            expected.h5, noisy_r<K>.h5, recon_r<K>.h5
     patients/<id>/lesions.json      measured vs true lesion rows
+    patients/<id>/whole_body.h5     planar whole-body sweeps ([whole_body] enabled)
     results/lesions.csv, results/summary.json, results/figures/*.png
     report.html
 """
@@ -49,6 +51,7 @@ from her2sim.steps.recon import stage_recon
 from her2sim.steps.report import stage_report
 from her2sim.steps.simulate import PILOT_HISTORIES, stage_simulate
 from her2sim.steps.statistics import stage_statistics
+from her2sim.steps.whole_body import stage_whole_body
 from her2sim.study_layout import StudyLayout
 
 #: bump when a stage's function changes what it writes (part of every stage key)
@@ -92,6 +95,11 @@ def _non_default(**values) -> dict:
     """``{key: value}`` for each ``key=(value, default)`` whose value is not the default: a stage parameter
     added after studies were run stays out of the stage key at its default, so those studies resume."""
     return {k: v for k, (v, default) in values.items() if v != default}
+
+
+def _whole_body_dict(cfg: StudyConfig) -> dict:
+    """The ``[whole_body]`` section as a ``whole_body_<id>`` stage carries it (JSON values)."""
+    return cfg.to_dict()["whole_body"]
 
 
 def build_stages(cfg: StudyConfig) -> list:
@@ -150,12 +158,19 @@ def build_stages(cfg: StudyConfig) -> list:
                              "monte_carlo": common["monte_carlo"], "patient_id": pid, "psf_fwhm_mm": psf_fwhm,
                              "recon": common["recon"], "camera": common["camera"], **figures},
                             stage_quantify, [lay.relative(lay.lesions_json(pid))]))
+        if cfg.whole_body.enabled:
+            stages.append(Stage(f"whole_body_{pid}", [f"recon_{pid}"],
+                                {**{k: pp[k] for k in ("version", "seed", "index", "camera", "patient", "patient_seed",
+                                                       "patient_id")},
+                                 "whole_body": json.loads(to_json(_whole_body_dict(cfg))), **figures},
+                                stage_whole_body, [lay.relative(lay.whole_body(pid))]))
     stages.append(Stage("statistics", [f"quantify_{pid}" for pid in ids] + ["calibration"],
                         {"version": PIPELINE_VERSION, "analysis": analysis, "patient_ids": ids,
                          "study_name": cfg.study.name, "seed": int(cfg.study.seed), "mc_seed": int(cfg.mc_seed),
                          "config": json.loads(to_json(cfg.to_dict())), **figures},
                         stage_statistics, ["results/summary.json"]))
-    stages.append(Stage("report", ["statistics"], {"version": PIPELINE_VERSION, "format": cfg.output.report},
+    wb_stages = [f"whole_body_{pid}" for pid in ids] if cfg.whole_body.enabled else []
+    stages.append(Stage("report", ["statistics"] + wb_stages, {"version": PIPELINE_VERSION, "format": cfg.output.report},
                         stage_report, ["report.html" if cfg.output.report == "html" else "report.md"]))
     if cfg.output.dicom:
         stages.append(Stage("dicom", [f"recon_{pid}" for pid in ids],
@@ -248,8 +263,9 @@ def run_study(cfg: StudyConfig, study_dir=None, executor=None, progress: bool = 
     summary_path = StudyLayout(sd).summary_json
     summary = json.loads(summary_path.read_text())
     stage_seconds = {}
+    per_patient = {s.name: s.name[: -len(s.params["patient_id"]) - 1] for s in stages if "patient_id" in s.params}
     for name, r in results.items():
-        kind = name.split("_")[0]
+        kind = per_patient.get(name, name)   # phantom_P001 -> phantom, whole_body_P001 -> whole_body
         stage_seconds[kind] = stage_seconds.get(kind, 0.0) + r.seconds
     n_scans = len([1 for s in stages if s.name.startswith("simulate_")]) * len(cfg.tracer.time_points_h)
     summary.update({

@@ -286,6 +286,9 @@ _CAPTIONS = (
     (lambda t: {"p", "positive"} <= t,
      "P(SUVmax >= 1.5) over the Poisson noise realisations of each scan against the lesion's true SUVmean, by "
      "diameter and time point (hollow: with PVC); the dotted line is the threshold."),
+    (lambda t: {"whole", "body"} <= t,
+     "Planar whole-body sweep (anterior, posterior; counts) at each time point beside the local SPECT's anterior SUV "
+     "MIP at the same body level; the dashed lines mark the SPECT's axial field of view."),
     (lambda t: "roc" in t, "ROC curve of HER2 status from the lesion metric (patient-bootstrap interval)."),
     (lambda t: "bias" in t, "SUV bias vs lesion size (measured - true) / true."),
     (lambda t: "bland" in t or "altman" in t, "Bland-Altman agreement of two measurements."),

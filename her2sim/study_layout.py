@@ -90,6 +90,10 @@ class StudyLayout:
     def lesions_json(self, patient_id: str) -> Path:
         return self.patient_dir(patient_id) / "lesions.json"
 
+    def whole_body(self, patient_id: str) -> Path:
+        """The patient's planar whole-body sweeps, every time point (``[whole_body]``)."""
+        return self.patient_dir(patient_id) / "whole_body.h5"
+
     # scan level
     def scan_dir(self, patient_id: str, time_h: float) -> Path:
         return self.patient_dir(patient_id) / time_tag(time_h)

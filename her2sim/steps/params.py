@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from her2sim.config import (AnalysisSection, CalibrationSection, MonteCarloSection, OutputSection, PhantomSection,
-                            ReconSection, StudySection, TEST_OBJECT_OPTIONS, build_section, camera_from_table,
-                            did_you_mean, key_validator, v_int)
+                            ReconSection, StudySection, TEST_OBJECT_OPTIONS, WholeBodySection, build_section,
+                            camera_from_table, did_you_mean, key_validator, v_int)
 from her2sim.core.errors import ConfigError
 from her2sim.core.grid import Grid
 from her2sim.sim.camera import Camera
@@ -79,6 +79,8 @@ class StepParams:
         ``output.report`` (the report stage's ``format``).
     ct : bool
         Whether the study has a CT (``phantom.ct``; the DICOM stage writes its series).
+    whole_body : WholeBodySection or None
+        The whole-body sweep's protocol (the ``whole_body_<id>`` stages).
     """
 
     version: int
@@ -103,6 +105,7 @@ class StepParams:
     config: dict | None = None
     report_format: str | None = None
     ct: bool = PhantomSection.ct
+    whole_body: WholeBodySection | None = None
 
     @classmethod
     def from_params(cls, params: dict, stage: str = "stage") -> "StepParams":
@@ -256,6 +259,8 @@ _KEYS = dict([
     _scalar("config", _free_table),
     _scalar("format", key_validator(OutputSection, "report"), attr="report_format"),
     _scalar("ct", key_validator(PhantomSection, "ct")),
+    ("whole_body", ("whole_body", lambda v: {"whole_body": _section(WholeBodySection, "whole_body", v)},
+                    lambda s: _values(s.whole_body))),
 ])
 #: attributes a stage key leaves out at their default (``build_stages``'s ``_non_default``)
 _OMITTED_AT_DEFAULT = {"figures": OutputSection.figures, "ct": PhantomSection.ct}

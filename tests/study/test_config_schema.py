@@ -46,6 +46,8 @@ ALTERNATIVES = {
     "analysis": {"threshold": 2.0, "metrics": ["suvmax"], "pvc_methods": ["none", "rbv"], "psf_fwhm_mm": 9.0,
                  "bootstrap": 10, "rose_k": 4.0, "voi": "threshold", "voi_margin_mm": 5.0,
                  "voi_threshold_fraction": 0.45, "min_voi_voxels": 2.0, "pvc_response": "gaussian"},
+    "whole_body": {"enabled": True, "speed_cm_per_min": 10.0, "matrix": [512, 128], "histories": 20_000,
+                   "spacing_mm": 8.84},
     "output": {"dicom": True, "report": "markdown", "figures": False},
 }
 #: keys whose alternative needs other keys set (a contradiction otherwise, refused by the config)
@@ -57,6 +59,9 @@ NEEDS = {
     ("recon", "scatter_histories"): {"recon": {"scatter": "mc"}},
     ("recon", "scatter_smooth_fwhm_mm"): {"recon": {"scatter": "mc"}},
     ("phantom", "preset"): {"phantom": {"lesions": None}},
+    # the sweep's settings act on the whole_body_<id> stages, which exist when the sweep is enabled
+    **{("whole_body", k): {"whole_body": {"enabled": True}}
+       for k in ("speed_cm_per_min", "matrix", "histories", "spacing_mm")},
 }
 #: keys whose changed value acts by being refused on the base (the message names what is missing)
 REFUSED_ON_BASE = {("phantom", "preset"): "phantom.lesions"}  # demo brings its patient's lesions, torso none
@@ -119,7 +124,7 @@ def _schema_keys():
 _SECTION_CLASSES = {"study": C.StudySection, "phantom": C.PhantomSection, "cohort": C.CohortSection,
                     "tracer": C.TracerSection, "calibration": C.CalibrationSection,
                     "monte_carlo": C.MonteCarloSection, "recon": C.ReconSection, "analysis": C.AnalysisSection,
-                    "output": C.OutputSection}
+                    "whole_body": C.WholeBodySection, "output": C.OutputSection}
 
 
 def _base_for(section, key):
