@@ -1,6 +1,6 @@
 """Planar whole-body sweep of the demo patient at 1 h and 2 h (issue 17, part 3).
 
-Builds the demo cohort's first patient (seed 2024: 54.1 kg, 152.5 cm) with ``extent = "whole_body"``
+Builds the patient of ``her2sim demo`` (the demo preset: 70 kg, 160 cm, its two lesions) with ``extent = "whole_body"``
 (head to mid-thigh, :mod:`her2sim.phantoms.whole_body`) on a 4.42 mm grid, simulates an anterior/posterior
 sweep at each time point with the fast-mode Monte Carlo (:mod:`her2sim.sim.whole_body`: NM670 LEHR,
 photopeak window, 256 x 1024 at 2.21 mm, 12 cm/min unless told otherwise, Poisson counts with a fixed
@@ -39,7 +39,9 @@ import numpy as np
 
 from her2sim.core.errors import ConfigError
 from her2sim.core.jsonio import print_json
-from her2sim.phantoms import build_patient_phantom, generate_cohort
+from her2sim.config import load_study, preset_path
+from her2sim.phantoms import build_patient_phantom
+from her2sim.pipeline import patient_specs
 from her2sim.phantoms.whole_body import whole_body_grid
 from her2sim.sim.transport import MonteCarloSettings
 from her2sim.sim.whole_body import (WholeBodyProtocol, geometric_mean, organ_footprint, simulate_whole_body)
@@ -55,12 +57,16 @@ STRUCTURES = {
 TARGET_TOP3 = {"liver", "kidneys", "bladder"}
 
 
+def demo_patient() -> dict:
+    """The patient of ``her2sim demo`` (the demo preset's study: its weight, height and lesions)."""
+    return patient_specs(load_study(preset_path("demo")))[0]
+
+
 def demo_whole_body_phantom(spacing_mm: float = 4.42):
     """The demo patient with the whole-body extent on a grid that holds her (vertex to mid-thigh)."""
-    pat = dict(generate_cohort("demo", seed=2024)["patients"][0])
-    pat["extent"] = "whole_body"
+    pat = dict(demo_patient(), extent="whole_body")
     grid = whole_body_grid(spacing_mm, pat.get("height_cm", 160.0))
-    return build_patient_phantom(pat, grid, seed=2024)
+    return build_patient_phantom(pat, grid, seed=int(pat.get("seed", 0)))  # the study's patient_seed
 
 
 def _stats(ph, scan) -> dict:
