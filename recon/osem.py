@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from her2sim.core.acquisition import SCATTER_METHODS, Acquisition, Corrections  # noqa: F401 - re-exported
 from her2sim.core.containers import Image, Projections
-from her2sim.core.errors import ConfigError, DataError, check_int, check_range
+from her2sim.core.errors import ConfigError, DataError, check_int
 from her2sim.core.grid import Grid
 from her2sim.sim.camera import Camera
 from her2sim.sim.penetration import penetration_table

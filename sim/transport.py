@@ -36,7 +36,6 @@ Method
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 

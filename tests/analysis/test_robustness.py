@@ -1,7 +1,6 @@
 """Threshold robustness from noise realisations (issue 13): wCV, P(positive), call stability,
 realisation-nested patient bootstrap, the figure, the pipeline product and the bad-input errors."""
 import dataclasses
-import json
 import math
 from pathlib import Path
 

@@ -1,19 +1,15 @@
 """bench/phantom_realism.py measures the body outline correctly (analytic disc) and organ masses by label."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "phantom_realism.py"
+from bench_modules import load_bench
+
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("phantom_realism", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("phantom_realism")
 
 
 def test_outline_of_a_disc_matches_its_diameter_and_perimeter(bench):

@@ -1,20 +1,16 @@
 """bench/whole_body.py: stable JSON keys, the demo patient's hottest structures, the PNG (coarse, few histories)."""
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "whole_body.py"
+from bench_modules import load_bench
+
 KEYS = {"hottest_structures", "organ_counts", "total_counts", "bladder_activity_mbq", "seconds_sim", "matrix",
         "pixel_mm", "speed_cm_per_min", "dwell_s", "sweep_seconds", "n_histories", "grid", "meets_targets", "png"}
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("whole_body_bench", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("whole_body")
 
 
 def test_bench_keys_and_target_on_a_coarse_run(bench, tmp_path):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from her2sim.core.errors import ConfigError
-from her2sim.sim.camera import Camera, Collimator, Detector, Protocol
+from her2sim.sim.camera import Camera, Collimator, Detector
 
 
 def test_anger_efficiency_lehr():

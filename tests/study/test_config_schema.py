@@ -15,7 +15,6 @@ import tomllib
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from her2sim import config as C

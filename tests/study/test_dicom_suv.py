@@ -97,15 +97,13 @@ def test_interop_bench_compares_the_pipelines_lesion_suvmax(study, tmp_path):
     """``bench/dicom_interop.py`` scores the peer against the SUVmax the pipeline reports: a peer image that
     is her2sim's own reconstruction (as counts per voxel, in PyTomography's (x, y, z) order and affine)
     scores corr 1, total ratio 1 and SUVmax equal to lesions.csv (no torch needed)."""
-    import importlib.util
     import json
+
+    from bench_modules import load_bench
 
     from her2sim.dicom_io import import_image
 
-    bench = Path(__file__).resolve().parents[2] / "bench" / "dicom_interop.py"
-    spec = importlib.util.spec_from_file_location("dicom_interop", bench)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("dicom_interop")
     scan_dir = study / "dicom" / "P001" / "t1h"
     ours = import_image(scan_dir / "NM_recon" / "recon.dcm")
     m, g = ours.meta, ours.grid

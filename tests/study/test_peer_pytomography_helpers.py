@@ -11,23 +11,19 @@ The peer matches two reconstruction settings to her2sim's (``bench/dicom_interop
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench_modules import load_bench
+
 from her2sim.recon.osem import make_subsets
 
-PEER = Path(__file__).resolve().parents[2] / "bench" / "_peer_dicom_pytomography.py"
 
 
 @pytest.fixture(scope="module")
 def peer():
-    spec = importlib.util.spec_from_file_location("_peer_dicom_pytomography", PEER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("_peer_dicom_pytomography")
 
 
 def _sampled_variance(sigma_px: float) -> float:
