@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/pvc_accuracy.py --json
 	$(BIN)/python bench/quantitation_budget.py --json
 	$(BIN)/python bench/threshold_by_scatter.py --json
+	$(BIN)/python bench/phantom_realism.py --json
+	$(BIN)/python bench/whole_body.py --json
 
 # optional: PyTomography peer for bench/recon_peer_config.py (separate venv, about 1 min)
 peer-env: .venv-peer/.installed
