@@ -78,6 +78,9 @@ class TorsoAnatomy:
         Organs drawn with partial-volume fractions (whole-body extent only; empty for the torso): ``label``,
         ``slices`` (index box), ``fraction`` (float32 in the box) and ``under`` (the labels in the box before
         the organ was painted), for :func:`her2sim.phantoms.patient.patient_phantom` to mix boundary activity.
+    fractions : dict or None
+        Anatomy v2 only (:mod:`her2sim.phantoms.torso_v2`): the tissue composition of every boundary voxel,
+        ``voxel`` (flat indices, int64), ``label`` (label ids) and ``fraction`` (float32; air is the rest).
     """
 
     volume: TissueVolume
@@ -85,6 +88,7 @@ class TorsoAnatomy:
     params: dict
     body_inside: object = field(repr=False, default=None)
     pv_organs: list = field(repr=False, default_factory=list)
+    fractions: dict | None = field(repr=False, default=None)
 
 
 class _Frame:
