@@ -124,7 +124,7 @@ TRUNK_PROFILE = {
     "mus_p":  (76., 76., 76., 76., 76., 76., 76., 74., 71., 68., 64., 60.),
 }
 #: shoulder girdle: widening of the muscle envelope above the breasts (mm; scapulae, axillary folds, deltoids)
-GIRDLE_PROFILE = {"z": (15., 55., 120., 150., 175.), "x": (0., 51., 72., 70., 40.), "a": (0., 8., 12., 10., 0.),
+GIRDLE_PROFILE = {"z": (15., 55., 120., 150., 175.), "x": (0., 46., 72., 70., 40.), "a": (0., 8., 12., 10., 0.),
                   "p": (0., 12., 22., 20., 5.)}
 #: pectoral bulge (mm) over the anterior chest wall
 PECTORAL_MM = 10.0
@@ -537,15 +537,17 @@ class _Body:
             wz = (z >= -55.0 * h) & (z <= 145.0 * h)
             return in_mus & wz & (y < -0.25 * ma) & (np.abs(x) >= 14.0 * h) & ~self.cavity_in(z, y, x, 9.0)
         add("pectoralis", "pectoralis", pect, (-60.0 * h, -W, -W), (150.0 * h, 0.0, W))
-        self.axilla_c = {s: (70.0 * h, 5.0 * h, s * float(np.interp(70.0 * h, self.pz, self.prof["cav_x"]) + 44.0 * h))
+        # axillary fat pad: from the lateral rib cage to the armpit's subcutaneous fat, between the pectoral
+        # (anterior) and the scapula / latissimus (posterior) folds
+        self.axilla_c = {s: (70.0 * h, 5.0 * h, s * float(np.interp(70.0 * h, self.pz, self.prof["cav_x"]) + 50.0 * h))
                          for s in (-1.0, 1.0)}
-        ax_r = (42.0 * h, 30.0 * h, 28.0 * h)
+        ax_r = (42.0 * h, 28.0 * h, 40.0 * h)
 
         def axfat(z, y, x, p=0.0):
             m = np.zeros(np.broadcast_shapes(np.shape(z), np.shape(y), np.shape(x)), bool)
             for s in (-1.0, 1.0):
                 m |= _ell3(z, y, x, self.axilla_c[s], ax_r)
-            return m & (self.trunk_sdf(z, y, x) <= 0) & ~self.cavity_in(z, y, x, 10.0)
+            return m & (self.trunk_sdf(z, y, x, self.fat) <= 0) & ~self.cavity_in(z, y, x, 10.0)
         add("axillary_fat", "axillary_fat", axfat, (20.0 * h, -40.0 * h, -W), (120.0 * h, 40.0 * h, W))
         add("cavity", "soft_tissue", lambda z, y, x, p=0.0: self.cavity_in(z, y, x), (T[0], -W, -W), (T[1], W, W))
 
@@ -594,6 +596,10 @@ class _Body:
             add(name, name, lambda z, y, x, p=0.0, tubes=tubes: np.logical_or.reduce(
                 [t.inside(z, y, x) for t in tubes]), lo, hi)
 
+        # the face first: the glands are painted on it
+        add("face", "muscle", lambda z, y, x, p=0.0: _ell3(z, y, x, self.face_c, self.face_r),
+            (280.0 * h, -90.0 * h, -60.0 * h), (410.0 * h, 60.0 * h, 60.0 * h))
+
         def thyroid(z, y, x, p=0.0):
             k = THYROID_SCALE * h
             m = _ell3(z, y, x, tuple(v * h for v in wbm.ISTHMUS_C), tuple(v * k for v in wbm.ISTHMUS_R))
@@ -610,8 +616,6 @@ class _Body:
                     m |= _ell3(z, y, x, (c0[0] * h, c0[1] * h, s * c0[2] * h), tuple(v * h for v in r))
             return m
         add("salivary_glands", "salivary_glands", saliv, (280.0 * h, -45.0 * h, -60.0 * h), (380.0 * h, 25.0 * h, 60.0 * h))
-        add("face", "muscle", lambda z, y, x, p=0.0: _ell3(z, y, x, self.face_c, self.face_r),
-            (280.0 * h, -90.0 * h, -60.0 * h), (410.0 * h, 60.0 * h, 60.0 * h))
         add("skull", "skull", lambda z, y, x, p=0.0: _ell3(z, y, x, self.brain_c, self.cran_r),
             (340.0 * h, -90.0 * h, -75.0 * h), (490.0 * h, 95.0 * h, 75.0 * h))
         add("brain", "brain", lambda z, y, x, p=0.0: _ell3(z, y, x, self.brain_c, self.brain_r),
