@@ -149,10 +149,12 @@ BRAIN_SCALE = (160.0 / 163.0)
 #: heart: centre (z, y, x), long-axis direction towards the apex, outer semi-axes (u along the axis, v, w)
 HEART_C = (-45.0, -24.0, 18.0)
 HEART_AXIS = (-0.50, -0.55, 0.67)
-HEART_R = (59.0, 41.5, 42.5)
-#: blood pools in the heart frame (u apex-ward, v anterior, w towards the patient's left): centre, semi-axes
-HEART_CHAMBERS = {"heart_lv": ((10., -8., 10.), (42., 20., 21.)), "heart_rv": ((4., 20., -10.), (38., 13., 27.)),
-                  "heart_la": ((-36., -14., 8.), (18., 13., 22.)), "heart_ra": ((-33., 5., -26.), (21., 16., 16.))}
+HEART_R = (60.5, 44.0, 45.0)
+#: blood pools in the heart frame (u apex-ward, v anterior, w towards the patient's left): centre, semi-axes.
+#: About 280 mL of blood at 163 cm (ICRP 89: some 350 mL of blood in the heart chambers; ellipsoids inside an
+#: ellipsoid hold less), leaving the 250 g myocardium; walls ~6-10 mm (LV), ~3-5 mm (RV), 1-3 mm (atria).
+HEART_CHAMBERS = {"heart_lv": ((8., -8., 12.), (46., 25., 25.)), "heart_rv": ((2., 24., -10.), (44., 16., 26.)),
+                  "heart_la": ((-38., -16., 10.), (22., 16., 24.)), "heart_ra": ((-30., 8., -22.), (24., 18., 17.))}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
