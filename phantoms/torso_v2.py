@@ -446,11 +446,11 @@ class _Body:
         return (dz * u[0] + dy * u[1] + dx * u[2], dz * v[0] + dy * v[1] + dx * v[2],
                 dz * w[0] + dy * w[1] + dx * w[2])
 
-    def heart_in(self, z, y, x, c=(0.0, 0.0, 0.0), r=HEART_R):
+    def heart_in(self, z, y, x, c=(0.0, 0.0, 0.0), r=HEART_R, pad=0.0):
         a, b, cc = self.heart_local(z, y, x)
         h = self.h
-        return (((a - c[0] * h) / (r[0] * h)) ** 2 + ((b - c[1] * h) / (r[1] * h)) ** 2
-                + ((cc - c[2] * h) / (r[2] * h)) ** 2) <= 1.0
+        return (((a - c[0] * h) / (r[0] * h + pad)) ** 2 + ((b - c[1] * h) / (r[1] * h + pad)) ** 2
+                + ((cc - c[2] * h) / (r[2] * h + pad)) ** 2) <= 1.0
 
     # ------------------------------------------------------------------ diaphragm
     def below_diaphragm(self, z, y, x, grow=0.0):
@@ -589,8 +589,9 @@ class _Body:
         add("heart", "heart_wall", lambda z, y, x, p=0.0: self.heart_in(z, y, x), (-120.0 * h, -75.0 * h, -60.0 * h),
             (30.0 * h, 40.0 * h, 90.0 * h))
         for name, (c, r) in HEART_CHAMBERS.items():
-            add(name, name, lambda z, y, x, p=0.0, c=c, r=r: self.heart_in(z, y, x, c, r),
-                (-120.0 * h, -75.0 * h, -60.0 * h), (30.0 * h, 40.0 * h, 90.0 * h))
+            # thin: partly covered by the great vessels, a chamber may show less than a voxel's thickness
+            add(name, name, lambda z, y, x, p=0.0, c=c, r=r: self.heart_in(z, y, x, c, r, p),
+                (-120.0 * h, -75.0 * h, -60.0 * h), (30.0 * h, 40.0 * h, 90.0 * h), thin=True)
         for name, tubes in (("aorta", [self.aorta]), ("vena_cava", [self.svc, self.ivc]),
                             ("airway", [self.trachea] + self.bronchi)):
             lo = tuple(min(t.bbox[0][i] for t in tubes) for i in range(3))
