@@ -32,6 +32,8 @@ breast_adipose, breast_gland, thyroid and salivary_glands (when the FOV reaches 
 (when it reaches the head). Not modelled: arms, pelvis, legs, bladder, scapulae, clavicles, pancreas.
 ``extent="whole_body"`` adds head to mid-thigh (bony pelvis, bladder, thighs, a realistic head and glands):
 :mod:`her2sim.phantoms.whole_body`; the default ``extent="torso"`` paints exactly what it always did.
+An opt-in second anatomy (sub-voxel edges, shoulder girdle with raised arms, four-chamber heart, swept vessels)
+is :mod:`her2sim.phantoms.torso_v2` (patient-spec key ``anatomy = "v2"``); this module is ``anatomy = "v1"``.
 """
 from __future__ import annotations
 

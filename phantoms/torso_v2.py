@@ -565,8 +565,12 @@ class _Body:
         add("bowel", "bowel", bowel, (-460.0 * h, -W, -W), (-250.0 * h, W, W))
 
         def lungs(z, y, x, p=0.0):
-            return (self.cavity_in(z, y, x, -2.0) & ~self.below_diaphragm(z, y, x)
-                    & (np.abs(x - 3.0 * h) >= 14.0 * h))
+            # mediastinum: 28 mm wide at the heart (the heart itself is painted over the lungs), 46 mm above the
+            # carina (trachea, superior vena cava, great vessels and the paratracheal nodes)
+            t = np.clip((z - 30.0 * h) / (20.0 * h), 0.0, 1.0)
+            half = (14.0 + 9.0 * t) * h
+            xm = (3.0 - 5.0 * t) * h
+            return (self.cavity_in(z, y, x, -2.0) & ~self.below_diaphragm(z, y, x) & (np.abs(x - xm) >= half))
         add("lungs", "lungs", lungs, (-200.0 * h, -W, -W), (T[1], W, W))
         add("stomach", "stomach", lambda z, y, x, p=0.0: _ell3(z, y, x, (-150.0 * h, -5.0 * h, 50.0 * h),
                                                                 (50.0 * h, 32.0 * h, 38.0 * h)) & self.cavity_in(z, y, x),
@@ -971,8 +975,8 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
     landmarks = {
         "breasts": breasts,
         "axilla": {"right": world(*body.axilla_c[-1.0]), "left": world(*body.axilla_c[1.0])},
-        "mediastinum": [world(22.0 * h, 14.0 * h, 0.0), world(75.0 * h, -6.0 * h, -20.0 * h),
-                        world(32.0 * h, -4.0 * h, 20.0 * h)],
+        "mediastinum": [world(22.0 * h, 14.0 * h, 0.0), world(75.0 * h, -6.0 * h, -14.0 * h),
+                        world(32.0 * h, -4.0 * h, 12.0 * h)],
         "spine": {"y_mm": vy0 + cy, "x_mm": float(cx), "body_radii_yx_mm": [15.0 * h, 19.0 * h],
                   "vertebra_z_mm": [world(spine_ref + disc + (k + 0.5) * period - 0.5 * disc, 0, 0)[0]
                                     for k in range(int((TRUNK_HI * h - spine_ref) / period))]},

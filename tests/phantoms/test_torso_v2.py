@@ -150,3 +150,21 @@ def test_v2_lesions_in_breasts_and_axillae_stay_in_the_body():
     around = ph.labels[shell]
     breast = np.isin(around, [ids["breast_adipose"], ids["breast_gland"]])
     assert breast.mean() > 0.6
+
+
+def test_v2_landmarks_used_by_lesion_placement_lie_in_their_organs(ph44):
+    g = ph44.grid
+    lm = ph44.meta["landmarks"]
+    names = ph44.label_names
+
+    def label_at(p):
+        return names[int(ph44.labels[tuple(int(round(v)) for v in g.world_to_index(np.asarray(p)))])]
+
+    assert label_at(lm["liver"]["centre_mm"]) == "liver"
+    for side in ("left", "right"):
+        assert label_at(lm["lungs"][side]["centre_mm"]) == "lungs"
+    zs = [z for z in lm["spine"]["vertebra_z_mm"] if g.axis_mm(0)[0] + 15 < z < g.axis_mm(0)[-1] - 15]
+    for z in zs:
+        assert label_at((z, lm["spine"]["y_mm"], lm["spine"]["x_mm"])) in ("spine_marrow", "spine_cortical"), z
+    for p in lm["mediastinum"]:
+        assert label_at(p) not in ("background", "lungs", "airway")
