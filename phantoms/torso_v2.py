@@ -59,7 +59,7 @@ Anatomy (sizes at 160 cm; sources and assumptions)
   the apex; 12 pairs of ribs are 8 x 11 mm bands that follow its surface, descending by 0.35 mm per mm towards
   the front (true ribs end at the costal cartilages 28 mm from the midline, false ribs antero-laterally,
   floating ribs at mid-axilla). The lungs fill the cavity above the diaphragm (two domes, the right one
-  higher), 2 mm inside the ribs (pleura, intercostal tissue), outside the mediastinum, so they take the shape
+  higher), 1 mm inside the ribs (pleura), outside the mediastinum, so they take the shape
   of the rib cage.
 * **Heart**: an ellipsoid oriented along the cardiac long axis (base right-posterior-superior to apex
   left-anterior-inferior) holding four blood pools, LV, RV, LA and RA (labels ``heart_lv``, ``heart_rv``,
@@ -118,7 +118,7 @@ TRUNK_PROFILE = {
     "z":      (-430., -300., -250., -180., -120., -40., 0., 40., 80., 120., 150., 175.),
     "cav_x":  (112., 98., 96., 106., 112., 110., 106., 100., 93., 82., 66., 48.),
     "cav_a":  (66., 66., 66., 66., 66., 66., 64., 60., 55., 48., 42., 36.),
-    "cav_p":  (60., 62., 62., 62., 60., 56., 54., 52., 49., 45., 40., 34.),
+    "cav_p":  (60., 62., 62., 62., 62., 59., 57., 55., 52., 47., 40., 34.),
     "mus_x":  (126., 112., 110., 120., 124., 122., 118., 111., 102., 88., 71., 59.),
     "mus_a":  (80., 80., 80., 80., 80., 78., 76., 72., 68., 62., 56., 50.),
     "mus_p":  (76., 76., 76., 76., 76., 76., 76., 74., 71., 68., 64., 60.),
@@ -570,7 +570,7 @@ class _Body:
             t = np.clip((z - 30.0 * h) / (20.0 * h), 0.0, 1.0)
             half = (14.0 + 9.0 * t) * h
             xm = (3.0 - 5.0 * t) * h
-            return (self.cavity_in(z, y, x, -2.0) & ~self.below_diaphragm(z, y, x) & (np.abs(x - xm) >= half))
+            return (self.cavity_in(z, y, x, -1.0) & ~self.below_diaphragm(z, y, x) & (np.abs(x - xm) >= half))
         add("lungs", "lungs", lungs, (-200.0 * h, -W, -W), (T[1], W, W))
         add("stomach", "stomach", lambda z, y, x, p=0.0: _ell3(z, y, x, (-150.0 * h, -5.0 * h, 50.0 * h),
                                                                 (50.0 * h, 32.0 * h, 38.0 * h)) & self.cavity_in(z, y, x),
@@ -603,9 +603,14 @@ class _Body:
             add(name, name, lambda z, y, x, p=0.0, tubes=tubes: np.logical_or.reduce(
                 [t.inside(z, y, x) for t in tubes]), lo, hi)
 
-        # the face first: the glands are painted on it
+        # face, cranium and brain first: the glands are painted on them (as in the whole-body extent)
         add("face", "muscle", lambda z, y, x, p=0.0: _ell3(z, y, x, self.face_c, self.face_r),
             (280.0 * h, -90.0 * h, -60.0 * h), (410.0 * h, 60.0 * h, 60.0 * h))
+
+        add("skull", "skull", lambda z, y, x, p=0.0: _ell3(z, y, x, self.brain_c, self.cran_r),
+            (340.0 * h, -90.0 * h, -75.0 * h), (490.0 * h, 95.0 * h, 75.0 * h))
+        add("brain", "brain", lambda z, y, x, p=0.0: _ell3(z, y, x, self.brain_c, self.brain_r),
+            (340.0 * h, -90.0 * h, -75.0 * h), (490.0 * h, 95.0 * h, 75.0 * h))
 
         def thyroid(z, y, x, p=0.0):
             k = THYROID_SCALE * h
@@ -623,11 +628,6 @@ class _Body:
                     m |= _ell3(z, y, x, (c0[0] * h, c0[1] * h, s * c0[2] * h), tuple(v * h for v in r))
             return m
         add("salivary_glands", "salivary_glands", saliv, (280.0 * h, -45.0 * h, -60.0 * h), (380.0 * h, 25.0 * h, 60.0 * h))
-        add("skull", "skull", lambda z, y, x, p=0.0: _ell3(z, y, x, self.brain_c, self.cran_r),
-            (340.0 * h, -90.0 * h, -75.0 * h), (490.0 * h, 95.0 * h, 75.0 * h))
-        add("brain", "brain", lambda z, y, x, p=0.0: _ell3(z, y, x, self.brain_c, self.brain_r),
-            (340.0 * h, -90.0 * h, -75.0 * h), (490.0 * h, 95.0 * h, 75.0 * h))
-
         SPZ = (T[0], NECK_HI * h)
 
         def spine_cort(z, y, x, p=0.0):
