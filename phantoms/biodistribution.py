@@ -23,6 +23,10 @@ weight ``W`` and the painted bladder volume ``V`` (:func:`her2sim.phantoms.whole
 the patient phantom); the table's ``bladder`` entry (35.4 at 1 h, ratio 1.8) is that value for the 70 kg
 reference patient and the 198 mL bladder, used only for a label map built outside the patient phantom.
 
+Anatomy v2 (:mod:`her2sim.phantoms.torso_v2`): the four cardiac blood pools (``heart_lv``, ``heart_rv``,
+``heart_la``, ``heart_ra``) take the note's blood-pool SUV (1.0, ratio 0.80 like ``heart_blood``); pectoral muscle
+and axillary fat take the muscle and fat values, clavicles, scapulae and humeri the ribs' (assumptions).
+
 Concentration: ``C [Bq/mL] = SUV * A_inj [Bq] * D(t) / W [g]`` with 1 g/mL (QIBA SUVbw) and the physical
 decay ``D(t)`` of :data:`her2sim.core.radionuclide.TC99M` (0.891 at 1 h, 0.794 at 2 h).
 """

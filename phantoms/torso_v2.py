@@ -375,7 +375,8 @@ class _Body:
     def _breast_sdf(self, z, y, x, b, grow=0.0):
         c, r = b["c"], b["r"]
         d = _ell3_sdf(z, y, x, c, tuple(v + grow for v in r))
-        return np.maximum(d, np.abs(x) - b["x_limit"])
+        # the breast stays within the chest's width: a rounded (elliptic) antero-lateral limit, not a flat cut
+        return np.maximum(d, _ell2_sdf(x, y, b["x_limit"], b["y_limit"]))
 
     def body_sdf(self, z, y, x):
         fat = self.fat_at(z)
@@ -416,12 +417,17 @@ class _Body:
 
     def _breast_geometry(self, r0, kx, ky, kz, h, side=1.0):
         r = (kz * r0, ky * r0, kx * r0)
-        xc = side * (70.0 * h + 0.15 * r0)
+        xc = side * (76.0 * h + 0.15 * r0)
         mx, ma, _ = self.muscle_axes(np.float32(0.0), np.float32(xc))
         mx, ma = float(mx), float(ma)
         ym = -ma * math.sqrt(max(1.0 - (xc / mx) ** 2, 0.05))
         x_limit = mx + self.fat - 3.0
-        return {"c": (0.0, ym, xc), "r": r, "ym": ym, "x_limit": x_limit, "side": side}
+        # anterior semi-axis of the limit: 10 mm in front of the nipple plane out to 0.3 of the breast's lateral
+        # radius beyond its centre line, so only the far lateral side is rounded (lesion placement uses the
+        # breast ellipsoid's surface)
+        xr = min(abs(xc) + 0.3 * r[2], 0.95 * x_limit)
+        y_limit = (-ym + r[1] + 10.0) / math.sqrt(max(1.0 - (xr / x_limit) ** 2, 0.1))
+        return {"c": (0.0, ym, xc), "r": r, "ym": ym, "x_limit": x_limit, "y_limit": y_limit, "side": side}
 
     def breast_in(self, z, y, x, b):
         mx, ma, mp = self.muscle_axes(z, x)
@@ -744,7 +750,7 @@ def _rasterise(grid: Grid, dz: float, cy: float, cx: float, S, supersample: int)
         c[mp] |= np.uint64(1) << np.uint64(i)
     skin_i = [i for i, s in enumerate(S, 1) if s.name == "skin"][0]
     near_air = (cand & np.uint64(1)) != 0
-    cand[near_air & (lab > 0) | near_air & (cand != bits)] |= np.uint64(1) << np.uint64(skin_i)
+    cand[near_air & ((lab > 0) | (cand != bits))] |= np.uint64(1) << np.uint64(skin_i)
     # families of nested structures: a voxel near one of them may hold any of them below the voxel size
     for fam in (("heart", "heart_lv", "heart_rv", "heart_la", "heart_ra"),
                 ("spine_cortical", "spine_marrow", "spinal_canal"), ("kidney_cortex", "kidney_medulla")):
