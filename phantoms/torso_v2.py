@@ -74,6 +74,9 @@ Anatomy (sizes at 160 cm; sources and assumptions)
   ``prone`` semi-axis ratios), an ellipsoid centred on the pectoral surface, the mound in front of the muscle;
   its size is solved so that the mound (skin excluded) has the requested volume, and its lateral side is kept
   inside the chest outline. It joins the chest with a smooth fold (radius :data:`FOLD_MM`) under the skin.
+  Landmarks: ``ellipsoid_radii_mm`` is that ellipsoid, ``radii_mm`` the same with its lateral semi-axis shrunk
+  until its front part lies in the painted (laterally rounded) breast, which is what lesion placement offsets
+  and measures depth with, so primaries at any clock position stay in the breast.
 
 Reference masses (ICRP Publication 89, 2002, adult female, table 2.8, g): liver 1400, kidneys 275, spleen 130,
 lungs 950 (with blood; lung tissue at 0.26 g/cm^3 is 3.65 L), heart wall 250, thyroid 17, breasts 500 (both),
@@ -428,6 +431,41 @@ class _Body:
         xr = min(abs(xc) + 0.3 * r[2], 0.95 * x_limit)
         y_limit = (-ym + r[1] + 10.0) / math.sqrt(max(1.0 - (xr / x_limit) ** 2, 0.1))
         return {"c": (0.0, ym, xc), "r": r, "ym": ym, "x_limit": x_limit, "y_limit": y_limit, "side": side}
+
+    def inscribed_breast_radii(self, b) -> tuple:
+        """Radii (z, y, x) of the breast ellipsoid with its lateral semi-axis shrunk until its front part lies in
+        the painted breast (skin excluded): the ``radii_mm`` landmark lesion placement works with.
+
+        The painted breast is the ellipsoid cut by the chest's lateral limit and the midline; lesion placement
+        (:func:`her2sim.phantoms.lesions._breast_location`) offsets lesions by fractions of these radii from the
+        centre and measures their depth from this ellipsoid's front surface, so a lesion placed with them
+        stays inside the breast. The protrusion and the cranio-caudal semi-axes are unchanged.
+        """
+        c, r = np.asarray(b["c"], float), np.asarray(b["r"], float)
+        th = np.linspace(0.0, np.pi, 25)[1:-1]                 # front half: angle from the nipple axis
+        ph = np.linspace(0.0, 2.0 * np.pi, 48, endpoint=False)
+        T, P = np.meshgrid(th * 0.5, ph, indexing="ij")        # polar angle 0..pi/2 from the -y (anterior) axis
+        uy = -np.cos(T)
+        uz = np.sin(T) * np.cos(P)
+        ux = np.sin(T) * np.sin(P)
+        keep = uy <= -0.4                                        # the front part (lesions sit there by default)
+        uy, uz, ux = uy[keep], uz[keep], ux[keep]
+
+        def fits(rx):
+            m = SKIN_MM + 1.0                                    # under the skin, 1 mm margin
+            z = c[0] + (r[0] - m) * uz
+            y = c[1] + (r[1] - m) * uy
+            x = c[2] + (rx - m) * ux
+            ok = self.breast_in(z, y, x, b) & (self.skin_depth(z, y, x, [b]) < -SKIN_MM)
+            return bool(ok.all())
+
+        lo, hi = 0.2 * r[2], r[2]
+        if fits(hi):
+            return tuple(float(v) for v in r)
+        for _ in range(20):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return (float(r[0]), float(r[1]), float(lo))
 
     def breast_in(self, z, y, x, b):
         mx, ma, mp = self.muscle_axes(z, x)
@@ -973,7 +1011,9 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
     breasts = {}
     for side, b in body.breasts.items():
         c, r = b["c"], b["r"]
-        breasts[side] = {"centre_mm": world(*c), "radii_mm": [float(v) for v in r],
+        r_in = body.inscribed_breast_radii(b)
+        breasts[side] = {"centre_mm": world(*c), "radii_mm": [float(v) for v in r_in],
+                         "ellipsoid_radii_mm": [float(v) for v in r],
                          "nipple_mm": world(0.0, c[1] - r[1], c[2]), "chest_wall_y_mm": float(b["ym"] + cy)}
     vy0 = float(np.interp(0.0, body.sz, body.sy))
     period, disc = 28.0 * h, 5.0 * h
