@@ -13,7 +13,9 @@ nipple level and ``x = y = 0`` on the trunk axis, which sits on the grid centre 
 160 cm reference and multiplied by ``h = height_cm / 160`` (skeleton and organs scale with height, as in v1);
 the subcutaneous fat thickness follows the body-mass index with v1's rule ``fat = 6 + 1.6 (BMI - 18)`` mm
 (4-60 mm; 1.25 x that over the abdomen), an assumption that reproduces the weight slope of the Heinz et al. fit
-(about 1.2 mm of chest diameter per kg, :mod:`her2sim.phantoms.anthropometry`).
+(about 1.2 mm of chest diameter per kg, :mod:`her2sim.phantoms.anthropometry`); above the reference BMI the
+layer grows faster over the abdomen and the shoulder girdle (:data:`ABDOMEN_FAT_EXTRA`), so waist and chest girths
+follow the fit's weight slopes too (tested at 150 cm / 45 kg, 163 / 60 and 160 / 95: every dimension within 1 SD).
 
 Method (sub-voxel edges)
 ------------------------
@@ -129,6 +131,13 @@ TRUNK_PROFILE = {
 #: shoulder girdle: widening of the muscle envelope above the breasts (mm; scapulae, axillary folds, deltoids)
 GIRDLE_PROFILE = {"z": (15., 55., 120., 150., 175.), "x": (0., 46., 72., 70., 40.), "a": (0., 8., 12., 10., 0.),
                   "p": (0., 12., 22., 20., 5.)}
+#: fat thickness (mm) of the ICRP 89 reference female (163 cm, 60 kg, BMI 22.6) by v1's rule: the patient the
+#: outline is calibrated on
+FAT_REF_MM = 6.0 + 1.6 * (60.0 / 1.63 ** 2 - 18.0)
+#: extra growth of the fat layer per mm of fat above the reference, over the abdomen and the shoulder girdle
+#: (assumption: calibrated so that waist and chest girths follow the Heinz et al. weight slopes, 7.7 and
+#: 5.9 mm/kg, where v1's uniform layer gives about 4.7 and 3.8 mm/kg; abdominal fat grows faster than the chest's)
+ABDOMEN_FAT_EXTRA, GIRDLE_FAT_EXTRA = 0.8, 0.56
 #: pectoral bulge (mm) over the anterior chest wall
 PECTORAL_MM = 10.0
 #: vertebral-body centre y (mm) against z
@@ -331,8 +340,14 @@ class _Body:
         return np.interp(z, self.gz, self.gir[key]).astype(np.float32)
 
     def fat_at(self, z):
-        t = np.clip((z - (-180.0 * self.h)) / (60.0 * self.h), 0.0, 1.0)
-        return self.fat * (1.25 - 0.25 * t)
+        """Subcutaneous fat thickness (mm) at body level z: v1's rule (1.25 x over the abdomen) plus, above the
+        reference BMI, the extra growth over the abdomen and the shoulder girdle (:data:`ABDOMEN_FAT_EXTRA`)."""
+        h = self.h
+        t = np.clip((z - (-180.0 * h)) / (60.0 * h), 0.0, 1.0)               # 1 chest, 0 abdomen
+        girdle = np.clip((z - 15.0 * h) / (40.0 * h), 0.0, 1.0)
+        t2 = np.clip((z - (-120.0 * h)) / (80.0 * h), 0.0, 1.0)              # the extra reaches the lower ribs
+        excess = max(self.fat - FAT_REF_MM, 0.0)
+        return self.fat * (1.25 - 0.25 * t) + excess * (ABDOMEN_FAT_EXTRA * (1.0 - t2) + GIRDLE_FAT_EXTRA * girdle)
 
     def _pect(self, z, x, mx):
         h = self.h

@@ -70,6 +70,16 @@ def test_v2_body_outline_within_one_sd_of_the_heinz_fit(ph44, bench):
         assert abs(dims[name]["z"]) <= 1.0, (name, dims[name])
 
 
+@pytest.mark.parametrize("height_cm,weight_kg", [(160.0, 95.0), (150.0, 45.0)])
+def test_v2_body_outline_within_one_sd_for_other_sizes(bench, height_cm, weight_kg):
+    # the outline follows height and weight (a BMI 37 and a BMI 20 woman) within the Heinz fit's 1 SD
+    ph = patient_phantom(Grid.centered((128, 128, 128), 4.42),
+                         dict(SPEC, height_cm=height_cm, weight_kg=weight_kg, breast_volume_ml=400.0), seed=1)
+    dims = bench._body_dims(ph, weight_kg, height_cm)
+    for name in ("chest_depth", "chest_diameter", "chest_girth", "waist_girth"):
+        assert abs(dims[name]["z"]) <= 1.0, (name, dims[name])
+
+
 def test_v2_body_outline_follows_weight():
     # a heavier patient (same height) has a thicker fat layer and a larger outline, like v1
     a = torso_anatomy_v2(Grid.centered((8, 96, 96), 4.42), 60.0, 163.0, body_z_at_grid_center_mm=-250.0)
