@@ -24,10 +24,11 @@ Every structure is an implicit solid ``inside(z, y, x)`` (body mm) and the struc
 
 1. the label of every voxel centre is computed;
 2. a voxel is a *boundary voxel* when its 3 x 3 x 3 neighbourhood holds more than one structure, when it lies
-   within half a voxel diagonal of a thin structure (ribs, scapulae, clavicles: they cannot hide between
-   voxel centres) or next to air (the skin);
+   within half a voxel diagonal of a thin structure (ribs, sternum, scapulae, clavicles, cardiac blood pools:
+   they cannot hide between voxel centres) or next to air (the skin);
 3. each boundary voxel is supersampled on an ``n^3`` lattice of sub-points (``n = ceil(spacing / 1.2 mm)``,
-   at least 2), evaluating only the structures of its neighbourhood plus the body / muscle / cavity layers;
+   at least 2), evaluating only the structures of its neighbourhood (with their nested families: heart,
+   spine, kidney) plus the body / muscle / cavity layers;
    the share of sub-points per structure is its voxel *fraction*;
 4. density and CT number are fraction-weighted means (air fills the rest), the label and the material are the
    majority's (air included: a boundary voxel mostly outside the body is background), and the fractions are
