@@ -4,6 +4,8 @@
   :func:`line_source_phantom`, :func:`iec_sphere_centres_mm`;
 * the analytic female torso: :func:`torso_anatomy`, :func:`torso_phantom`, :func:`patient_phantom`; its opt-in
   whole-body extent (``extent = "whole_body"``, :mod:`her2sim.phantoms.whole_body`) and :func:`whole_body_grid`;
+  the opt-in anatomy v2 (``anatomy = "v2"``: sub-voxel edges, shoulder girdle, four-chamber heart):
+  :func:`torso_anatomy_v2`, :data:`ANATOMIES`;
 * 99mTc-NM-02 biodistribution: :data:`DEFAULT_SUV`, :func:`suv_to_bq_per_ml`, :func:`fdg_suv_map`;
 * HER2 lesions and heterogeneity: :func:`her2_positive`, :func:`lognormal_field`, :func:`field_statistics`;
 * cohorts: :func:`generate_cohort`, :func:`cohort_summary`, :func:`build_patient_phantom`;
@@ -24,6 +26,7 @@ from .phantom_presets import PRESET_NAMES, lesions_from_options, preset_phantom
 from .plots import plot_phantom
 from .summary import phantom_summary
 from .torso import torso_anatomy
+from .torso_v2 import ANATOMIES, torso_anatomy_v2
 from .whole_body import EXTENTS, whole_body_grid
 
 __all__ = [
@@ -34,5 +37,5 @@ __all__ = [
     "body_radius_mm", "field_statistics", "gaussian_random_field", "lognormal_field", "DEFAULT_IHC_SUV",
     "her2_positive", "validate_lesion_spec", "patient_phantom", "torso_phantom", "plot_phantom", "phantom_summary",
     "torso_anatomy", "PRESET_NAMES", "lesions_from_options", "preset_phantom", "clinical_grid", "EXTENTS",
-    "whole_body_grid",
+    "whole_body_grid", "ANATOMIES", "torso_anatomy_v2",
 ]

@@ -23,6 +23,10 @@ weight ``W`` and the painted bladder volume ``V`` (:func:`her2sim.phantoms.whole
 the patient phantom); the table's ``bladder`` entry (35.4 at 1 h, ratio 1.8) is that value for the 70 kg
 reference patient and the 198 mL bladder, used only for a label map built outside the patient phantom.
 
+Anatomy v2 (:mod:`her2sim.phantoms.torso_v2`): the four cardiac blood pools (``heart_lv``, ``heart_rv``,
+``heart_la``, ``heart_ra``) take the note's blood-pool SUV (1.0, ratio 0.80 like ``heart_blood``); pectoral muscle
+and axillary fat take the muscle and fat values, clavicles, scapulae and humeri the ribs' (assumptions).
+
 Concentration: ``C [Bq/mL] = SUV * A_inj [Bq] * D(t) / W [g]`` with 1 g/mL (QIBA SUVbw) and the physical
 decay ``D(t)`` of :data:`her2sim.core.radionuclide.TC99M` (0.891 at 1 h, 0.794 at 2 h).
 """
@@ -43,11 +47,16 @@ DEFAULT_SUV = {
     # whole-body extent (her2sim.phantoms.whole_body): bony pelvis, femurs, bladder content
     "pelvis_marrow": 1.0, "pelvis_cortical": 0.3, "femur_cortical": 0.3, "femur_marrow": 0.3,
     "bladder": 35.4,
+    # anatomy v2 (her2sim.phantoms.torso_v2): cardiac blood pools as the blood pool, shoulder-girdle muscle,
+    # fat and bones as muscle, fat and the ribs (assumptions)
+    "heart_lv": 1.0, "heart_rv": 1.0, "heart_la": 1.0, "heart_ra": 1.0, "pectoralis": 0.3, "axillary_fat": 0.2,
+    "clavicle": 0.5, "scapula": 0.5, "humerus": 0.5,
 }
 #: provenance of each default (``note`` = biodistribution.md table; ``assumption`` = not in the note).
 DEFAULT_SUV_NOTES = {k: ("note" if k in ("kidney_cortex", "liver", "spleen", "intestine", "thyroid", "salivary_glands",
                                          "heart_blood", "aorta", "vena_cava", "spine_marrow", "lungs", "muscle",
-                                         "breast_adipose", "breast_gland", "pelvis_marrow") else "assumption")
+                                         "breast_adipose", "breast_gland", "pelvis_marrow", "heart_lv", "heart_rv",
+                                         "heart_la", "heart_ra") else "assumption")
                      for k in DEFAULT_SUV}
 #: SUV(2 h) / SUV(1 h) per compartment (assumptions, see module docstring); ``tumour`` applies to lesions.
 DEFAULT_BIO_RATIO_PER_H = {
@@ -57,6 +66,8 @@ DEFAULT_BIO_RATIO_PER_H = {
     "lungs": 0.85, "muscle": 0.90, "breast_adipose": 0.90, "breast_gland": 0.90, "fat": 0.90, "skin": 0.90,
     "soft_tissue": 0.85, "stomach": 1.0, "brain": 0.85, "spinal_canal": 0.85, "mesentery": 0.90, "tumour": 1.05,
     "pelvis_marrow": 0.95, "pelvis_cortical": 0.95, "femur_cortical": 0.95, "femur_marrow": 0.90, "bladder": 1.8,
+    "heart_lv": 0.80, "heart_rv": 0.80, "heart_la": 0.80, "heart_ra": 0.80, "pectoralis": 0.90, "axillary_fat": 0.90,
+    "clavicle": 0.95, "scapula": 0.95, "humerus": 0.95,
 }
 #: labels that never take up tracer (air spaces, background).
 NO_UPTAKE_LABELS = ("background", "airway")
@@ -68,6 +79,8 @@ DEFAULT_FDG_SUV = {
     "sternum": 1.5, "ribs": 0.8, "spine_cortical": 0.5, "skull": 0.5, "thyroid": 1.5, "salivary_glands": 1.8,
     "skin": 0.8, "soft_tissue": 1.0, "spinal_canal": 1.0, "mesentery": 0.4,
     "pelvis_marrow": 1.8, "pelvis_cortical": 0.5, "femur_cortical": 0.5, "femur_marrow": 0.8, "bladder": 10.0,
+    "heart_lv": 1.8, "heart_rv": 1.8, "heart_la": 1.8, "heart_ra": 1.8, "pectoralis": 0.7, "axillary_fat": 0.3,
+    "clavicle": 0.8, "scapula": 0.8, "humerus": 0.8,
 }
 REFERENCE_TIME_H = 1.0
 

@@ -6,7 +6,9 @@ Patient specification (dict; defaults in brackets):
 ``body_z_at_grid_center_mm`` [-60], ``ct_noise_hu`` [0], ``suv`` (organ SUV overrides),
 ``bio_ratio_per_h`` (per-organ SUV(2 h)/SUV(1 h) overrides; key ``tumour`` for lesions),
 ``ihc_suv`` (IHC -> SUV overrides), ``lesions`` (list of lesion specs, :mod:`her2sim.phantoms.lesions`),
-``allow_overlap`` [False], ``extent`` [torso; ``whole_body`` paints head to mid-thigh with pelvis, bladder and
+``allow_overlap`` [False], ``anatomy`` [v1, the published cohort's anatomy; ``v2`` the anatomy of
+:mod:`her2sim.phantoms.torso_v2`: sub-voxel edges, shoulder girdle, four-chamber heart; torso extent only],
+``extent`` [torso; ``whole_body`` paints head to mid-thigh with pelvis, bladder and
 thighs, :mod:`her2sim.phantoms.whole_body`, and then centres the body on the grid unless
 ``body_z_at_grid_center_mm`` is given], ``urine_fraction`` (whole body: {time_h: fraction of the injected
 activity in the bladder}, default :data:`her2sim.phantoms.whole_body.URINE_FRACTION`), plus free-form cohort fields (``id``, ``group``...) kept in ``meta.config``.
@@ -35,6 +37,7 @@ from .lesions import (LESION_HU, LESION_MATERIAL, class_suv, lesion_statistics, 
                       validate_lesion_spec)
 from . import whole_body as wbm
 from .torso import torso_anatomy
+from .torso_v2 import check_anatomy, torso_anatomy_v2
 
 PATIENT_DEFAULTS = {"weight_kg": 70.0, "height_cm": 160.0, "injected_mbq": 458.0, "time_points_h": (1.0, 2.0),
                     "breast_shape": "supine", "breast_volume_ml": 300.0, "breast_density": "B",
@@ -83,14 +86,21 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
     extent = wbm.check_extent(s.get("extent", "torso"))
     if extent == "whole_body" and "body_z_at_grid_center_mm" not in (spec or {}):
         s["body_z_at_grid_center_mm"] = wbm.whole_body_centre_mm(check_range("height_cm", s["height_cm"], 120.0, 210.0))
-    anat = torso_anatomy(grid, s["weight_kg"], s["height_cm"], s["breast_shape"], s["breast_volume_ml"],
-                         s["breast_density"], s["body_z_at_grid_center_mm"], seed=int(rng.integers(2 ** 31)),
-                         ct_noise_hu=0.0, extent=extent)
+    anatomy = check_anatomy(s.get("anatomy", "v1"))
+    if anatomy == "v2" and extent != "torso":
+        raise ConfigError(f"extent = {extent!r} is not available with anatomy = 'v2' (the whole-body pelvis and "
+                          "thighs are v1's); use extent = 'torso' with anatomy = 'v2', or anatomy = 'v1'")
+    build = torso_anatomy_v2 if anatomy == "v2" else torso_anatomy
+    anat = build(grid, s["weight_kg"], s["height_cm"], s["breast_shape"], s["breast_volume_ml"],
+                 s["breast_density"], s["body_z_at_grid_center_mm"], seed=int(rng.integers(2 ** 31)),
+                 ct_noise_hu=0.0, extent=extent)
     w = anat.params["weight_kg"]
     tv = anat.volume
     suv = bio.organ_suv_maps(tv.labels, tv.label_names, tp, s.get("suv"), s.get("bio_ratio_per_h"))
     if anat.pv_organs:
         _partial_volume_organs(anat, suv, tp, s, w)
+    if anat.fractions is not None:
+        _mix_boundary_fractions(anat, suv, tp, s)
     ratios = bio.merged_table(bio.DEFAULT_BIO_RATIO_PER_H, s.get("bio_ratio_per_h"), "bio_ratio_per_h")
     body_before = tv.labels > 0
 
@@ -244,6 +254,25 @@ def _partial_volume_organs(anat, suv: np.ndarray, tp, s: dict, weight_kg: float)
             box = suv[k][sl]
             box[mine] = organ[k]
             box[mix] = f[mix] * organ[k] + (1.0 - f[mix]) * under_suv[k][mix]
+
+
+def _mix_boundary_fractions(anat, suv: np.ndarray, tp, s: dict) -> None:
+    """Anatomy v2: every boundary voxel's SUV is ``sum_s f_s SUV_s`` over its tissues (air: 0).
+
+    ``anat.fractions`` holds the sub-voxel composition (:mod:`her2sim.phantoms.torso_v2`), so each tissue's
+    activity is its SUV times its analytic volume, whatever the grid.
+    """
+    fr = anat.fractions
+    tv = anat.volume
+    if fr["voxel"].size == 0:
+        return
+    uv, inv = np.unique(fr["voxel"], return_inverse=True)
+    lut_labels = np.arange(max(tv.label_names) + 1, dtype=np.int16)
+    names = {k: v for k, v in tv.label_names.items()}
+    for k, t in enumerate(tp):
+        lut = bio.organ_suv_maps(lut_labels[None, None, :], names, (t,), s.get("suv"), s.get("bio_ratio_per_h"))[0, 0, 0]
+        vals = np.bincount(inv, weights=fr["fraction"].astype(np.float64) * lut[fr["label"]].astype(np.float64))
+        suv[k].ravel()[uv] = vals.astype(np.float32)
 
 
 def torso_phantom(grid: Grid | None = None, weight_kg: float = 70.0, height_cm: float = 160.0, injected_mbq: float = 458.0,

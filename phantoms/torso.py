@@ -32,6 +32,8 @@ breast_adipose, breast_gland, thyroid and salivary_glands (when the FOV reaches 
 (when it reaches the head). Not modelled: arms, pelvis, legs, bladder, scapulae, clavicles, pancreas.
 ``extent="whole_body"`` adds head to mid-thigh (bony pelvis, bladder, thighs, a realistic head and glands):
 :mod:`her2sim.phantoms.whole_body`; the default ``extent="torso"`` paints exactly what it always did.
+An opt-in second anatomy (sub-voxel edges, shoulder girdle with raised arms, four-chamber heart, swept vessels)
+is :mod:`her2sim.phantoms.torso_v2` (patient-spec key ``anatomy = "v2"``); this module is ``anatomy = "v1"``.
 """
 from __future__ import annotations
 
@@ -78,6 +80,9 @@ class TorsoAnatomy:
         Organs drawn with partial-volume fractions (whole-body extent only; empty for the torso): ``label``,
         ``slices`` (index box), ``fraction`` (float32 in the box) and ``under`` (the labels in the box before
         the organ was painted), for :func:`her2sim.phantoms.patient.patient_phantom` to mix boundary activity.
+    fractions : dict or None
+        Anatomy v2 only (:mod:`her2sim.phantoms.torso_v2`): the tissue composition of every boundary voxel,
+        ``voxel`` (flat indices, int64), ``label`` (label ids) and ``fraction`` (float32; air is the rest).
     """
 
     volume: TissueVolume
@@ -85,6 +90,7 @@ class TorsoAnatomy:
     params: dict
     body_inside: object = field(repr=False, default=None)
     pv_organs: list = field(repr=False, default_factory=list)
+    fractions: dict | None = field(repr=False, default=None)
 
 
 class _Frame:

@@ -1,0 +1,185 @@
+"""Anatomy v2 (opt-in, ``anatomy = "v2"``): outside numbers, sub-voxel grid consistency, shapes, lesions, bad input."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from her2sim.core.errors import ConfigError
+from her2sim.core.grid import Grid
+from her2sim.phantoms import bq_per_ml_to_suv, patient_phantom
+from her2sim.phantoms.biodistribution import DEFAULT_SUV
+from her2sim.phantoms.torso_v2 import SKIN_MM, torso_anatomy_v2
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "phantom_realism.py"
+#: ICRP Publication 89 reference adult female (163 cm, 60 kg): organ masses (g), breasts both together
+ICRP89 = {"liver": 1400.0, "kidneys": 275.0, "spleen": 130.0, "lungs": 950.0, "heart_wall": 250.0, "thyroid": 17.0,
+          "breasts": 500.0}
+GROUPS = {"kidneys": ("kidney_cortex", "kidney_medulla"), "breasts": ("breast_adipose", "breast_gland")}
+#: the reference female; 250 mL per breast mound (ICRP 89: 500 g for both at ~0.96 g/mL)
+SPEC = {"anatomy": "v2", "height_cm": 163.0, "weight_kg": 60.0, "breast_volume_ml": 250.0, "lesions": []}
+
+
+def _mass(ph, organ):
+    m = ph.meta["anatomy"]["label_mass_g"]
+    return sum(m.get(n, 0.0) for n in GROUPS.get(organ, (organ,)))
+
+
+@pytest.fixture(scope="module")
+def ph44():
+    return patient_phantom(Grid.centered((128, 128, 128), 4.42), SPEC, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ph88():
+    return patient_phantom(Grid.centered((64, 64, 64), 8.84), SPEC, seed=1)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("phantom_realism", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_anatomy_must_be_a_known_version():
+    g = Grid.centered((8, 8, 8), 40.0)
+    with pytest.raises(ConfigError) as e:
+        patient_phantom(g, {"anatomy": "v3"})
+    msg = str(e.value)
+    assert "anatomy" in msg and "'v1'" in msg and "'v2'" in msg
+    with pytest.raises(ConfigError, match="extent"):
+        patient_phantom(g, {"anatomy": "v2", "extent": "whole_body"})
+
+
+def test_v2_organ_masses_within_10_percent_of_icrp89(ph44):
+    for organ, ref in ICRP89.items():
+        assert _mass(ph44, organ) == pytest.approx(ref, rel=0.10), organ
+
+
+def test_v2_brain_within_10_percent_of_icrp89():
+    # head at the grid centre (the default torso field of view stops at the neck)
+    ph = patient_phantom(Grid.centered((40, 40, 40), 8.84), dict(SPEC, body_z_at_grid_center_mm=400.0), seed=1)
+    assert _mass(ph, "brain") == pytest.approx(1300.0, rel=0.10)
+
+
+def test_v2_body_outline_within_one_sd_of_the_heinz_fit(ph44, bench):
+    dims = bench._body_dims(ph44, 60.0, 163.0)
+    for name in ("chest_depth", "chest_diameter", "chest_girth", "waist_girth"):
+        assert abs(dims[name]["z"]) <= 1.0, (name, dims[name])
+
+
+@pytest.mark.parametrize("height_cm,weight_kg", [(160.0, 95.0), (150.0, 45.0)])
+def test_v2_body_outline_within_one_sd_for_other_sizes(bench, height_cm, weight_kg):
+    # the outline follows height and weight (a BMI 37 and a BMI 20 woman) within the Heinz fit's 1 SD
+    ph = patient_phantom(Grid.centered((128, 128, 128), 4.42),
+                         dict(SPEC, height_cm=height_cm, weight_kg=weight_kg, breast_volume_ml=400.0), seed=1)
+    dims = bench._body_dims(ph, weight_kg, height_cm)
+    for name in ("chest_depth", "chest_diameter", "chest_girth", "waist_girth"):
+        assert abs(dims[name]["z"]) <= 1.0, (name, dims[name])
+
+
+def test_v2_body_outline_follows_weight():
+    # a heavier patient (same height) has a thicker fat layer and a larger outline, like v1
+    a = torso_anatomy_v2(Grid.centered((8, 96, 96), 4.42), 60.0, 163.0, body_z_at_grid_center_mm=-250.0)
+    b = torso_anatomy_v2(Grid.centered((8, 96, 96), 4.42), 85.0, 163.0, body_z_at_grid_center_mm=-250.0)
+    assert b.params["fat_mm"] > a.params["fat_mm"] + 10.0
+    assert (b.volume.labels[4] > 0).sum() > 1.2 * (a.volume.labels[4] > 0).sum()
+
+
+def test_v2_same_body_at_8_84_and_4_42_mm(ph44, ph88):
+    a44, a88 = ph44.total_activity_bq(0), ph88.total_activity_bq(0)
+    assert a88 == pytest.approx(a44, rel=0.01)
+    v44 = ph44.meta["anatomy"]["label_volume_ml"]
+    v88 = ph88.meta["anatomy"]["label_volume_ml"]
+    for name, v in v44.items():
+        if v > 5.0:
+            assert v88.get(name, 0.0) == pytest.approx(v, rel=0.03), name
+    # the skin is there (1.45 mm: never a majority of a 4.42 mm voxel, so in fractions only), about its
+    # thickness times a body surface of some 0.4 m^2 in the field of view
+    assert 0.4e6 * SKIN_MM * 0.5e-3 < v44["skin"] < 0.4e6 * SKIN_MM * 2e-3
+
+
+def test_v2_activity_is_conserved_by_the_boundary_mixing(ph44):
+    # total activity = sum over tissues of SUV x (fraction-weighted) volume
+    suv = bq_per_ml_to_suv(ph44.activity_bq_per_ml[0].astype(np.float64), 458.0, 60.0, 1.0)
+    total = float(suv.sum()) * ph44.grid.voxel_volume_ml
+    vols = ph44.meta["anatomy"]["label_volume_ml"]
+    expected = sum(DEFAULT_SUV.get(k, 0.0) * v for k, v in vols.items() if k != "airway")
+    assert total == pytest.approx(expected, rel=2e-3)
+
+
+def test_v2_shapes_are_there(ph44):
+    names = set(ph44.label_names.values())
+    for n in ("heart_wall", "heart_lv", "heart_rv", "heart_la", "heart_ra", "aorta", "vena_cava", "airway", "ribs",
+              "sternum", "clavicle", "scapula", "humerus", "pectoralis", "axillary_fat", "lungs"):
+        assert n in names, n
+    lab = ph44.labels
+    ids = {v: k for k, v in ph44.label_names.items()}
+    # the aorta is one connected swept tube from the root through the arch down the abdomen
+    from scipy import ndimage
+    n_parts = ndimage.label(lab == ids["aorta"])[1]
+    assert n_parts == 1
+    # left ventricle left of the right ventricle (x -> patient left)
+    x = ph44.grid.axis_mm(2)
+    lv = np.nonzero(lab == ids["heart_lv"])[2].mean()
+    rv = np.nonzero(lab == ids["heart_rv"])[2].mean()
+    assert x[int(round(lv))] > x[int(round(rv))]
+
+
+def test_v2_axillary_landmarks_lie_in_the_axillary_fat(ph44):
+    g = ph44.grid
+    ids = {v: k for k, v in ph44.label_names.items()}
+    for side in ("left", "right"):
+        p = ph44.meta["landmarks"]["axilla"][side]
+        i = tuple(int(round(v)) for v in g.world_to_index(np.asarray(p)))
+        assert ph44.labels[i] == ids["axillary_fat"], side
+
+
+@pytest.mark.parametrize("patient", [{"height_cm": 163.0, "weight_kg": 60.0, "breast_volume_ml": 250.0},
+                                     {"height_cm": 150.0, "weight_kg": 45.0, "breast_volume_ml": 200.0,
+                                      "breast_shape": "pendant"}])
+def test_v2_lesions_in_breasts_and_axillae_stay_in_the_body(patient):
+    # clock 3 / 9 put the default primaries on the breasts' lateral sides, where the chest outline rounds them
+    lesions = [{"type": "primary", "side": "left", "clock": 3, "diameter_mm": 20.0, "ihc": "3+", "shape": "spiculated"},
+               {"type": "primary", "side": "right", "clock": 9, "diameter_mm": 25.0, "ihc": "1+"},
+               {"type": "lymph_node", "site": "axillary", "side": "left", "index": 0, "diameter_mm": 12.0, "ihc": "3+"},
+               {"type": "lymph_node", "site": "axillary", "side": "right", "index": 1, "diameter_mm": 10.0, "ihc": "3+"},
+               {"type": "lymph_node", "site": "mediastinal", "index": 0, "diameter_mm": 10.0, "ihc": "3+"}]
+    g = Grid.centered((40, 64, 64), 6.0)
+    ph = patient_phantom(g, dict(SPEC, body_z_at_grid_center_mm=20.0, lesions=lesions, **patient), seed=3)
+    ids = {v: k for k, v in ph.label_names.items()}
+    body = ph.labels > 0
+    for row in ph.truth:
+        m = ph.lesion_ids == row["id"]
+        assert m.any() and body[m].all(), row["type"]
+        if row["shape"] == "sphere":
+            assert row["volume_ml"] == pytest.approx(row["nominal_volume_ml"], rel=0.15)
+    # the primaries sit in breast tissue: their surroundings (one voxel shell) are breast, not muscle
+    shell = np.zeros(g.shape, bool)
+    from scipy import ndimage
+    for row in ph.truth[:2]:
+        m = ph.lesion_ids == row["id"]
+        shell |= ndimage.binary_dilation(m, iterations=1) & ~m
+    around = ph.labels[shell]
+    breast = np.isin(around, [ids["breast_adipose"], ids["breast_gland"]])
+    assert breast.mean() > 0.6
+
+
+def test_v2_landmarks_used_by_lesion_placement_lie_in_their_organs(ph44):
+    g = ph44.grid
+    lm = ph44.meta["landmarks"]
+    names = ph44.label_names
+
+    def label_at(p):
+        return names[int(ph44.labels[tuple(int(round(v)) for v in g.world_to_index(np.asarray(p)))])]
+
+    assert label_at(lm["liver"]["centre_mm"]) == "liver"
+    for side in ("left", "right"):
+        assert label_at(lm["lungs"][side]["centre_mm"]) == "lungs"
+    zs = [z for z in lm["spine"]["vertebra_z_mm"] if g.axis_mm(0)[0] + 15 < z < g.axis_mm(0)[-1] - 15]
+    for z in zs:
+        assert label_at((z, lm["spine"]["y_mm"], lm["spine"]["x_mm"])) in ("spine_marrow", "spine_cortical"), z
+    for p in lm["mediastinum"]:
+        assert label_at(p) not in ("background", "lungs", "airway")
