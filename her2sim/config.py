@@ -52,6 +52,7 @@ from her2sim.core.grid import Grid
 from her2sim.core.jsonio import canonical_json
 from her2sim.core.limits import LIMITS, check_memory, estimate_peak_memory_bytes
 from her2sim.phantoms.phantom_presets import PRESET_NAMES as PHANTOM_PRESETS  # phantom.preset
+from her2sim.phantoms.torso_v2 import ANATOMIES  # phantom.anatomy
 from her2sim.recon import SCATTER_METHODS  # recon.scatter
 from her2sim.recon.attenuation import MU_MAP_SOURCES  # recon.mu_map
 from her2sim.recon.calibration import CALIBRATION_PHANTOMS  # calibration.phantom
@@ -238,6 +239,11 @@ class PhantomSection:
         Free-form lesion options handed to the phantom builder unchanged: a table of
         options (e.g. IEC ``sphere_to_background``) or one table per lesion
         (``[[phantom.lesions]]``, the specs of :mod:`her2sim.phantoms.lesions`).
+    anatomy : str
+        Version of the torso anatomy, one of ``ANATOMIES`` (:mod:`her2sim.phantoms.torso_v2`): ``"v1"`` (the
+        analytic MCAT-like torso every published figure of this project was measured on) or ``"v2"``
+        (implicit surfaces with sub-voxel edges, four-chamber heart, shoulder girdle, raised arms; organ masses
+        within 10 % of ICRP 89 and body outline within 1 SD of the anthropometric reference).
     """
 
     preset: str = "torso"
@@ -247,6 +253,7 @@ class PhantomSection:
     height_cm: float = 160.0
     ct: bool = True
     lesions: dict | list = field(default_factory=dict)
+    anatomy: str = "v1"
 
     def grid(self) -> Grid:
         """The phantom's :class:`Grid`, centred on the world origin."""
@@ -477,7 +484,7 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
     StudySection: {"name": v_name, "seed": v_int(*LIMITS["seed"]), "output_dir": v_path},
     PhantomSection: {"preset": v_choice(PHANTOM_PRESETS), "shape": v_shape, "spacing_mm": v_spacing,
                      "weight_kg": v_float(20.0, 300.0), "height_cm": v_float(100.0, 230.0), "ct": v_bool,
-                     "lesions": v_table_or_tables},
+                     "lesions": v_table_or_tables, "anatomy": v_choice(ANATOMIES)},
     CohortSection: {"preset": v_name, "n_patients": v_int(*LIMITS["cohort.n_patients"]), "seed": v_int(*LIMITS["seed"])},
     TracerSection: {"injected_mbq": v_float(1.0, 2000.0), "time_points_h": v_time_points},
     CalibrationSection: {"phantom": v_choice(CALIBRATION_PHANTOMS), "activity_mbq": v_float(0.1, 5000.0)},
@@ -701,6 +708,10 @@ class StudyConfig:
             raise ConfigError(f"analysis.pvc_methods includes 'rc' (recovery coefficients) but "
                               f"calibration.phantom = {self.calibration.phantom!r}; recovery curves are measured "
                               f"on the spheres of calibration.phantom = 'iec'")
+        if self.whole_body.enabled and self.phantom.anatomy != "v1":
+            raise ConfigError(f"whole_body.enabled = true builds the head-to-thigh extent of anatomy 'v1', but "
+                              f"phantom.anatomy = {self.phantom.anatomy!r}; set phantom.anatomy = 'v1' or "
+                              f"whole_body.enabled = false")
         if self.phantom.preset in ("iec", "cylinder", "point") and self.cohort is not None:
             raise ConfigError(f"[cohort] draws virtual patients but phantom.preset = {self.phantom.preset!r} is a "
                               f"test object; use phantom.preset = 'torso' or 'demo', or remove [cohort]")

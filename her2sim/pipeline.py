@@ -85,6 +85,8 @@ def patient_specs(cfg: StudyConfig) -> list:
     for p in pats:
         p = dict(p)
         p.pop("grid", None)
+        if cfg.phantom.anatomy != PhantomSection.anatomy:   # at the default the key stays out of the stage keys
+            p["anatomy"] = cfg.phantom.anatomy
         p["injected_mbq"] = p.get("injected_mbq", cfg.tracer.injected_mbq) if cfg.cohort else cfg.tracer.injected_mbq
         p["time_points_h"] = list(cfg.tracer.time_points_h)
         out.append(json.loads(to_json(p)))

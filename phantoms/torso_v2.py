@@ -558,7 +558,7 @@ class _Body:
 
     def scapula_in(self, z, y, x, pad=0.0):
         h = self.h
-        cx, ca, cp = self._p("cav_x", z), self._p("cav_a", z), self._p("cav_p", z)
+        cx, cp = self._p("cav_x", z), self._p("cav_p", z)
         r_in = (x / (cx + 14.0 - pad)) ** 2 + (y / (cp + 14.0 - pad)) ** 2
         r_out = (x / (cx + 20.0 + pad)) ** 2 + (y / (cp + 20.0 + pad)) ** 2
         phi = np.degrees(np.arctan2(np.abs(x), np.maximum(y, 1e-3)))      # 0 = posterior midline, 90 = lateral
@@ -926,7 +926,6 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
 
     # ---------------------------------------------------------------- labels of structures; textures
     tv = TissueVolume(grid, "air")
-    final_labels = []
     for s in S:
         if s.label in _TEXTURED:
             for l2 in _TEXTURED[s.label]:

@@ -1,9 +1,7 @@
 """Anatomy v2 (opt-in, ``anatomy = "v2"``): outside numbers, sub-voxel grid consistency, shapes, lesions, bad input."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from bench_modules import load_bench
 
 from her2sim.core.errors import ConfigError
 from her2sim.core.grid import Grid
@@ -11,7 +9,6 @@ from her2sim.phantoms import bq_per_ml_to_suv, patient_phantom
 from her2sim.phantoms.biodistribution import DEFAULT_SUV
 from her2sim.phantoms.torso_v2 import SKIN_MM, torso_anatomy_v2
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "phantom_realism.py"
 #: ICRP Publication 89 reference adult female (163 cm, 60 kg): organ masses (g), breasts both together
 ICRP89 = {"liver": 1400.0, "kidneys": 275.0, "spleen": 130.0, "lungs": 950.0, "heart_wall": 250.0, "thyroid": 17.0,
           "breasts": 500.0}
@@ -37,10 +34,7 @@ def ph88():
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("phantom_realism", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("phantom_realism")
 
 
 def test_anatomy_must_be_a_known_version():
