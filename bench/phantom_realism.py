@@ -1,7 +1,8 @@
 """The digital patient against outside numbers: organ masses, body size, grid consistency, build time.
 
-Builds the first patient the ``demo`` cohort draws (seed 2024) at the ICRP 89 reference female's height and
-weight (163 cm, 60 kg: organ sizes scale with height, so masses compare like for like) and prints
+Builds the first patient the ``demo`` cohort draws (seed 2024) as the ICRP 89 reference female: her height,
+weight and breast volume (163 cm, 60 kg, 250 mL per breast: organ sizes scale with height, so masses compare
+like for like) and prints
 (``--json``: one object):
 
 * ``organ_mass_g`` and ``organ_mass_rel_err`` - mass (density x voxel volume over the organ's labels, 4.42 mm
@@ -65,13 +66,16 @@ FOV_MM = 128 * 4.42
 
 #: ICRP Publication 89 reference adult female: height (cm) and body mass (kg)
 ICRP89_FEMALE_HEIGHT_CM, ICRP89_FEMALE_WEIGHT_KG = 163.0, 60.0
+#: breast mound volume (mL, each) of the reference female: ICRP 89's 500 g for both at ~1 g/mL
+ICRP89_BREAST_ML_EACH = 250.0
 
 
 def _patient(anatomy: str = "v1"):
-    """The demo cohort's first patient (seed 2024) at the ICRP 89 reference female's height and weight, so that
-    her organ masses compare with the reference masses like for like (organ sizes scale with height)."""
+    """The demo cohort's first patient (seed 2024) as the ICRP 89 reference female: her height, weight and breast
+    volume, so that organ masses compare with the reference masses like for like (organ sizes scale with height;
+    the breast volume is a patient parameter, drawn by the cohort)."""
     p = dict(generate_cohort("demo", seed=2024)["patients"][0])
-    p.update(height_cm=ICRP89_FEMALE_HEIGHT_CM, weight_kg=ICRP89_FEMALE_WEIGHT_KG)
+    p.update(height_cm=ICRP89_FEMALE_HEIGHT_CM, weight_kg=ICRP89_FEMALE_WEIGHT_KG, breast_volume_ml=ICRP89_BREAST_ML_EACH)
     if anatomy != "v1":
         p["anatomy"] = anatomy
     return p
@@ -224,7 +228,7 @@ def realism(fine: bool = True, anatomy: str = "v1") -> dict:
             "organ_reference_g": reference,
             "organ_mass_source": {o: ("whole_body" if o in ICRP89_FEMALE_WHOLE_BODY_G else "torso") for o in masses},
             "breast_volume_ml": {k: round(v, 1) for k, v in breasts.items()},
-            "breast_reference_ml_each": 250.0,
+            "breast_reference_ml_each": ICRP89_BREAST_ML_EACH,
             "body_dims_mm": _body_dims(ph, patient["weight_kg"], patient["height_cm"]), "grid_consistency": consistency,
             "labels_modelled": sorted(names), "labels_modelled_whole_body": sorted(wb.label_names.values()),
             "seconds_build_128": round(seconds_128, 2), "seconds_build_whole_body": round(seconds_wb, 2),
@@ -279,7 +283,7 @@ def _realism_v2(fine: bool = True) -> dict:
             "organ_mass_source": {o: ("head" if o in ICRP89_FEMALE_WHOLE_BODY_G else "torso") for o in masses},
             "breast_volume_ml": _breast_volumes_ml(ph),
             "breast_volume_requested_ml_each": patient["breast_volume_ml"],
-            "breast_reference_ml_each": 250.0,
+            "breast_reference_ml_each": ICRP89_BREAST_ML_EACH,
             "body_dims_mm": _body_dims(ph, patient["weight_kg"], patient["height_cm"]), "grid_consistency": consistency,
             "labels_modelled": sorted(v for v in ph.label_names.values() if v != "background"),
             "skin_volume_ml": round(ref_frac.get("skin", 0.0), 1),
