@@ -29,7 +29,7 @@ row of ``results/lesions.csv`` with its truth. Prints (``--json``: one object):
 ``--quick`` runs the coarse grids of ``e2e_seed_trial.py`` (40 x 64 x 64 voxels of 8.84 mm, 30 views) for
 CI-sized checks; ``--patients N`` a subset; ``--study DIR`` only re-reads a finished study folder.
 
-Usage: ``python bench/lesion_quantitation.py [--json] [--quick] [--patients N] [--out-dir DIR | --study DIR]``
+Usage: ``python bench/lesion_quantitation.py [--json] [--quick] [--patients N] [--out-dir DIR | --study DIR] [--set KEY=VALUE ...]``
 (full resolution: about 45 min on 2 cores).
 """
 from __future__ import annotations
@@ -51,6 +51,7 @@ import e2e_seed_trial  # noqa: E402
 
 from her2sim.analysis.stats import compare_groups, spearman_ihc  # noqa: E402
 from her2sim.config import override_study  # noqa: E402
+from her2sim.core.errors import ConfigError  # noqa: E402
 from her2sim.core.errors import Her2simError  # noqa: E402
 from her2sim.pipeline import run_study  # noqa: E402
 
@@ -200,6 +201,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--out-dir", type=Path, default=None, help="keep the study folder here")
     ap.add_argument("--study", type=Path, default=None, help="only summarise this finished study folder")
     ap.add_argument("--figure", type=Path, default=None, help="also draw one lesion's three truths to this PNG")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a study key (as her2sim run --set), e.g. phantom.anatomy='v2'")
     args = ap.parse_args(argv)
     if not 1 <= args.patients <= 30:
         ap.error(f"--patients = {args.patients}: allowed range [1, 30]")
@@ -214,11 +217,14 @@ def main(argv=None) -> dict:
         if root is None:
             tmp = tempfile.TemporaryDirectory(prefix="her2sim_lesions_")
             root = Path(tmp.name)
-        cfg = override_study(e2e_seed_trial.study_config(args.patients, 1, args.quick),
-                             ['analysis.pvc_methods=["none", "gtm", "rbv", "iy"]'])
+        try:
+            cfg = override_study(e2e_seed_trial.study_config(args.patients, 1, args.quick),
+                                 ['analysis.pvc_methods=["none", "gtm", "rbv", "iy"]'] + list(args.sets))
+        except ConfigError as exc:
+            ap.error(str(exc))
         study = root / ("quick" if args.quick else "full")
         run_study(cfg, study, progress=False)
-    result = {"grid": "quick" if args.quick else "full", "patients": args.patients}
+    result = {"grid": "quick" if args.quick else "full", "patients": args.patients, "sets": list(args.sets)}
     result.update(summarise(study))
     if args.figure is not None:
         result["figure"] = str(lesion_figure(study, args.figure))
