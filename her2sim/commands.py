@@ -184,6 +184,7 @@ def cmd_cohort(args) -> int:
 def cmd_phantom(args) -> int:
     from her2sim.core.grid import Grid
     from her2sim.phantoms import build_patient_phantom, generate_cohort, phantom_summary, plot_phantom
+    from her2sim.phantoms.whole_body import whole_body_grid
 
     from her2sim.core.limits import check_memory, estimate_peak_memory_bytes
 
@@ -194,8 +195,18 @@ def cmd_phantom(args) -> int:
     if not 0 <= args.patient < n:
         raise ConfigError(f"--patient = {args.patient} is outside the allowed range [0, {n - 1}] "
                           f"(cohort {args.preset!r} has {n} patient(s))")
-    spec = cohort["patients"][args.patient]
+    spec = dict(cohort["patients"][args.patient])
+    if args.anatomy != "v1":
+        spec["anatomy"] = args.anatomy
     grid = None
+    if args.extent != "torso":
+        if args.anatomy != "v1":
+            raise ConfigError(f"--extent = {args.extent!r} is built on anatomy 'v1', not --anatomy = {args.anatomy!r}; "
+                              f"choose --anatomy v1 or --extent torso")
+        spec["extent"] = args.extent
+        spec.pop("grid", None)
+        if not args.shape:
+            grid = whole_body_grid(args.spacing_mm, float(spec.get("height_cm", 160.0)))
     if args.shape:
         grid = Grid.centered(tuple(args.shape), args.spacing_mm)
         n_t = len(spec.get("time_points_h") or (1.0, 2.0))
@@ -346,6 +357,8 @@ def cmd_analyze(args) -> int:
 
 def register(sub) -> None:
     """Add the stage subcommands to the ``her2sim`` argument parser (every number checked by its type)."""
+    from her2sim.phantoms.torso_v2 import ANATOMIES  # the library's list of --anatomy values
+    from her2sim.phantoms.whole_body import EXTENTS  # ... and of --extent values
     from her2sim.recon.osem import SCATTER_METHODS  # the library's list of --scatter values
     from her2sim.core.limits import float_range, int_range
     from her2sim.core.limits import LIMITS
@@ -381,6 +394,12 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int_range(*LIMITS["seed"]), default=1)
     s.add_argument("--shape", type=int_range(*LIMITS["phantom.shape"]), nargs=3, metavar=("NZ", "NY", "NX"))
     s.add_argument("--spacing-mm", type=float_range(*LIMITS["phantom.spacing_mm"]), default=4.42)
+    s.add_argument("--anatomy", choices=ANATOMIES, default="v1",
+                   help="torso anatomy version (v1: the published cohort's; v2: sub-voxel surfaces, heart chambers, "
+                        "shoulder girdle)")
+    s.add_argument("--extent", choices=EXTENTS, default="torso",
+                   help="torso (the SPECT/CT field) or whole_body (vertex to mid-thigh, on a grid that holds her "
+                        "unless --shape is given; anatomy v1)")
     s.add_argument("--out", type=Path)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_phantom)

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 
-
 def _run(*args, check=True):
     return subprocess.run([sys.executable, "-m", "her2sim.cli", *args], capture_output=True, text=True, check=check)
 
@@ -25,6 +24,16 @@ def test_phantom_writes_hdf5_png_and_json(tmp_path):
     assert len(s["total_activity_mbq"]) == len(s["time_points_h"]) == 2
     assert s["total_activity_mbq"][1] < s["total_activity_mbq"][0]  # physical decay 1 h -> 2 h
     assert "liver" in s["organs"] and s["lesions"]
+
+
+def test_phantom_anatomy_and_extent_options():
+    v2 = json.loads(_run("phantom", "--anatomy", "v2", "--shape", "24", "48", "48", "--spacing-mm", "8.84",
+                         "--json").stdout)
+    assert "heart_lv" in v2["organs"] and "pectoralis" in v2["organs"]
+    wb = json.loads(_run("phantom", "--extent", "whole_body", "--spacing-mm", "8.84", "--json").stdout)
+    assert "bladder" in wb["organs"] and "brain" in wb["organs"]
+    bad = _run("phantom", "--extent", "whole_body", "--anatomy", "v2", check=False)
+    assert bad.returncode == 2 and "--anatomy" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_simulate_and_recon_commands(tmp_path):
