@@ -668,6 +668,32 @@ def _run_stages_locked(stages, study_dir: Path, executor, progress: bool, force)
             remaining[s.name].add(fut)
         bar.set_postfix_str(s.name)
 
+    def collect(done) -> None:
+        """Book finished pieces of work; a stage whose last piece finished gets its manifest now."""
+        for fut in done:
+            name = running.pop(fut)
+            exc = fut.exception()
+            if exc is not None:
+                for other in running:
+                    other.cancel()
+                exc.add_note(f"in her2sim stage {name!r}")
+                LOG.error("stage %s: failed: %s", name, exc)
+                raise exc
+            bar.update(1)
+            secs, files = fut.result()
+            busy[name] = busy.get(name, 0.0) + secs
+            written.setdefault(name, []).extend(files)
+            remaining[name].discard(fut)
+            if not remaining[name]:
+                s = by_name[name]
+                others = {p for p, owner in claimed.items() if owner != name}
+                outs = _write_manifest(study_dir, s, keys[name], keys, started[name], written.get(name, ()),
+                                       others)
+                # seconds = time spent in the stage's own function(s), not wall time since launch
+                # (which would include stages running beside it and executor queueing)
+                results[name] = StageResult(name, "ran", keys[name], busy[name], outs)
+                LOG.info("stage %s: done in %.1f s", name, results[name].seconds)
+
     try:
         while pending or running:
             for name in list(pending):
@@ -675,34 +701,15 @@ def _run_stages_locked(stages, study_dir: Path, executor, progress: bool, force)
                 if all(n in results for n in s.inputs):
                     del pending[name]
                     launch(s)
+                    # work already finished (the serial executor runs a stage inside submit) is booked
+                    # before the next stage starts, so a run killed later keeps this stage's manifest
+                    collect([f for f in list(running) if f.done()])
             if not running:
                 if pending:  # unreachable with a valid order; guards against a silent hang
                     raise ConfigError(f"stages {sorted(pending)} cannot start: their inputs never completed")
                 break
             done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                name = running.pop(fut)
-                exc = fut.exception()
-                if exc is not None:
-                    for other in running:
-                        other.cancel()
-                    exc.add_note(f"in her2sim stage {name!r}")
-                    LOG.error("stage %s: failed: %s", name, exc)
-                    raise exc
-                bar.update(1)
-                secs, files = fut.result()
-                busy[name] = busy.get(name, 0.0) + secs
-                written.setdefault(name, []).extend(files)
-                remaining[name].discard(fut)
-                if not remaining[name]:
-                    s = by_name[name]
-                    others = {p for p, owner in claimed.items() if owner != name}
-                    outs = _write_manifest(study_dir, s, keys[name], keys, started[name], written.get(name, ()),
-                                           others)
-                    # seconds = time spent in the stage's own function(s), not wall time since launch
-                    # (which would include stages running beside it and executor queueing)
-                    results[name] = StageResult(name, "ran", keys[name], busy[name], outs)
-                    LOG.info("stage %s: done in %.1f s", name, results[name].seconds)
+            collect(done)
     finally:
         bar.close()
     return {s.name: results[s.name] for s in ordered}

@@ -233,6 +233,17 @@ def test_failing_stage_raises_and_writes_no_manifest(tmp_path):
     assert not manifest_path(tmp_path, "lazy").exists()
 
 
+def test_serial_run_books_each_finished_stage_before_starting_the_next(tmp_path):
+    # independent stages start together; with the serial executor each runs inside submit. A failure in the
+    # last one must not cost the manifests of those that finished before it (a kill there would lose them)
+    stages = [Stage(f"done_{i}", [], {"text": str(i)}, label_text, [f"done_{i}.txt"]) for i in range(3)]
+    stages.append(Stage("bad", [], {}, fail, ["bad.txt"]))
+    with pytest.raises(RuntimeError, match="boom"):
+        run_stages(stages, tmp_path, progress=False)
+    assert all(manifest_path(tmp_path, f"done_{i}").exists() for i in range(3))
+    assert statuses(run_stages(stages[:3], tmp_path, progress=False)) == {f"done_{i}": "skipped" for i in range(3)}
+
+
 def test_invalid_stage_graphs_are_config_errors(tmp_path):
     a = Stage("a", ["b"], {}, label_text, ["a.txt"])
     b = Stage("b", ["a"], {}, label_text, ["b.txt"])
