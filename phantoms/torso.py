@@ -130,6 +130,27 @@ def _check_patient(weight_kg, height_cm):
     return w, h, bmi
 
 
+def check_torso_options(grid, weight_kg, height_cm, breast_shape, breast_volume_ml, breast_density,
+                        body_z_at_grid_center_mm, ct_noise_hu, gland_correlation_mm) -> tuple:
+    """The options every torso anatomy version takes, checked (ConfigError naming the field and its range).
+
+    Returns
+    -------
+    tuple
+        ``(grid, (weight_kg, height_cm, bmi), breast_volume_ml, ct_noise_hu, gland_correlation_mm)``; ``grid``
+        is the default clinical grid when ``None`` was given.
+    """
+    grid = clinical_grid(grid)
+    patient = _check_patient(weight_kg, height_cm)
+    check_choice("breast_shape", breast_shape, BREAST_SHAPES)
+    bvol = check_range("breast_volume_ml", breast_volume_ml, 50.0, 2000.0)
+    check_choice("breast_density", breast_density, GLANDULAR_FRACTION)
+    check_range("body_z_at_grid_center_mm", body_z_at_grid_center_mm, -1000.0, 1000.0)
+    noise = check_range("ct_noise_hu", ct_noise_hu, 0.0, 500.0)
+    gcorr = check_range("gland_correlation_mm", gland_correlation_mm, 1.0, 50.0)
+    return grid, patient, bvol, noise, gcorr
+
+
 def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_KG, height_cm: float = REFERENCE_HEIGHT_CM,
                   breast_shape: str = "supine", breast_volume_ml: float = 300.0, breast_density: str = "B",
                   body_z_at_grid_center_mm: float = -60.0, seed: int = 0, ct_noise_hu: float = 0.0,
@@ -165,14 +186,9 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
     -------
     TorsoAnatomy
     """
-    grid = clinical_grid(grid)
-    w, hcm, bmi = _check_patient(weight_kg, height_cm)
-    check_choice("breast_shape", breast_shape, BREAST_SHAPES)
-    bvol = check_range("breast_volume_ml", breast_volume_ml, 50.0, 2000.0)
-    check_choice("breast_density", breast_density, GLANDULAR_FRACTION)
-    check_range("body_z_at_grid_center_mm", body_z_at_grid_center_mm, -1000.0, 1000.0)
-    noise = check_range("ct_noise_hu", ct_noise_hu, 0.0, 500.0)
-    gcorr = check_range("gland_correlation_mm", gland_correlation_mm, 1.0, 50.0)
+    grid, (w, hcm, bmi), bvol, noise, gcorr = check_torso_options(
+        grid, weight_kg, height_cm, breast_shape, breast_volume_ml, breast_density, body_z_at_grid_center_mm,
+        ct_noise_hu, gland_correlation_mm)
     wb = wbm.check_extent(extent) == "whole_body"
     pv_organs: list = []
     rng = np.random.default_rng(seed)

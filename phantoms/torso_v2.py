@@ -96,16 +96,15 @@ import math
 
 import numpy as np
 
-from her2sim.core.errors import ConfigError, check_choice, check_range
+from her2sim.core.errors import ConfigError, check_choice
 from her2sim.core.grid import Grid
 from her2sim.core.materials import MATERIAL_IDS, get_material
 
 from . import whole_body as wbm
-from .clinical_grid import clinical_grid
 from .heterogeneity import gaussian_random_field
 from .tissue_volume import NOMINAL_HU, TissueVolume
 from .torso import (BREAST_SHAPES, GLANDULAR_FRACTION, INTESTINE_LOOP_FRACTION, REFERENCE_HEIGHT_CM,
-                    REFERENCE_WEIGHT_KG, TorsoAnatomy, _check_patient)
+                    REFERENCE_WEIGHT_KG, TorsoAnatomy, check_torso_options)
 
 #: anatomy versions of the patient phantom (``v1`` is the default, the published cohort's anatomy)
 ANATOMIES = ("v1", "v2")
@@ -903,14 +902,9 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
         With ``fractions``: ``voxel`` (flat indices), ``label`` (label ids) and ``fraction`` (float32) of every
         tissue in every boundary voxel (air is the rest).
     """
-    grid = clinical_grid(grid)
-    w, hcm, bmi = _check_patient(weight_kg, height_cm)
-    check_choice("breast_shape", breast_shape, BREAST_SHAPES)
-    bvol = check_range("breast_volume_ml", breast_volume_ml, 50.0, 2000.0)
-    check_choice("breast_density", breast_density, GLANDULAR_FRACTION)
-    check_range("body_z_at_grid_center_mm", body_z_at_grid_center_mm, -1000.0, 1000.0)
-    noise = check_range("ct_noise_hu", ct_noise_hu, 0.0, 500.0)
-    gcorr = check_range("gland_correlation_mm", gland_correlation_mm, 1.0, 50.0)
+    grid, (w, hcm, bmi), bvol, noise, gcorr = check_torso_options(
+        grid, weight_kg, height_cm, breast_shape, breast_volume_ml, breast_density, body_z_at_grid_center_mm,
+        ct_noise_hu, gland_correlation_mm)
     if wbm.check_extent(extent) != "torso":
         raise ConfigError(f"extent = {extent!r} is not available with anatomy = 'v2' (its pelvis and thighs are "
                           "v1's); use extent = 'torso' with anatomy = 'v2', or anatomy = 'v1'")
