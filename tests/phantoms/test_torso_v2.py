@@ -177,3 +177,20 @@ def test_v2_landmarks_used_by_lesion_placement_lie_in_their_organs(ph44):
         assert label_at((z, lm["spine"]["y_mm"], lm["spine"]["x_mm"])) in ("spine_marrow", "spine_cortical"), z
     for p in lm["mediastinum"]:
         assert label_at(p) not in ("background", "lungs", "airway")
+
+
+#: sha256 (``test_phantoms_whole_body._digest``) of the default v2 patient and of the v2 demo patient (lesions) on a
+#: 40^3 x 14.15 mm grid, computed with the code of main at 98feb62, before the v2 whole-body extent existed
+V2_DEFAULT_DIGEST = "cbf8eb23ba23071f795e317435a0d2641c3a5c0932bb8565afd7870311419646"
+V2_DEMO_DIGEST = "18748adc121a2463f449b93c1a08ffce3b670cc423e38ecf1e8276a25d5b50eb"
+
+
+def test_v2_torso_is_bit_identical_to_before_the_v2_whole_body_extent():
+    from test_phantoms_whole_body import _digest
+
+    from her2sim.phantoms import build_patient_phantom, generate_cohort
+
+    g = Grid.centered((40, 40, 40), 14.15)
+    assert _digest(patient_phantom(g, {"anatomy": "v2"}, seed=0)) == V2_DEFAULT_DIGEST
+    demo = dict(generate_cohort("demo", seed=2024)["patients"][0], anatomy="v2")
+    assert _digest(build_patient_phantom(demo, g, seed=2024)) == V2_DEMO_DIGEST
