@@ -1,7 +1,8 @@
 """Planar whole-body sweep of the demo patient at 1 h and 2 h (issue 17, part 3).
 
 Builds the patient of ``her2sim demo`` (the demo preset: 70 kg, 160 cm, its two lesions) with ``extent = "whole_body"``
-(head to mid-thigh, :mod:`her2sim.phantoms.whole_body`) on a 4.42 mm grid, simulates an anterior/posterior
+(head to mid-thigh, :mod:`her2sim.phantoms.whole_body`; ``--anatomy v1`` (default) or ``v2``,
+:mod:`her2sim.phantoms.torso_v2`) on a 4.42 mm grid, simulates an anterior/posterior
 sweep at each time point with the fast-mode Monte Carlo (:mod:`her2sim.sim.whole_body`: NM670 LEHR,
 photopeak window, 256 x 1024 at 2.21 mm, 12 cm/min unless told otherwise, Poisson counts with a fixed
 seed) and measures, on the geometric-mean image sqrt(A P), the mean counts per pixel over each structure's
@@ -16,6 +17,7 @@ Prints (``--json``: one object; keys stable):
   ``expected_mean_counts_per_pixel`` (noise-free), ``pixels`` of the footprint;
 * ``total_counts`` - anterior / posterior Poisson counts per time point; ``bladder_activity_mbq`` (decayed,
   at the scan start) per time point;
+* ``anatomy`` - the anatomy version the patient was built on (``"v1"`` or ``"v2"``);
 * ``seconds_sim`` (Monte Carlo + phantom, per time point and total), ``matrix`` [rows, columns],
   ``pixel_mm``, ``speed_cm_per_min``, ``dwell_s``, ``sweep_seconds``, ``n_histories``;
 * ``meets_targets`` - {"liver_kidneys_bladder_hottest": the three hottest structures of the geometric-mean
@@ -27,7 +29,7 @@ Prints (``--json``: one object; keys stable):
 scaled to its own 99.5th percentile).
 
 Usage: ``python bench/whole_body.py --json [--out DIR] [--speed-cm-per-min 12] [--histories 400000]
-[--matrix 1024x256]``.
+[--matrix 1024x256] [--anatomy v1]``.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ import numpy as np
 
 from her2sim.core.errors import ConfigError
 from her2sim.core.jsonio import print_json
+from her2sim.phantoms.torso_v2 import ANATOMIES, check_anatomy
 from her2sim.config import load_study, preset_path
 from her2sim.phantoms import build_patient_phantom
 from her2sim.pipeline import patient_specs
@@ -49,7 +52,7 @@ from her2sim.sim.whole_body import (WholeBodyProtocol, geometric_mean, organ_foo
 #: structures compared (name -> phantom labels)
 STRUCTURES = {
     "liver": ("liver",), "kidneys": ("kidney_cortex", "kidney_medulla"), "bladder": ("bladder",),
-    "spleen": ("spleen",), "heart": ("heart_wall", "heart_blood"), "intestine": ("intestine", "mesentery"),
+    "spleen": ("spleen",), "heart": ("heart_wall", "heart_blood", "heart_lv", "heart_rv", "heart_la", "heart_ra"), "intestine": ("intestine", "mesentery"),
     "stomach": ("stomach",), "thyroid": ("thyroid",), "salivary_glands": ("salivary_glands",),
     "brain": ("brain",), "lungs": ("lungs",), "breasts": ("breast_adipose", "breast_gland"),
     "bone_marrow": ("spine_marrow", "pelvis_marrow"), "thighs": ("femur_cortical", "femur_marrow"),
@@ -62,9 +65,12 @@ def demo_patient() -> dict:
     return patient_specs(load_study(preset_path("demo")))[0]
 
 
-def demo_whole_body_phantom(spacing_mm: float = 4.42):
-    """The demo patient with the whole-body extent on a grid that holds her (vertex to mid-thigh)."""
+def demo_whole_body_phantom(spacing_mm: float = 4.42, anatomy: str = "v1"):
+    """The demo patient with the whole-body extent of ``anatomy`` (``"v1"`` or ``"v2"``) on a grid that holds
+    her (vertex to mid-thigh, ``spacing_mm`` mm voxels)."""
     pat = dict(demo_patient(), extent="whole_body")
+    if anatomy != "v1":
+        pat["anatomy"] = anatomy
     grid = whole_body_grid(spacing_mm, pat.get("height_cm", 160.0))
     return build_patient_phantom(pat, grid, seed=int(pat.get("seed", 0)))  # the study's patient_seed
 
@@ -116,11 +122,12 @@ def _matrix(text: str) -> tuple:
     return (v, u)
 
 
-def run(speed_cm_per_min: float = 12.0, histories: int = 400_000, matrix=(1024, 256), out_dir=None) -> dict:
+def run(speed_cm_per_min: float = 12.0, histories: int = 400_000, matrix=(1024, 256), out_dir=None,
+        anatomy: str = "v1") -> dict:
     t0 = time.perf_counter()
     protocol = WholeBodyProtocol(speed_cm_per_min=speed_cm_per_min, matrix=tuple(matrix))
     settings = MonteCarloSettings(n_histories=histories, seed=1, primary_supersample=2)
-    ph = demo_whole_body_phantom()
+    ph = demo_whole_body_phantom(anatomy=check_anatomy(anatomy))
     t_phantom = time.perf_counter() - t0
     scans, stats, sim_s = {}, {}, {}
     for k, tp in enumerate(ph.time_points_h):
@@ -133,7 +140,7 @@ def run(speed_cm_per_min: float = 12.0, histories: int = 400_000, matrix=(1024, 
                                            if s["mean_counts_per_pixel"] is not None), key=lambda x: -x[1])]
                for key, st in stats.items()}
     any_scan = next(iter(scans.values()))
-    res = {"hottest_structures": hottest, "organ_counts": stats,
+    res = {"anatomy": anatomy, "hottest_structures": hottest, "organ_counts": stats,
            "total_counts": {k: s.total_counts() for k, s in scans.items()},
            "bladder_activity_mbq": {f"{tp:g}h": round(_bladder_mbq(ph, i), 2) for i, tp in enumerate(ph.time_points_h)},
            "seconds_sim": {**sim_s, "phantom": round(t_phantom, 1), "total": round(time.perf_counter() - t0, 1)},
@@ -158,9 +165,10 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-cm-per-min", type=float, default=12.0)
     ap.add_argument("--histories", type=int, default=400_000)
     ap.add_argument("--matrix", default="1024x256", help="ROWSxCOLUMNS: 1024x256 (2.21 mm) or 512x128 (4.42 mm)")
+    ap.add_argument("--anatomy", choices=ANATOMIES, default="v1", help="anatomy version of the patient (default v1)")
     args = ap.parse_args(argv)
     try:
-        res = run(args.speed_cm_per_min, args.histories, _matrix(args.matrix), args.out)
+        res = run(args.speed_cm_per_min, args.histories, _matrix(args.matrix), args.out, args.anatomy)
     except ConfigError as exc:
         print(f"whole_body: error: {exc}", file=sys.stderr)
         return 2

@@ -200,9 +200,6 @@ def cmd_phantom(args) -> int:
         spec["anatomy"] = args.anatomy
     grid = None
     if args.extent != "torso":
-        if args.anatomy != "v1":
-            raise ConfigError(f"--extent = {args.extent!r} is built on anatomy 'v1', not --anatomy = {args.anatomy!r}; "
-                              f"choose --anatomy v1 or --extent torso")
         spec["extent"] = args.extent
         spec.pop("grid", None)
         if not args.shape:
@@ -399,7 +396,7 @@ def register(sub) -> None:
                         "shoulder girdle)")
     s.add_argument("--extent", choices=EXTENTS, default="torso",
                    help="torso (the SPECT/CT field) or whole_body (vertex to mid-thigh, on a grid that holds her "
-                        "unless --shape is given; anatomy v1)")
+                        "unless --shape is given; either anatomy)")
     s.add_argument("--out", type=Path)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_phantom)

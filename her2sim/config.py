@@ -243,7 +243,8 @@ class PhantomSection:
         Version of the torso anatomy, one of ``ANATOMIES`` (:mod:`her2sim.phantoms.torso_v2`): ``"v1"`` (the
         analytic MCAT-like torso every published figure of this project was measured on) or ``"v2"``
         (implicit surfaces with sub-voxel edges, four-chamber heart, shoulder girdle, raised arms; organ masses
-        within 10 % of ICRP 89 and body outline within 1 SD of the anthropometric reference).
+        within 10 % of ICRP 89 and body outline within 1 SD of the anthropometric reference); both build the
+        head-to-thigh extent of ``[whole_body]``.
     """
 
     preset: str = "torso"
@@ -708,10 +709,6 @@ class StudyConfig:
             raise ConfigError(f"analysis.pvc_methods includes 'rc' (recovery coefficients) but "
                               f"calibration.phantom = {self.calibration.phantom!r}; recovery curves are measured "
                               f"on the spheres of calibration.phantom = 'iec'")
-        if self.whole_body.enabled and self.phantom.anatomy != "v1":
-            raise ConfigError(f"whole_body.enabled = true builds the head-to-thigh extent of anatomy 'v1', but "
-                              f"phantom.anatomy = {self.phantom.anatomy!r}; set phantom.anatomy = 'v1' or "
-                              f"whole_body.enabled = false")
         if self.phantom.preset in ("iec", "cylinder", "point") and self.cohort is not None:
             raise ConfigError(f"[cohort] draws virtual patients but phantom.preset = {self.phantom.preset!r} is a "
                               f"test object; use phantom.preset = 'torso' or 'demo', or remove [cohort]")

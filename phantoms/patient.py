@@ -7,7 +7,7 @@ Patient specification (dict; defaults in brackets):
 ``bio_ratio_per_h`` (per-organ SUV(2 h)/SUV(1 h) overrides; key ``tumour`` for lesions),
 ``ihc_suv`` (IHC -> SUV overrides), ``lesions`` (list of lesion specs, :mod:`her2sim.phantoms.lesions`),
 ``allow_overlap`` [False], ``anatomy`` [v1, the published cohort's anatomy; ``v2`` the anatomy of
-:mod:`her2sim.phantoms.torso_v2`: sub-voxel edges, shoulder girdle, four-chamber heart; torso extent only],
+:mod:`her2sim.phantoms.torso_v2`: sub-voxel edges, shoulder girdle, four-chamber heart; both extents],
 ``extent`` [torso; ``whole_body`` paints head to mid-thigh with pelvis, bladder and
 thighs, :mod:`her2sim.phantoms.whole_body`, and then centres the body on the grid unless
 ``body_z_at_grid_center_mm`` is given], ``urine_fraction`` (whole body: {time_h: fraction of the injected
@@ -87,9 +87,6 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
     if extent == "whole_body" and "body_z_at_grid_center_mm" not in (spec or {}):
         s["body_z_at_grid_center_mm"] = wbm.whole_body_centre_mm(check_range("height_cm", s["height_cm"], 120.0, 210.0))
     anatomy = check_anatomy(s.get("anatomy", "v1"))
-    if anatomy == "v2" and extent != "torso":
-        raise ConfigError(f"extent = {extent!r} is not available with anatomy = 'v2' (the whole-body pelvis and "
-                          "thighs are v1's); use extent = 'torso' with anatomy = 'v2', or anatomy = 'v1'")
     build = torso_anatomy_v2 if anatomy == "v2" else torso_anatomy
     anat = build(grid, s["weight_kg"], s["height_cm"], s["breast_shape"], s["breast_volume_ml"],
                  s["breast_density"], s["body_z_at_grid_center_mm"], seed=int(rng.integers(2 ** 31)),
@@ -101,6 +98,8 @@ def patient_phantom(grid: Grid | None = None, spec: dict | None = None, seed: in
         _partial_volume_organs(anat, suv, tp, s, w)
     if anat.fractions is not None:
         _mix_boundary_fractions(anat, suv, tp, s)
+        if "bladder" in anat.params["label_volume_ml"]:
+            _v2_bladder(anat, suv, tp, s, w)
     ratios = bio.merged_table(bio.DEFAULT_BIO_RATIO_PER_H, s.get("bio_ratio_per_h"), "bio_ratio_per_h")
     body_before = tv.labels > 0
 
@@ -230,12 +229,7 @@ def _partial_volume_organs(anat, suv: np.ndarray, tp, s: dict, weight_kg: float)
     tv = anat.volume
     tab = bio.merged_table(bio.DEFAULT_SUV, s.get("suv"), "suv")
     rat = bio.merged_table(bio.DEFAULT_BIO_RATIO_PER_H, s.get("bio_ratio_per_h"), "bio_ratio_per_h")
-    urine = s.get("urine_fraction")
-    if urine is not None:
-        if not isinstance(urine, dict) or not urine:
-            raise ConfigError(f"urine_fraction = {urine!r:.60} must be a table {{time_h: fraction of the injected "
-                              "activity in the bladder, 0-1}}")
-        urine = {check_range(f"urine_fraction key {k!r} (time_h)", k, 0.0, 100.0): v for k, v in urine.items()}
+    urine = _urine_table(s)
     user_bladder = "bladder" in (s.get("suv") or {})
     vox = tv.grid.voxel_volume_ml
     for org in anat.pv_organs:
@@ -254,6 +248,50 @@ def _partial_volume_organs(anat, suv: np.ndarray, tp, s: dict, weight_kg: float)
             box = suv[k][sl]
             box[mine] = organ[k]
             box[mix] = f[mix] * organ[k] + (1.0 - f[mix]) * under_suv[k][mix]
+
+
+def _urine_table(s: dict) -> dict | None:
+    """The patient spec's ``urine_fraction`` table {time_h: fraction of the injected activity in the bladder}
+    checked (None: :data:`her2sim.phantoms.whole_body.URINE_FRACTION`)."""
+    urine = s.get("urine_fraction")
+    if urine is not None:
+        if not isinstance(urine, dict) or not urine:
+            raise ConfigError(f"urine_fraction = {urine!r:.60} must be a table {{time_h: fraction of the injected "
+                              "activity in the bladder, 0-1}}")
+        urine = {check_range(f"urine_fraction key {k!r} (time_h)", k, 0.0, 100.0): v for k, v in urine.items()}
+    return urine
+
+
+def _v2_bladder(anat, suv: np.ndarray, tp, s: dict, weight_kg: float) -> None:
+    """Anatomy v2, whole-body extent: the bladder content takes :func:`her2sim.phantoms.whole_body.bladder_suv`.
+
+    The SUV is ``f(t) W / V`` (f the excreted fraction of the injected activity, ``urine_fraction`` or
+    :data:`~her2sim.phantoms.whole_body.URINE_FRACTION`; W the weight in kg; V the bladder's analytic volume in
+    mL, ``label_volume_ml``), as v1 does, unless ``suv.bladder`` is given. The table value that
+    :func:`_mix_boundary_fractions` and the label map used is replaced in the bladder's interior voxels and, in
+    proportion to the bladder's fraction, in its boundary voxels, so the bladder holds ``f(t)`` of the injected
+    activity (decay-corrected) whatever the grid.
+    """
+    if "bladder" in (s.get("suv") or {}):
+        return
+    tv = anat.volume
+    urine = _urine_table(s)
+    vol = anat.params["label_volume_ml"]["bladder"]
+    lid = tv.label_id("bladder")
+    fr = anat.fractions
+    sel = fr["label"] == lid
+    bvox, bfrac = fr["voxel"][sel], fr["fraction"][sel].astype(np.float64)
+    is_b = np.zeros(tv.labels.size, bool)
+    is_b[fr["voxel"]] = True
+    interior = (tv.labels.ravel() == lid) & ~is_b
+    names = dict(tv.label_names)
+    for k, t in enumerate(tp):
+        table = bio.organ_suv_maps(np.array([[[lid]]], np.int16), names, (t,), s.get("suv"),
+                                   s.get("bio_ratio_per_h"))[0, 0, 0, 0]
+        delta = wbm.bladder_suv(t, weight_kg, vol, urine) - float(table)
+        flat = suv[k].ravel()
+        flat[interior] += np.float32(delta)
+        np.add.at(flat, bvox, (bfrac * delta).astype(np.float32))
 
 
 def _mix_boundary_fractions(anat, suv: np.ndarray, tp, s: dict) -> None:

@@ -363,7 +363,7 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
     vy = np.where(cerv, 20.0 * h, spine_y)
     in_spine_z = (Z >= trunk_lo) & (Z <= neck_hi)
     if wb:   # lumbar spine down to the sacrum, cervical spine up to the skull base
-        in_spine_z = (Z >= -335.0 * h) & (Z <= 350.0 * h)
+        in_spine_z = (Z >= wbm.SPINE_BOTTOM_MM * h) & (Z <= 350.0 * h)
     vb = ((((Y - vy) / vb_ry) ** 2 + (X / vb_rx) ** 2) <= 1.0) & in_spine_z & in_vert
     vb_in = ((((Y - vy) / (vb_ry - 2.5)) ** 2 + (X / (vb_rx - 2.5)) ** 2) <= 1.0) & vb
     arch_c = vy + vb_ry + 12.0 * h

@@ -28,7 +28,7 @@ Every structure is an implicit solid ``inside(z, y, x)`` (body mm) and the struc
    they cannot hide between voxel centres) or next to air (the skin);
 3. each boundary voxel is supersampled on an ``n^3`` lattice of sub-points (``n = ceil(spacing / 1.2 mm)``,
    at least 2), evaluating only the structures of its neighbourhood (with their nested families: heart,
-   spine, kidney) plus the body / muscle / cavity layers;
+   spine, kidney, pelvic bones) plus the body / muscle / cavity layers;
    the share of sub-points per structure is its voxel *fraction*;
 4. density and CT number are fraction-weighted means (air fills the rest), the label and the material are the
    majority's (air included: a boundary voxel mostly outside the body is background), and the fractions are
@@ -86,17 +86,24 @@ lungs 950 (with blood; lung tissue at 0.26 g/cm^3 is 3.65 L), heart wall 250, th
 brain 1300; the organ sizes below are set for them at the ICRP reference height 163 cm (``h = 1.019``) and
 checked by ``tests/phantoms/test_torso_v2.py`` and ``bench/phantom_realism.py --anatomy v2``.
 
-Not modelled: forearms and hands (the arms end above the head), pelvis, legs, bladder, oesophagus, pancreas,
-costal cartilage (soft tissue). ``extent="whole_body"`` is refused with ``anatomy="v2"`` (v1's whole-body
-pelvis and thighs are painted on v1's voxel masks).
+Not modelled: forearms and hands (the arms end above the head), oesophagus, pancreas, costal cartilage (soft
+tissue); pelvis, thighs and bladder only with ``extent="whole_body"``, which adds, as implicit structures with
+v1's shapes and constants (:mod:`her2sim.phantoms.whole_body`: :func:`~her2sim.phantoms.whole_body.thigh_axes`,
+:func:`~her2sim.phantoms.whole_body.pelvis_parts`, :func:`~her2sim.phantoms.whole_body.femur_parts`,
+``BLADDER_C`` / ``BLADDER_R``), the hips (the trunk continued to the gluteal fold, -470 mm, joined to the thighs
+by a 20 mm smooth union), the thighs to mid-thigh (-630 mm; fat over muscle), the bony pelvis and femurs
+(a family of nested thin structures) and the bladder content (its activity from the excreted fraction,
+:func:`her2sim.phantoms.patient.patient_phantom`). The raised arms reach above the vertex, out of
+:func:`~her2sim.phantoms.whole_body.whole_body_grid`'s field.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-from her2sim.core.errors import ConfigError, check_choice
+from her2sim.core.errors import check_choice
 from her2sim.core.grid import Grid
 from her2sim.core.materials import MATERIAL_IDS, get_material
 
@@ -277,6 +284,10 @@ LABEL_TISSUE = {
     "salivary_glands": ("soft_tissue", None, None), "brain": ("soft_tissue", 35.0, None),
     "skull": ("cortical_bone", None, None), "breast_adipose": ("breast_adipose", None, None),
     "breast_gland": ("breast_gland", None, None), "skin": ("skin", None, None),
+    # whole-body extent: bony pelvis and femurs, bladder content (v1's tissues, :mod:`her2sim.phantoms.whole_body`)
+    "pelvis_cortical": ("cortical_bone", None, None), "pelvis_marrow": ("spongiosa", None, None),
+    "femur_cortical": ("cortical_bone", None, None), "femur_marrow": ("red_marrow", None, None),
+    "bladder": ("water", 5.0, None),
 }
 #: geometric structures split into two labels by a thresholded random field (label, other label, share of label)
 _TEXTURED = {"breast": ("breast_gland", "breast_adipose"), "bowel": ("intestine", "mesentery")}
@@ -293,8 +304,13 @@ def _tissue(label):
 class _Body:
     """All structures of the v2 torso in body coordinates (mm), for one patient."""
 
-    def __init__(self, h: float, fat_mm: float, breast_shape: str, breast_volume_ml: float):
+    def __init__(self, h: float, fat_mm: float, breast_shape: str, breast_volume_ml: float,
+                 whole_body: bool = False):
         self.h, self.fat = h, fat_mm
+        self.wb = bool(whole_body)
+        # bottom of the trunk: the torso's -430 mm, or the gluteal fold in the whole-body extent (hips)
+        self.trunk_lo = (wbm.HIP_BOTTOM_MM if self.wb else TRUNK_LO) * h
+        self.thigh_top = self.trunk_lo + 30.0 * h                     # v1's thigh top (overlaps the hips)
         P = TRUNK_PROFILE
         self.pz = np.asarray(P["z"]) * h
         self.prof = {k: np.asarray(v) * h for k, v in P.items() if k != "z"}
@@ -367,8 +383,19 @@ class _Body:
         mx, ma, mp = self.muscle_axes(z, x)
         ay = np.where(y < 0, ma, mp)
         d = _ell2_sdf(x, y, mx + extra, ay + extra)
-        d = np.maximum(d, TRUNK_LO * self.h - z)
+        d = np.maximum(d, self.trunk_lo - z)
         return _smax(d, z - TRUNK_HI * self.h, 25.0 * self.h)
+
+    def thigh_sdf(self, z, y, x, inset=0.0):
+        """Signed distance (mm, first order) of the two thighs (:func:`her2sim.phantoms.whole_body.thigh_axes`,
+        top at the gluteal fold + 30 mm, bottom at mid-thigh); ``inset`` shrinks both semi-axes (mm), e.g. by
+        the thigh's fat layer for the muscle."""
+        inz, cx, cy, ax, ay, fat = wbm.thigh_axes(z, self.h, self.fat, self.thigh_top)
+        d = None
+        for s in (-1.0, 1.0):
+            ds = _ell2_sdf(x - s * cx, y - cy, ax - inset, ay - inset)
+            d = ds if d is None else np.minimum(d, ds)
+        return np.maximum(d, np.maximum(z - self.thigh_top, wbm.MID_THIGH_MM * self.h - z))
 
     def cavity_in(self, z, y, x, grow=0.0):
         cx, ca, cp = self._p("cav_x", z), self._p("cav_a", z), self._p("cav_p", z)
@@ -399,6 +426,8 @@ class _Body:
     def body_sdf(self, z, y, x):
         fat = self.fat_at(z)
         d = self.trunk_sdf(z, y, x, fat)
+        if self.wb:                                                   # hips flow into the thighs
+            d = _smin(d, self.thigh_sdf(z, y, x), 20.0 * self.h)
         for b in self.breasts.values():
             d = _smin(d, self._breast_sdf(z, y, x, b), FOLD_MM)
         d = _smin(d, self._neck_sdf(z, y, x), 15.0 * self.h)
@@ -571,6 +600,43 @@ class _Body:
             glen |= _ell3(z, y, x, (138.0 * h, 22.0 * h, s * 100.0 * h), (16.0 * h, 12.0 * h, 14.0 * h), pad)
         return blade | glen
 
+    # ------------------------------------------------------------------ pelvis and femurs (whole body)
+    def _add_pelvic_bones(self, add):
+        """Bony pelvis and femurs of the whole-body extent: v1's shapes
+        (:func:`her2sim.phantoms.whole_body.pelvis_parts`, :func:`~her2sim.phantoms.whole_body.femur_parts`)
+        as implicit structures, clipped to the outline of the hips and thighs. The cortical shells are ``thin`` (a shell thinner
+        than a voxel is still found: every voxel of their box is supersampled) and the bones form one family of
+        nested structures (:func:`_rasterise`)."""
+        h = self.h
+        body = self
+
+        class _Pts:                                                   # body-coordinate points for the shapes
+            def __init__(self, z, y, x):
+                self.z, self.y, self.x = z, y, x
+
+            def ellipsoid(self, c, r):
+                return _ell3(self.z, self.y, self.x, c, r)
+
+        def make(parts_fn, labels):
+            def fn(z, y, x, p=0.0):
+                if p > 0.0:                                           # thin marks: the whole box
+                    return np.ones(np.broadcast_shapes(np.shape(z), np.shape(y), np.shape(x)), bool)
+                sel = [m for m, lab, _ in parts_fn(_Pts(z, y, x), h) if lab in labels]
+                m = functools.reduce(np.logical_or, sel)
+                # inside the hips or the thighs (the rest of the outline is far from these bones)
+                d = np.minimum(body.trunk_sdf(z, y, x, body.fat_at(z)), body.thigh_sdf(z, y, x))
+                return m & (d <= 0.0)
+            return fn
+
+        pelvis_box = ((-470.0 * h, -80.0 * h, -145.0 * h), (-255.0 * h, 75.0 * h, 145.0 * h))
+        femur_box = ((wbm.MID_THIGH_MM * h - 5.0, -25.0 * h, -145.0 * h), (-385.0 * h, 40.0 * h, 145.0 * h))
+        add("pelvis_cortical", "pelvis_cortical", make(wbm.pelvis_parts, ("pelvis_cortical",)), *pelvis_box,
+            thin=True)
+        add("pelvis_marrow", "pelvis_marrow", make(wbm.pelvis_parts, ("pelvis_marrow",)), *pelvis_box)
+        add("femur_cortical", "femur_cortical", make(wbm.femur_parts, ("femur_cortical",)), *femur_box, thin=True)
+        add("femur_spongiosa", "pelvis_marrow", make(wbm.femur_parts, ("pelvis_marrow",)), *femur_box)
+        add("femur_marrow", "femur_marrow", make(wbm.femur_parts, ("femur_marrow",)), *femur_box)
+
     # ------------------------------------------------------------------ structures
     def structures(self):
         h, S = self.h, []
@@ -583,7 +649,11 @@ class _Body:
 
         add("body", "fat", lambda z, y, x, p=0.0: self.body_sdf(z, y, x) <= p)
         add("trunk_muscle", "muscle", lambda z, y, x, p=0.0: self.trunk_sdf(z, y, x) <= p,
-            (T[0], -W, -W), (T[1] + 30, W, W))
+            (min(T[0], self.trunk_lo - 5), -W, -W), (T[1] + 30, W, W))
+        if self.wb:
+            thigh_fat = 1.5 * self.fat
+            add("thigh_muscle", "muscle", lambda z, y, x, p=0.0: self.thigh_sdf(z, y, x, thigh_fat) <= 0.0,
+                (wbm.MID_THIGH_MM * h - 5, -W, -W), (self.thigh_top + 5, W, W))
         nr = (self.neck_r[0] - 0.4 * self.fat - 6.0, self.neck_r[1] - 0.4 * self.fat - 6.0)
         add("neck_muscle", "muscle",
             lambda z, y, x, p=0.0: (((y - 5.0 * h) / nr[0]) ** 2 + (x / nr[1]) ** 2 <= 1.0)
@@ -649,6 +719,10 @@ class _Body:
             add(lab, lab, lambda z, y, x, p=0.0, f=f: (_ell3(z, y, x, kid_c[-1.0], tuple(f * r for r in kid_r))
                                                        | _ell3(z, y, x, kid_c[1.0], tuple(f * r for r in kid_r))),
                 (-290.0 * h, 0.0, -90.0 * h), (-165.0 * h, 55.0 * h, 90.0 * h))
+        if self.wb:
+            bc, br = tuple(v * h for v in wbm.BLADDER_C), tuple(v * h for v in wbm.BLADDER_R)
+            add("bladder", "bladder", lambda z, y, x, p=0.0: _ell3(z, y, x, bc, br),
+                tuple(c - r - 1 for c, r in zip(bc, br)), tuple(c + r + 1 for c, r in zip(bc, br)))
         add("heart", "heart_wall", lambda z, y, x, p=0.0: self.heart_in(z, y, x), (-120.0 * h, -75.0 * h, -60.0 * h),
             (30.0 * h, 40.0 * h, 90.0 * h))
         for name, (c, r) in HEART_CHAMBERS.items():
@@ -687,7 +761,8 @@ class _Body:
                     m |= _ell3(z, y, x, (c0[0] * h, c0[1] * h, s * c0[2] * h), tuple(v * h for v in r))
             return m
         add("salivary_glands", "salivary_glands", saliv, (280.0 * h, -45.0 * h, -60.0 * h), (380.0 * h, 25.0 * h, 60.0 * h))
-        SPZ = (T[0], NECK_HI * h)
+        # the lumbar spine stops at the sacrum in the whole-body extent (as v1's)
+        SPZ = ((wbm.SPINE_BOTTOM_MM * h) if self.wb else T[0], NECK_HI * h)
 
         def spine_cort(z, y, x, p=0.0):
             vy, ry, rx, canal = self.spine_geom(z)
@@ -708,6 +783,8 @@ class _Body:
             vy, ry, rx, cy = self.spine_geom(z)
             return (((y - cy) / (7.5 * h)) ** 2 + (x / (7.5 * h)) ** 2 <= 1.0) & (z >= SPZ[0]) & (z <= SPZ[1])
         add("spinal_canal", "spinal_canal", canal, (SPZ[0], -20.0, -45.0), (SPZ[1], 110.0, 45.0))
+        if self.wb:
+            self._add_pelvic_bones(add)
         add("ribs", "ribs", self.ribs_in, (-270.0 * h, -W, -W), (175.0 * h, W, W), thin=True)
 
         def sternum(z, y, x, p=0.0):
@@ -806,7 +883,8 @@ def _rasterise(grid: Grid, dz: float, cy: float, cx: float, S, supersample: int)
     cand[near_air & ((lab > 0) | (cand != bits))] |= np.uint64(1) << np.uint64(skin_i)
     # families of nested structures: a voxel near one of them may hold any of them below the voxel size
     for fam in (("heart", "heart_lv", "heart_rv", "heart_la", "heart_ra"),
-                ("spine_cortical", "spine_marrow", "spinal_canal"), ("kidney_cortex", "kidney_medulla")):
+                ("spine_cortical", "spine_marrow", "spinal_canal"), ("kidney_cortex", "kidney_medulla"),
+                ("pelvis_cortical", "pelvis_marrow", "femur_cortical", "femur_spongiosa", "femur_marrow")):
         fb = np.uint64(0)
         for i, s in enumerate(S, 1):
             if s.name in fam:
@@ -894,7 +972,11 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
     gland_correlation_mm : float
         Correlation length of the glandular texture (mm).
     extent : str
-        Only ``"torso"``: ``"whole_body"`` is refused (ConfigError) with this anatomy.
+        ``"torso"`` (default) or ``"whole_body"``: head to mid-thigh, adding the hips (the trunk continued to the
+        gluteal fold, flowing into the thighs), thighs (fat over muscle), bony pelvis (iliac wings, sacrum,
+        pubic / ischial ring: cortical shells around red marrow), femurs (red-marrow heads and necks, shafts with
+        a marrow cavity) and the urinary bladder content, with v1's shapes and constants
+        (:mod:`her2sim.phantoms.whole_body`); the torso extent is painted exactly as before.
 
     Returns
     -------
@@ -905,13 +987,11 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
     grid, (w, hcm, bmi), bvol, noise, gcorr = check_torso_options(
         grid, weight_kg, height_cm, breast_shape, breast_volume_ml, breast_density, body_z_at_grid_center_mm,
         ct_noise_hu, gland_correlation_mm)
-    if wbm.check_extent(extent) != "torso":
-        raise ConfigError(f"extent = {extent!r} is not available with anatomy = 'v2' (its pelvis and thighs are "
-                          "v1's); use extent = 'torso' with anatomy = 'v2', or anatomy = 'v1'")
+    wb = wbm.check_extent(extent) == "whole_body"
     rng = np.random.default_rng(seed)
     h = hcm / REFERENCE_HEIGHT_CM
     fat_mm = float(np.clip(6.0 + 1.6 * (bmi - 18.0), 4.0, 60.0))      # v1's rule (assumption)
-    body = _Body(h, fat_mm, breast_shape, bvol)
+    body = _Body(h, fat_mm, breast_shape, bvol, whole_body=wb)
     S = body.structures()
     dz = grid.center_mm[0] - body_z_at_grid_center_mm
     cy, cx = grid.center_mm[1], grid.center_mm[2]
@@ -1042,12 +1122,18 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
         "trunk_z_mm": [world(TRUNK_LO * h, 0, 0)[0], world(TRUNK_HI * h, 0, 0)[0]],
         "arms": "raised beside the head",
     }
+    if wb:
+        landmarks["bladder"] = {"centre_mm": world(*(v * h for v in wbm.BLADDER_C)),
+                                "radii_mm": [v * h for v in wbm.BLADDER_R]}
+        landmarks["trunk_z_mm"][0] = world(body.trunk_lo, 0, 0)[0]
     params = {"weight_kg": w, "height_cm": hcm, "bmi": float(bmi), "height_scale": float(h), "fat_mm": fat_mm,
               "breast_shape": breast_shape, "breast_volume_ml": bvol, "breast_density": breast_density,
               "glandular_fraction": GLANDULAR_FRACTION[breast_density],
               "body_z_at_grid_center_mm": float(body_z_at_grid_center_mm), "ct_noise_hu": noise, "seed": seed,
               "anatomy": "v2", "skin_mm": SKIN_MM, "supersample": n, "n_boundary_voxels": int(boundary.size),
               "label_volume_ml": label_volume, "label_mass_g": label_mass}
+    if wb:
+        params["extent"] = "whole_body"
 
     def body_inside(zw, yw, xw):
         """Analytic body outline (world mm), the implicit surface the phantom is painted from."""

@@ -54,6 +54,8 @@ VERTEX_MM = 482.0
 MID_THIGH_MM = -630.0
 #: bottom of the trunk (gluteal fold) in whole-body mode; the torso's trunk ends at -430 mm
 HIP_BOTTOM_MM = -470.0
+#: bottom of the lumbar spine in whole-body mode (it stops at the sacrum; mm, 160 cm reference)
+SPINE_BOTTOM_MM = -335.0
 #: supersampling of the partial-volume organs (sub-samples per voxel edge)
 PV_SUPERSAMPLE = 3
 
@@ -170,14 +172,16 @@ def shell(fr, c, r, thickness) -> tuple:
     return outer, inner
 
 
-def thigh_masks(fr, h: float, fat_mm: float, z_top: float) -> tuple:
-    """(thighs, thigh_muscle) bool masks: elliptic cross-sections tapering from the hip to mid-thigh.
+def thigh_axes(Z, h: float, fat_mm: float, z_top: float) -> tuple:
+    """Cross-section of each thigh at body levels ``Z`` (mm): ``(in_z, cx, cy, ax, ay, fat)``.
 
     Reference female thigh: circumference ~550 mm below the gluteal fold and ~480 mm at mid-thigh (semi-axes
-    ~85 / 75 mm), centres 90 -> 80 mm from the midline; the subcutaneous fat is 1.5 x the trunk's layer
-    (assumption: gynoid fat distribution).
+    ~85 / 75 mm), centres 90 -> 80 mm from the midline (``cx``, mm; ``+-cx`` for the left / right thigh) and
+    10 -> 5 mm posterior (``cy``); ``ax``, ``ay`` are the outer semi-axes (mm) and ``fat`` the subcutaneous fat
+    thickness (mm), 1.5 x the trunk's layer (assumption: gynoid fat distribution). ``in_z`` is True between
+    ``z_top`` and mid-thigh (:data:`MID_THIGH_MM` x ``h``). Shared by anatomy v1 (voxel masks) and v2 (implicit
+    surfaces).
     """
-    Z, Y, X = fr.z, fr.y, fr.x
     z0, z1 = z_top, MID_THIGH_MM * h
     t = np.clip((Z - z0) / (z1 - z0), 0.0, 1.0)               # 0 at the top, 1 at mid-thigh
     inz = (Z <= z0) & (Z >= z1)
@@ -185,7 +189,14 @@ def thigh_masks(fr, h: float, fat_mm: float, z_top: float) -> tuple:
     cy = (10.0 - 5.0 * t) * h
     ax = (80.0 - 8.0 * t) * h + 0.5 * fat_mm
     ay = (85.0 - 10.0 * t) * h + 0.5 * fat_mm
-    fat = 1.5 * fat_mm
+    return inz, cx, cy, ax, ay, 1.5 * fat_mm
+
+
+def thigh_masks(fr, h: float, fat_mm: float, z_top: float) -> tuple:
+    """(thighs, thigh_muscle) bool masks: elliptic cross-sections tapering from the hip to mid-thigh
+    (:func:`thigh_axes`)."""
+    Z, Y, X = fr.z, fr.y, fr.x
+    inz, cx, cy, ax, ay, fat = thigh_axes(Z, h, fat_mm, z_top)
     thighs = np.zeros(np.broadcast_shapes(Z.shape, Y.shape, X.shape), bool)
     muscle = np.zeros_like(thighs)
     for s in (-1.0, 1.0):
@@ -194,40 +205,52 @@ def thigh_masks(fr, h: float, fat_mm: float, z_top: float) -> tuple:
     return thighs, muscle
 
 
-def paint_pelvis_and_thighs(tv, fr, h: float, fat_mm: float, body) -> dict:
-    """Bony pelvis, femurs and thigh soft tissue (whole-body mode); returns the masks the caller needs.
+def pelvic_bone_parts(fr, h: float) -> list:
+    """Bony pelvis and femurs as ``(mask, label, material)`` in painting order (later parts paint over earlier):
+    :func:`pelvis_parts` then :func:`femur_parts`.
 
-    Bones are cortical shells around spongiosa (red marrow in the pelvis and the proximal femur; the femoral
-    shaft's cavity is yellow marrow in adults, labelled ``femur_marrow``). Returns ``bones`` (all pelvic and
-    femoral bone voxels) for the caller to keep out of the bowel loops.
+    Iliac wings (bowl-shaped shells, 8 mm cortex around a spongiosa core), sacrum (wedge between the wings),
+    pubic / ischial ring (elliptic annulus open posteriorly, z -462 to -412 mm at 160 cm), and per femur the head
+    (sphere, 22 mm), neck (capsule to the greater trochanter), trochanter and shaft (capsule to 60 mm below
+    mid-thigh). Labels: ``pelvis_cortical`` / ``femur_cortical`` (cortical bone), ``pelvis_marrow`` (spongiosa:
+    red marrow of the pelvis and of the proximal femur, adult), ``femur_marrow`` (the shaft's cavity: yellow
+    marrow, soft-tissue density). Masks are not clipped to the body outline. ``fr`` gives body coordinates
+    ``z, y, x`` (mm, broadcastable arrays) and ``ellipsoid(centre, radii)``; lengths scale with ``h``.
+    Shared by anatomy v1 (:func:`paint_pelvis_and_thighs`) and v2 (:mod:`her2sim.phantoms.torso_v2`).
     """
+    return pelvis_parts(fr, h) + femur_parts(fr, h)
+
+
+def pelvis_parts(fr, h: float) -> list:
+    """Iliac wings, sacrum and pubic / ischial ring, ``(mask, label, material)`` (see :func:`pelvic_bone_parts`)."""
     Z, Y, X = fr.z, fr.y, fr.x
-    bones = np.zeros(tv.grid.shape, bool)
+    parts = []
     # iliac wings: bowl-shaped shells, lateral-posterior parts of two ellipsoids
     for s in (-1.0, 1.0):
         c, r = (-320.0 * h, 15.0 * h, s * 62.0 * h), (62.0 * h, 48.0 * h, 72.0 * h)
         outer, inner = shell(fr, c, r, 8.0)
-        wing = outer & ~inner & (s * X >= 38.0 * h) & (Y >= -35.0 * h) & (Z >= -395.0 * h) & body
+        wing = outer & ~inner & (s * X >= 38.0 * h) & (Y >= -35.0 * h) & (Z >= -395.0 * h)
         core = shell(fr, c, r, 6.0)[1] & ~shell(fr, c, r, 2.0)[1] & wing
-        tv.paint(wing, "pelvis_cortical", "cortical_bone")
-        tv.paint(core, "pelvis_marrow", "spongiosa")
-        bones |= wing
+        parts += [(wing, "pelvis_cortical", "cortical_bone"), (core, "pelvis_marrow", "spongiosa")]
     # sacrum (wedge between the wings)
     sc, sr = (-360.0 * h, 55.0 * h, 0.0), (55.0 * h, 17.0 * h, 42.0 * h)
     outer, inner = shell(fr, sc, sr, 3.0)
-    tv.paint(outer & body, "pelvis_cortical", "cortical_bone")
-    tv.paint(inner & body, "pelvis_marrow", "spongiosa")
-    bones |= outer & body
+    parts += [(outer, "pelvis_cortical", "cortical_bone"), (inner, "pelvis_marrow", "spongiosa")]
     # pubic / ischial ring: elliptic annulus, open posteriorly
     slab = (Z >= -462.0 * h) & (Z <= -412.0 * h)
     ring_out = ((Y + 5.0 * h) / (72.0 * h)) ** 2 + (X / (76.0 * h)) ** 2 <= 1.0
     ring_in = ((Y + 5.0 * h) / (72.0 * h - 10.0)) ** 2 + (X / (76.0 * h - 10.0)) ** 2 <= 1.0
     ring_mid_o = ((Y + 5.0 * h) / (72.0 * h - 2.5)) ** 2 + (X / (76.0 * h - 2.5)) ** 2 <= 1.0
     ring_mid_i = ((Y + 5.0 * h) / (72.0 * h - 7.5)) ** 2 + (X / (76.0 * h - 7.5)) ** 2 <= 1.0
-    ring = slab & ring_out & ~ring_in & (Y <= 35.0 * h) & body
-    tv.paint(ring, "pelvis_cortical", "cortical_bone")
-    tv.paint(ring & ring_mid_o & ~ring_mid_i & (Z >= -459.0 * h) & (Z <= -415.0 * h), "pelvis_marrow", "spongiosa")
-    bones |= ring
+    ring = slab & ring_out & ~ring_in & (Y <= 35.0 * h)
+    parts += [(ring, "pelvis_cortical", "cortical_bone"),
+              (ring & ring_mid_o & ~ring_mid_i & (Z >= -459.0 * h) & (Z <= -415.0 * h), "pelvis_marrow", "spongiosa")]
+    return parts
+
+
+def femur_parts(fr, h: float) -> list:
+    """Proximal femurs and shafts, ``(mask, label, material)`` per side (see :func:`pelvic_bone_parts`)."""
+    parts = []
     # femurs: head (sphere), neck (capsule to the greater trochanter), shaft (capsule to below mid-thigh)
     for s in (-1.0, 1.0):
         head_c = (-410.0 * h, 10.0 * h, s * 88.0 * h)
@@ -237,12 +260,24 @@ def paint_pelvis_and_thighs(tv, fr, h: float, fat_mm: float, body) -> dict:
         neck = capsule(fr, head_c, troch, 14.0 * h)
         tro = fr.ellipsoid(troch, (18.0 * h,) * 3)
         shaft = capsule(fr, troch, knee, 13.0 * h)
-        femur = (head | neck | tro | shaft) & body
         spong = (fr.ellipsoid(head_c, (19.0 * h,) * 3) | capsule(fr, head_c, troch, 11.0 * h)
-                 | fr.ellipsoid(troch, (15.0 * h,) * 3)) & body
-        cavity = capsule(fr, troch, knee, 7.5 * h) & body & ~spong
-        tv.paint(femur, "femur_cortical", "cortical_bone")
-        tv.paint(spong, "pelvis_marrow", "spongiosa")        # proximal femur: red marrow (adult)
-        tv.paint(cavity, "femur_marrow", "red_marrow")       # shaft cavity: yellow marrow, soft-tissue density
-        bones |= femur
+                 | fr.ellipsoid(troch, (15.0 * h,) * 3))
+        cavity = capsule(fr, troch, knee, 7.5 * h) & ~spong
+        parts += [(head | neck | tro | shaft, "femur_cortical", "cortical_bone"),
+                  (spong, "pelvis_marrow", "spongiosa"),          # proximal femur: red marrow (adult)
+                  (cavity, "femur_marrow", "red_marrow")]         # shaft cavity: yellow marrow, soft-tissue density
+    return parts
+
+
+def paint_pelvis_and_thighs(tv, fr, h: float, fat_mm: float, body) -> dict:
+    """Bony pelvis and femurs (whole-body mode, :func:`pelvic_bone_parts` clipped to ``body``); returns the masks
+    the caller needs: ``bones`` (all pelvic and femoral cortical-bone voxels) for the caller to keep out of the
+    bowel loops.
+    """
+    bones = np.zeros(tv.grid.shape, bool)
+    for mask, label, material in pelvic_bone_parts(fr, h):
+        m = mask & body
+        tv.paint(m, label, material)
+        if material == "cortical_bone":
+            bones |= m
     return {"bones": bones}

@@ -4,7 +4,7 @@ import pytest
 
 from bench_modules import load_bench
 
-KEYS = {"hottest_structures", "organ_counts", "total_counts", "bladder_activity_mbq", "seconds_sim", "matrix",
+KEYS = {"anatomy", "hottest_structures", "organ_counts", "total_counts", "bladder_activity_mbq", "seconds_sim", "matrix",
         "pixel_mm", "speed_cm_per_min", "dwell_s", "sweep_seconds", "n_histories", "grid", "meets_targets", "png"}
 
 
@@ -15,7 +15,7 @@ def bench():
 
 def test_bench_keys_and_target_on_a_coarse_run(bench, tmp_path):
     res = bench.run(speed_cm_per_min=15.0, histories=20_000, matrix=(512, 128), out_dir=tmp_path)
-    assert set(res) == KEYS
+    assert set(res) == KEYS and res["anatomy"] == "v1"
     assert res["matrix"] == [512, 128] and res["pixel_mm"] == 4.42 and res["speed_cm_per_min"] == 15.0
     assert res["dwell_s"] == pytest.approx(160.0)
     for key in ("1h", "2h"):

@@ -61,10 +61,12 @@ def test_unknown_section_key_suggests_the_right_one():
         loads_study(text)
 
 
-def test_anatomy_v2_reaches_the_patient_and_refuses_the_v1_whole_body_extent():
+def test_anatomy_v2_reaches_the_patient_and_its_whole_body_extent():
     stages = {s.name: s for s in build_stages(override_study(load_study(STUDY), ["phantom.anatomy='v2'"]))}
     assert stages["phantom_P001"].params["patient"]["anatomy"] == "v2"
     default = {s.name: s for s in build_stages(load_study(STUDY))}
     assert "anatomy" not in default["phantom_P001"].params["patient"]     # v1: stage keys as before
-    with pytest.raises(ConfigError, match="phantom.anatomy"):
-        override_study(load_study(STUDY), SWEEP + ["phantom.anatomy='v2'"])
+    # anatomy v2 has its own head-to-thigh extent: the whole-body sweeps are built on it
+    wb = {s.name: s for s in build_stages(override_study(load_study(STUDY), SWEEP + ["phantom.anatomy='v2'"]))}
+    assert wb["whole_body_P001"].inputs == ["recon_P001"]
+    assert wb["phantom_P001"].params["patient"]["anatomy"] == "v2"
