@@ -240,8 +240,8 @@ def region_pvc_with_response(slabs: list, suv, counts_per_suv: float, projection
     kw = recon_kwargs(recon, None, None, False)
     by_id = {row["lesion_id"]: row for row in rows}
     for sl, model, system, psf, own in slabs:
-        todo = [lid for lid in own if lid in by_id]
-        if not todo:
+        slab_lesions = [lid for lid in own if lid in by_id]
+        if not slab_lesions:
             continue
         resp = ReconstructionResponse(system, scatter, recon.iterations, recon.subsets,
                                       post_filter_fwhm_mm=kw["post_filter_fwhm_mm"], butterworth=kw["butterworth"],
@@ -250,7 +250,7 @@ def region_pvc_with_response(slabs: list, suv, counts_per_suv: float, projection
         fit = model.gtm_response(sub, resp, psf, system.grid.spacing_mm)
         x_rbv, c_rbv = model.rbv_response(sub, fit) if "rbv" in methods else (None, None)
         x_iy, c_iy = model.iterative_yang(sub, psf, system.grid.spacing_mm) if "iy" in methods else (None, None)
-        for lid in todo:
+        for lid in slab_lesions:
             row = by_id[lid]
             voi = model.lesion_vois[lid]
             if "gtm" in methods:
