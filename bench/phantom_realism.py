@@ -244,6 +244,45 @@ def _breast_volumes_ml(ph) -> dict:
     return out
 
 
+def _breast_statistics_v2(spacing_mm: float = 8.84) -> dict:
+    """Anatomy v2's breasts against the published statistics of :mod:`her2sim.phantoms.breast_statistics`: the
+    mound volume (sub-voxel fractions, skin excluded) built for each size class and for an asymmetric pair, and
+    the glandular fraction built for each BI-RADS class against the volumetric fractions of Yaffe et al. 2009."""
+    from her2sim.phantoms.breast_statistics import (BIRADS_SHARE, BREAST_SIZE_CLASSES, YAFFE_2009,
+                                                    glandular_fraction_by_density)
+    from her2sim.phantoms.torso_v2 import torso_anatomy_v2
+
+    g = Grid.centered((64, 64, 64), spacing_mm)
+    patient = _patient("v2")
+
+    def build(volume, density="B"):
+        a = torso_anatomy_v2(g, patient["weight_kg"], patient["height_cm"], "supine", volume, density, -60.0, seed=1)
+        lv = a.params["label_volume_ml"]
+        return lv.get("breast_gland", 0.0) + lv.get("breast_adipose", 0.0), lv.get("breast_gland", 0.0)
+
+    sizes = {}
+    for name, v in BREAST_SIZE_CLASSES.items():
+        total, _ = build(name)
+        sizes[name] = {"requested_ml_each": v, "built_ml_both": round(total, 1),
+                       "rel_err": round(total / (2.0 * v) - 1.0, 4)}
+    total, _ = build({"left": 250.0, "right": 500.0})
+    sizes["asymmetric_left250_right500"] = {"requested_ml_both": 750.0, "built_ml_both": round(total, 1),
+                                            "rel_err": round(total / 750.0 - 1.0, 4)}
+    target = glandular_fraction_by_density()
+    built = {}
+    for k in target:
+        total, gland = build(300.0, k)
+        built[k] = round(gland / total, 4)
+    return {"breast_size_classes": sizes,
+            "breast_volume_max_abs_rel_err": max(abs(r["rel_err"]) for r in sizes.values()),
+            "glandular_fraction": {"built": built, "target": {k: round(v, 4) for k, v in target.items()},
+                                   "max_abs_rel_err": round(max(abs(built[k] / target[k] - 1.0) for k in target), 4),
+                                   "population_mean_built": round(sum(BIRADS_SHARE[k] * built[k] for k in built), 4),
+                                   "population_mean_published": YAFFE_2009["mean"],
+                                   "reference": "Yaffe et al., Med Phys 36:5437 (2009); BI-RADS 5th ed. shares"},
+            "grid_spacing_mm": spacing_mm}
+
+
 def _realism_v2(fine: bool = True) -> dict:
     """The same measurements on anatomy v2 (module docstring: masses and volumes from the fractions)."""
     t0 = time.perf_counter()
@@ -287,6 +326,7 @@ def _realism_v2(fine: bool = True) -> dict:
             "body_dims_mm": _body_dims(ph, patient["weight_kg"], patient["height_cm"]), "grid_consistency": consistency,
             "labels_modelled": sorted(v for v in ph.label_names.values() if v != "background"),
             "skin_volume_ml": round(ref_frac.get("skin", 0.0), 1),
+            "breast_statistics": _breast_statistics_v2(),
             "seconds_build_128": round(seconds_128, 2), "seconds_build_head": round(seconds_head, 2),
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -295,8 +335,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--no-fine", action="store_true", help="skip the 2.21 mm (256^3) build")
-    ap.add_argument("--anatomy", choices=("v1", "v2"), default="v1",
-                    help="patient anatomy (v1: the default, published cohort's; v2: her2sim.phantoms.torso_v2)")
+    ap.add_argument("--anatomy", choices=("v1", "v2"), default="v2",
+                    help="patient anatomy (v2, the default: her2sim.phantoms.torso_v2; v1: the first, analytic torso)")
     args = ap.parse_args(argv)
     res = realism(fine=not args.no_fine, anatomy=args.anatomy)
     if args.json:

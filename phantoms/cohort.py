@@ -349,7 +349,10 @@ def generate_cohort(spec="seed-trial", seed: int = 0) -> dict:
                       "distance_mm": float(prng.uniform(5.0, 18.0)), "depth_mm": float(d / 2 + prng.uniform(4, 10)),
                       "diameter_mm": d, "shape": str(prng.choice(["sphere", "ellipsoid", "lobulated", "spiculated"])),
                       "ihc": score, "fish": fish_res, "patient_factor": _lognormal_factor(prng, pf_cv),
-                      "treatment_factor": tfac if (grp == "treated") else 1.0}
+                      "treatment_factor": tfac if (grp == "treated") else 1.0,
+                      # the drawn depth is a wish: placement moves the lesion the least distance that keeps it
+                      # out of the chest wall and under the skin (phantoms.lesions._breast_fit)
+                      "fit": "shift"}
             if grp == "treated":
                 lesion["treatment_factor"] = tf_pos if her2_positive(score, fish_res) else tf_neg
             if kind == "intratumoral":

@@ -19,6 +19,10 @@ Lesion specification (dict; every field is checked and a bad value raises Config
 ``distance_mm``     distance of the lesion centre from the nipple in the clock plane (default 0.45 x breast radius)
 ``depth_mm``        depth below the anterior skin along the antero-posterior axis (default 0.5 x breast protrusion)
 ``location_mm``     explicit world centre (z, y, x) in mm, overriding the anatomical placement
+``invades_chest_wall`` primaries only: ``true`` lets the lesion reach into the chest wall (T4a); default ``false``
+``fit``             primaries only: ``refuse`` (default) refuses a lesion that crosses the chest wall or the skin,
+                    naming the depth range that fits; ``shift`` moves it along the antero-posterior axis by the
+                    least distance that fits (cohorts draw depths this way; the truth holds the final centre)
 ``site``            for nodes ``axillary`` | ``mediastinal``; inflammation ``lung`` | ``mediastinal``
 ``index``           which vertebra / mediastinal station / liver position (int)
 ``diameter_mm``     5-50 mm (primaries), 5-60 mm (others)
@@ -96,7 +100,12 @@ def _norm_ihc(v, field):
 #: every key a lesion spec may hold (``her2_positive`` is filled in by :func:`validate_lesion_spec`)
 LESION_KEYS = ("type", "side", "clock", "distance_mm", "depth_mm", "location_mm", "site", "index", "diameter_mm",
                "shape", "axis_ratios", "n_lobes", "n_spicules", "ihc", "fish", "suv_mean", "patient_factor",
-               "treatment_factor", "heterogeneity", "satellites", "fdg_suv", "her2_positive")
+               "treatment_factor", "heterogeneity", "satellites", "fdg_suv", "her2_positive", "invades_chest_wall",
+               "fit")
+#: how a breast primary that crosses the chest wall or the skin is handled (``fit`` key)
+FIT_MODES = ("refuse", "shift")
+#: largest antero-posterior move (mm) ``fit = "shift"`` and the refusal message's depth search consider
+FIT_SEARCH_MM = 80.0
 SATELLITE_KEYS = ("n", "diameter_mm", "gap_mm", "uptake_ratio")
 HETEROGENEITY_KEYS = ("cv", "correlation_length_mm", "necrosis", "rim", "subclones")
 NECROSIS_KEYS = ("radius_fraction", "residual_uptake")
@@ -170,6 +179,15 @@ def validate_lesion_spec(spec: dict, i: int) -> dict:
         s["site"] = check_choice(f"{f}.site", s["site"], SITES)
     if s.get("clock") is not None:
         s["clock"] = _num(f"{f}.clock", s["clock"], 0.0, 12.0)
+    for k, default in (("invades_chest_wall", False), ("fit", "refuse")):
+        if k in s and s["type"] != "primary":
+            raise ConfigError(f"{f}.{k} applies to breast primaries only (this lesion is type {s['type']!r})")
+    if s["type"] == "primary":
+        inv = s.get("invades_chest_wall", False)
+        if not isinstance(inv, (bool, np.bool_)):
+            raise ConfigError(f"{f}.invades_chest_wall = {inv!r} must be true or false")
+        s["invades_chest_wall"] = bool(inv)
+        s["fit"] = check_choice(f"{f}.fit", s.get("fit", "refuse"), FIT_MODES)
     for k in ("distance_mm", "depth_mm"):
         if s.get(k) is not None:
             s[k] = _num(f"{f}.{k}", s[k], 0.0, 300.0)
@@ -241,6 +259,13 @@ def class_suv(spec: dict, ihc_suv: dict | None = None) -> float:
 
 # ---------------------------------------------------------------------------------------------- placement
 def _breast_location(anatomy: TorsoAnatomy, s: dict, f: str) -> tuple:
+    z, y_surface, x, depth = _breast_surface_point(anatomy, s, f)
+    return (z, y_surface + depth, x)
+
+
+def _breast_surface_point(anatomy: TorsoAnatomy, s: dict, f: str) -> tuple:
+    """(z, y, x) mm of the anterior breast surface at the spec's clock/distance_mm, and the depth (mm) below it
+    (``depth_mm``, or half the protrusion there by default)."""
     side = s.get("side") or "left"
     b = anatomy.landmarks["breasts"][side]
     c, r = b["centre_mm"], b["radii_mm"]
@@ -258,7 +283,7 @@ def _breast_location(anatomy: TorsoAnatomy, s: dict, f: str) -> tuple:
     depth = s.get("depth_mm")
     if depth is None:
         depth = 0.5 * (c[1] - y_surface)
-    return (c[0] + dz, y_surface + depth, c[2] + dx)
+    return (c[0] + dz, float(y_surface), c[2] + dx, float(depth))
 
 
 def _pull_inside(anatomy: TorsoAnatomy, point, margin_mm: float) -> tuple:
@@ -383,6 +408,101 @@ def _shape_predicate(s: dict, centre, R: float, rng: np.random.Generator):
     return inside, t1, rho, {"n_spicules": n_sp}
 
 
+def _shifted(fn, move):
+    """``fn`` (a function of world z, y, x) translated by ``move`` = (dz, dy, dx) mm."""
+    dz, dy, dx = (float(v) for v in move)
+
+    def moved(z, y, x):
+        return fn(z - dz, y - dy, x - dx)
+    return moved
+
+
+def _lesion_points(inside, c, ext: float) -> np.ndarray:
+    """World points (n, 3) mm sampling the lesion's solid on a lattice of pitch ``ext / 8`` (>= 0.5 mm)."""
+    step = max(ext / 8.0, 0.5)
+    ax = np.arange(-ext, ext + 0.5 * step, step)
+    Z, Y, X = np.meshgrid(ax + c[0], ax + c[1], ax + c[2], indexing="ij")
+    m = inside(Z, Y, X)
+    pts = np.stack([Z[m], Y[m], X[m]], axis=1)
+    return pts if len(pts) else np.asarray([c], float)
+
+
+def _breast_fit(anatomy: TorsoAnatomy, spec: dict, f: str, inside, c, ext: float) -> tuple:
+    """Move (dz, dy, dx) mm that keeps a breast primary inside the body and out of the chest wall (zeros when it
+    fits where it was placed), and the fraction of the lesion's sampled solid left in the chest wall (0 unless no
+    position fits, below).
+
+    The lesion's solid (satellites and spicules included) is sampled by :func:`_lesion_points`; every point must
+    lie inside ``anatomy.body_inside`` and, unless ``invades_chest_wall``, outside ``anatomy.chest_wall_inside``.
+    ``fit = "refuse"`` raises ConfigError naming the depth range that fits (or the diameter when none does).
+    ``fit = "shift"`` returns the smallest antero-posterior move that fits; when none does, the lesion is also
+    moved towards the nipple axis (1 mm steps, the least distance first), where the breast is deepest; when
+    nothing fits (a lesion thicker than the breast there), it gets the antero-posterior position with the least
+    overlap with the chest wall, and that overlap is returned (the truth records it; never silently).
+    """
+    pts = _lesion_points(inside, c, ext)
+    wall = None if spec.get("invades_chest_wall") else getattr(anatomy, "chest_wall_inside", None)
+    cand = np.arange(-FIT_SEARCH_MM, FIT_SEARCH_MM + 0.25, 0.5)
+
+    def ok(lateral, dys):
+        dys = np.atleast_1d(np.asarray(dys, float))
+        z = np.broadcast_to(pts[:, 0] + lateral[0], (len(dys), len(pts)))
+        y = pts[None, :, 1] + dys[:, None]
+        x = np.broadcast_to(pts[:, 2] + lateral[1], (len(dys), len(pts)))
+        good = np.asarray(anatomy.body_inside(z, y, x), bool)
+        if wall is not None:
+            good &= ~np.asarray(wall(z, y, x), bool)
+        return good.all(axis=1)
+
+    none = np.zeros(2)
+    if bool(ok(none, 0.0)[0]):
+        return np.zeros(3), 0.0
+    good = ok(none, cand)
+    if spec.get("fit") == "shift":
+        if good.any():
+            fits = cand[good]
+            return np.array([0.0, float(fits[np.argmin(np.abs(fits))]), 0.0]), 0.0
+        axis = anatomy.landmarks["breasts"][spec.get("side") or "left"]["centre_mm"]
+        off = np.array([axis[0] - c[0], axis[2] - c[2]])
+        dist = float(np.hypot(*off))
+        for step in np.arange(1.0, dist + 0.5, 1.0):
+            lateral = off * min(step / dist, 1.0)
+            g2 = ok(lateral, cand)
+            if g2.any():
+                fits = cand[g2]
+                return np.array([lateral[0], float(fits[np.argmin(np.abs(fits))]), lateral[1]]), 0.0
+        # no position fits (a lesion thicker than the breast there): the least overlap with the chest wall
+        # that keeps it under the skin, recorded in the truth (``shape_params.chest_wall_overlap``)
+        best = None
+        for dy in cand:
+            z, y, x = pts[:, 0], pts[:, 1] + dy, pts[:, 2]
+            if wall is None or not np.asarray(anatomy.body_inside(z, y, x), bool).all():
+                continue
+            frac = float(np.asarray(wall(z, y, x), bool).mean())
+            if best is None or frac < best[0] - 1e-12:
+                best = (frac, dy)
+        if best is not None:
+            return np.array([0.0, best[1], 0.0]), best[0]
+    wall_hit = wall is not None and bool(np.asarray(wall(pts[:, 0], pts[:, 1], pts[:, 2]), bool).any())
+    what = "reaches into the chest wall" if wall_hit else "reaches out through the skin"
+    desc = f"{f} ({spec['shape']}, diameter_mm = {spec['diameter_mm']:g})"
+    if not good.any():
+        raise ConfigError(f"{desc} {what} at every depth: it does not fit in the {spec.get('side') or 'left'} "
+                          "breast there; choose a smaller diameter_mm, another clock/distance_mm, or set "
+                          "invades_chest_wall = true")
+    fits = cand[good]
+    if spec.get("location_mm") is not None:
+        y0 = float(c[1])
+        raise ConfigError(f"{desc} {what}: location_mm[1] = {y0:.1f} mm; the lesion fits for location_mm[1] in "
+                          f"[{y0 + fits.min():.1f}, {y0 + fits.max():.1f}] mm (or set invades_chest_wall = true, "
+                          "or fit = 'shift')")
+    name = "depth_mm" if spec.get("depth_mm") is not None else "depth_mm (default, half the protrusion)"
+    d0 = _breast_surface_point(anatomy, spec, f)[3]
+    raise ConfigError(f"{desc} {what}: {name} = {d0:.1f} mm; at this clock/distance_mm it fits for depth_mm in "
+                      f"[{max(d0 + fits.min(), 0.0):.1f}, {d0 + fits.max():.1f}] mm (or set invades_chest_wall = "
+                      "true, or fit = 'shift')")
+
+
 def place_lesion(anatomy: TorsoAnatomy, spec: dict, lesion_id: int, rng: np.random.Generator,
                  supersample: int = 3) -> PlacedLesion:
     """Rasterise one validated lesion spec (fraction map + intratumoral multiplier) on the anatomy grid."""
@@ -412,6 +532,18 @@ def place_lesion(anatomy: TorsoAnatomy, spec: dict, lesion_id: int, rng: np.rand
             return m
         ext = dist + rs
         extra["satellite_centres_mm"] = [[float(v) for v in p] for p in foci]
+    if spec["type"] == "primary":
+        move, overlap = _breast_fit(anatomy, spec, f, inside, c, ext)
+        if overlap > 0.0:
+            extra["chest_wall_overlap"] = overlap
+        if np.any(move != 0.0):
+            inside, rho_fn = _shifted(inside, move), _shifted(rho_fn, move)
+            c = c + move
+            centre = tuple(float(v) for v in c)
+            if "satellite_centres_mm" in extra:
+                extra["satellite_centres_mm"] = [[float(a + b) for a, b in zip(p, move)]
+                                                 for p in extra["satellite_centres_mm"]]
+            extra["fit_shift_mm"] = [float(v) for v in move]
     frac = solid_fraction(g, inside, c - ext, c + ext, supersample)
     factor = np.ones(g.shape, np.float32)
     h = spec["heterogeneity"]

@@ -2,7 +2,9 @@
 
 Patient specification (dict; defaults in brackets):
 ``weight_kg`` [70], ``height_cm`` [160], ``injected_mbq`` [458, the first-in-human mean],
-``time_points_h`` [(1, 2)], ``breast_shape`` [supine], ``breast_volume_ml`` [300], ``breast_density`` [B],
+``time_points_h`` [(1, 2)], ``breast_shape`` [supine], ``breast_volume_ml`` [300 mL per breast; or
+``{"left": mL, "right": mL}``, or a size class ``small`` / ``medium`` / ``large``,
+:mod:`her2sim.phantoms.breast_statistics`], ``breast_density`` [B; BI-RADS A-D],
 ``body_z_at_grid_center_mm`` [-60], ``ct_noise_hu`` [0], ``suv`` (organ SUV overrides),
 ``bio_ratio_per_h`` (per-organ SUV(2 h)/SUV(1 h) overrides; key ``tumour`` for lesions),
 ``ihc_suv`` (IHC -> SUV overrides), ``lesions`` (list of lesion specs, :mod:`her2sim.phantoms.lesions`),

@@ -45,6 +45,7 @@ from scipy import ndimage
 from her2sim.core.errors import ConfigError, check_choice, check_range
 from her2sim.core.grid import Grid
 
+from .breast_statistics import breast_volumes
 from .clinical_grid import clinical_grid
 from .heterogeneity import gaussian_random_field
 from .tissue_volume import TissueVolume
@@ -80,6 +81,11 @@ class TorsoAnatomy:
         Organs drawn with partial-volume fractions (whole-body extent only; empty for the torso): ``label``,
         ``slices`` (index box), ``fraction`` (float32 in the box) and ``under`` (the labels in the box before
         the organ was painted), for :func:`her2sim.phantoms.patient.patient_phantom` to mix boundary activity.
+    chest_wall_inside : callable
+        ``chest_wall_inside(z, y, x)`` world mm -> bool: the chest wall, i.e. the muscle layer over the rib cage
+        and everything deep of it (ribs, lungs, mediastinum), whose front is the pectoral surface the breasts sit
+        on. Lesion placement keeps breast primaries out of it unless the spec asks for chest-wall invasion
+        (:func:`her2sim.phantoms.lesions.place_lesion`).
     fractions : dict or None
         Anatomy v2 only (:mod:`her2sim.phantoms.torso_v2`): the tissue composition of every boundary voxel,
         ``voxel`` (flat indices, int64), ``label`` (label ids) and ``fraction`` (float32; air is the rest).
@@ -89,6 +95,7 @@ class TorsoAnatomy:
     landmarks: dict
     params: dict
     body_inside: object = field(repr=False, default=None)
+    chest_wall_inside: object = field(repr=False, default=None)
     pv_organs: list = field(repr=False, default_factory=list)
     fractions: dict | None = field(repr=False, default=None)
 
@@ -130,6 +137,12 @@ def _check_patient(weight_kg, height_cm):
     return w, h, bmi
 
 
+def breast_volume_param(volumes: dict):
+    """The ``breast_volume_ml`` a phantom's metadata records: one number when both breasts are equal (as before
+    per-breast volumes existed), else ``{"right", "left"}``."""
+    return volumes["right"] if volumes["right"] == volumes["left"] else dict(volumes)
+
+
 def check_torso_options(grid, weight_kg, height_cm, breast_shape, breast_volume_ml, breast_density,
                         body_z_at_grid_center_mm, ct_noise_hu, gland_correlation_mm) -> tuple:
     """The options every torso anatomy version takes, checked (ConfigError naming the field and its range).
@@ -138,12 +151,13 @@ def check_torso_options(grid, weight_kg, height_cm, breast_shape, breast_volume_
     -------
     tuple
         ``(grid, (weight_kg, height_cm, bmi), breast_volume_ml, ct_noise_hu, gland_correlation_mm)``; ``grid``
-        is the default clinical grid when ``None`` was given.
+        is the default clinical grid when ``None`` was given; ``breast_volume_ml`` is ``{"right", "left"}`` in mL
+        (:func:`her2sim.phantoms.breast_statistics.breast_volumes`: a number, a per-breast table or a size class).
     """
     grid = clinical_grid(grid)
     patient = _check_patient(weight_kg, height_cm)
     check_choice("breast_shape", breast_shape, BREAST_SHAPES)
-    bvol = check_range("breast_volume_ml", breast_volume_ml, 50.0, 2000.0)
+    bvol = breast_volumes(breast_volume_ml)
     check_choice("breast_density", breast_density, GLANDULAR_FRACTION)
     check_range("body_z_at_grid_center_mm", body_z_at_grid_center_mm, -1000.0, 1000.0)
     noise = check_range("ct_noise_hu", ct_noise_hu, 0.0, 500.0)
@@ -236,15 +250,14 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
 
     # breasts: half-ellipsoids on the pectoral muscle (anterior muscle surface)
     kx, ky, kz = BREAST_SHAPES[breast_shape]
-    r0 = (3.0 * bvol * 1000.0 / (2.0 * np.pi * kx * ky * kz)) ** (1.0 / 3.0)
-    b_r = (kz * r0, ky * r0, kx * r0)
-    bx = 90.0 * h + 0.15 * r0
     wall_ax0 = (125.0 + 10.0) * h + muscle_mm
     wall_ay0 = (90.0 - 5.0) * h + muscle_mm
     breasts = {}
     breast_mask = np.zeros(grid.shape, bool)
     for side, sx in (("right", -1.0), ("left", 1.0)):
-        xc = sx * bx
+        r0 = (3.0 * bvol[side] * 1000.0 / (2.0 * np.pi * kx * ky * kz)) ** (1.0 / 3.0)
+        b_r = (kz * r0, ky * r0, kx * r0)
+        xc = sx * (90.0 * h + 0.15 * r0)
         ym = -wall_ay0 * np.sqrt(max(1.0 - (xc / wall_ax0) ** 2, 0.05))
         c = (0.0, ym, xc)
         m = fr.ellipsoid(c, b_r) & (Y <= ym + 0.2 * b_r[1]) & ~wall
@@ -409,7 +422,7 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
         bm = breast_mask[box]
         tex = np.full(bm.shape, -np.inf)
         for side in ("right", "left"):
-            c = breasts[side]["centre_mm"]
+            c, b_r = breasts[side]["centre_mm"], breasts[side]["radii_mm"]
             zz, yy, xx = (grid.axis_mm(a)[box[a]] for a in range(3))
             rho = np.sqrt(((zz[:, None, None] - c[0]) / b_r[0]) ** 2 + ((yy[None, :, None] - c[1]) / b_r[1]) ** 2
                           + ((xx[None, None, :] - c[2]) / b_r[2]) ** 2)
@@ -469,7 +482,8 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
         "trunk_z_mm": [fr.world(trunk_lo, 0, 0)[0], fr.world(trunk_hi, 0, 0)[0]],
     }
     params = {"weight_kg": w, "height_cm": hcm, "bmi": float(bmi), "height_scale": float(h), "fat_mm": fat_mm,
-              "breast_shape": breast_shape, "breast_volume_ml": bvol, "breast_density": breast_density,
+              "breast_shape": breast_shape, "breast_volume_ml": breast_volume_param(bvol),
+              "breast_density": breast_density,
               "glandular_fraction": gfrac, "body_z_at_grid_center_mm": float(body_z_at_grid_center_mm),
               "ct_noise_hu": noise, "seed": seed}
     if wb:
@@ -496,7 +510,7 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
             hd = ((zb - head_c[0]) / head_r[0]) ** 2 + ((yb - head_c[1]) / head_r[1]) ** 2 + (xb / head_r[2]) ** 2 <= 1.0
         br = np.zeros(np.broadcast_shapes(np.shape(zb), np.shape(yb), np.shape(xb)), bool)
         for side in breasts.values():
-            c = side["centre_mm"]
+            c, b_r = side["centre_mm"], side["radii_mm"]
             br |= (((zw - c[0]) / b_r[0]) ** 2 + ((yw - c[1]) / b_r[1]) ** 2 + ((xw - c[2]) / b_r[2]) ** 2 <= 1.0)
         out = tr | nk | hd | br
         if wb:
@@ -507,8 +521,18 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
             out = out | wbm.thigh_masks(_P, h, fat_mm, trunk_lo + 30.0 * h)[0]
         return out
 
+    def chest_wall_inside(zw, yw, xw):
+        """The painted chest/abdominal wall and all deep of it (``wall`` above; world mm)."""
+        zb = np.asarray(zw, float) - fr.dz
+        yb = np.asarray(yw, float) - fr.cy
+        xb = np.asarray(xw, float) - fr.cx
+        tt = np.clip((zb + 180.0 * h) / (60.0 * h), 0.0, 1.0)
+        wax = (125.0 + 10.0 * tt) * h + muscle_mm
+        way = (90.0 - 5.0 * tt) * h + muscle_mm
+        return ((yb / way) ** 2 + (xb / wax) ** 2 <= 1.0) & (zb >= trunk_lo) & (zb <= trunk_hi)
+
     return TorsoAnatomy(volume=tv, landmarks=landmarks, params=params, body_inside=body_inside,
-                        pv_organs=pv_organs)
+                        chest_wall_inside=chest_wall_inside, pv_organs=pv_organs)
 
 
 def check_in_body(anatomy: TorsoAnatomy, field_name: str, point_mm) -> None:

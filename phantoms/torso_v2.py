@@ -110,11 +110,16 @@ from her2sim.core.materials import MATERIAL_IDS, get_material
 from . import whole_body as wbm
 from .heterogeneity import gaussian_random_field
 from .tissue_volume import NOMINAL_HU, TissueVolume
-from .torso import (BREAST_SHAPES, GLANDULAR_FRACTION, INTESTINE_LOOP_FRACTION, REFERENCE_HEIGHT_CM,
-                    REFERENCE_WEIGHT_KG, TorsoAnatomy, check_torso_options)
+from .breast_statistics import glandular_fraction_by_density
+from .torso import (BREAST_SHAPES, INTESTINE_LOOP_FRACTION, REFERENCE_HEIGHT_CM,
+                    REFERENCE_WEIGHT_KG, TorsoAnatomy, breast_volume_param, check_torso_options)
 
-#: anatomy versions of the patient phantom (``v1`` is the default, the published cohort's anatomy)
+#: anatomy versions of the patient phantom (studies default to ``v2``; the library's ``patient_phantom`` keeps
+#: ``v1``, the fast analytic torso, when a spec names none)
 ANATOMIES = ("v1", "v2")
+#: volumetric glandular fraction per BI-RADS class (Yaffe et al. 2009 and the BI-RADS 5th-edition shares, see
+#: :mod:`her2sim.phantoms.breast_statistics`): A 5.5 %, B 11.3 %, C 22.1 %, D 45.0 %
+GLANDULAR_FRACTION_V2 = glandular_fraction_by_density()
 #: skin thickness (mm): Huang et al., Med Phys 38:1590 (2011), breast CT, 1.45 +/- 0.30 mm (used everywhere)
 SKIN_MM = 1.45
 #: radius (mm) of the smooth folds where breasts, arms and neck join the trunk (assumption)
@@ -436,8 +441,19 @@ class _Body:
         return np.minimum(d, self._head_sdf(z, y, x))
 
     # ------------------------------------------------------------------ breasts
-    def _setup_breasts(self, shape, vol_ml):
+    def _setup_breasts(self, shape, volumes_ml):
+        """Solve each breast's ellipsoid size so that its mound (skin excluded) holds the requested volume
+        (``volumes_ml``: ``{"right", "left"}`` mL; equal volumes are solved once, on the left side)."""
         kx, ky, kz = BREAST_SHAPES[shape]
+        solved = {}
+        for s, name in ((1.0, "left"), (-1.0, "right")):
+            vol_ml = volumes_ml[name]
+            if vol_ml not in solved:
+                solved[vol_ml] = self._solve_breast_r0(kx, ky, kz, vol_ml, s)
+            self.breasts[name] = self._breast_geometry(solved[vol_ml], kx, ky, kz, self.h, s)
+        self.breasts = {k: self.breasts[k] for k in ("right", "left")}
+
+    def _solve_breast_r0(self, kx, ky, kz, vol_ml, side):
         h = self.h
         r0 = (3.0 * vol_ml * 1000.0 / (2.0 * np.pi * kx * ky * kz)) ** (1.0 / 3.0)
         # quasi-random sample of the unit box (fixed: the solve is deterministic)
@@ -445,7 +461,7 @@ class _Body:
         idx = np.arange(1, n + 1)
         u = np.stack([np.modf(idx * a)[0] for a in (0.8191725134, 0.6710436067, 0.5497004779)], axis=1) * 2.0 - 1.0
         for _ in range(10):
-            b = self._breast_geometry(r0, kx, ky, kz, h)
+            b = self._breast_geometry(r0, kx, ky, kz, h, side)
             r = np.asarray(b["r"])
             c = np.asarray(b["c"])
             pts = c + u * r                                     # box around the ellipsoid
@@ -458,9 +474,7 @@ class _Body:
             r0 *= ratio ** (1.0 / 3.0)
             if abs(ratio - 1.0) < 0.002:
                 break
-        for s, name in ((-1.0, "right"), (1.0, "left")):
-            self.breasts[name] = self._breast_geometry(r0, kx, ky, kz, h, s)
-        self.breast_r0 = r0
+        return r0
 
     def _breast_geometry(self, r0, kx, ky, kz, h, side=1.0):
         r = (kz * r0, ky * r0, kx * r0)
@@ -1017,7 +1031,7 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
         if s.label not in _TEXTURED:
             continue
         first, second = _TEXTURED[s.label]
-        share = GLANDULAR_FRACTION[breast_density] if s.label == "breast" else INTESTINE_LOOP_FRACTION
+        share = GLANDULAR_FRACTION_V2[breast_density] if s.label == "breast" else INTESTINE_LOOP_FRACTION
         corr = gcorr if s.label == "breast" else 8.0
         frac = np.zeros(grid.shape, np.float32)
         frac[(lab == i) & ~is_b] = 1.0
@@ -1127,8 +1141,8 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
                                 "radii_mm": [v * h for v in wbm.BLADDER_R]}
         landmarks["trunk_z_mm"][0] = world(body.trunk_lo, 0, 0)[0]
     params = {"weight_kg": w, "height_cm": hcm, "bmi": float(bmi), "height_scale": float(h), "fat_mm": fat_mm,
-              "breast_shape": breast_shape, "breast_volume_ml": bvol, "breast_density": breast_density,
-              "glandular_fraction": GLANDULAR_FRACTION[breast_density],
+              "breast_shape": breast_shape, "breast_volume_ml": breast_volume_param(bvol),
+              "breast_density": breast_density, "glandular_fraction": GLANDULAR_FRACTION_V2[breast_density],
               "body_z_at_grid_center_mm": float(body_z_at_grid_center_mm), "ct_noise_hu": noise, "seed": seed,
               "anatomy": "v2", "skin_mm": SKIN_MM, "supersample": n, "n_boundary_voxels": int(boundary.size),
               "label_volume_ml": label_volume, "label_mass_g": label_mass}
@@ -1142,6 +1156,17 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
         xb_ = np.asarray(xw, np.float64) - cx
         return body.body_sdf(zb_, yb_, xb_) <= 0.0
 
-    anat = TorsoAnatomy(volume=tv, landmarks=landmarks, params=params, body_inside=body_inside)
+    def chest_wall_inside(zw, yw, xw):
+        """The trunk's muscle envelope (pectorals over the rib cage) and all deep of it (world mm); breasts lie
+        in front of it (:meth:`_Body.breast_in` uses the same ellipse)."""
+        zb_ = np.asarray(zw, np.float64) - dz
+        yb_ = np.asarray(yw, np.float64) - cy
+        xb_ = np.asarray(xw, np.float64) - cx
+        mx, ma, mp = body.muscle_axes(zb_, xb_)
+        inside = (xb_ / mx) ** 2 + (yb_ / np.where(yb_ < 0, ma, mp)) ** 2 <= 1.0
+        return inside & (zb_ >= body.trunk_lo) & (zb_ <= TRUNK_HI * h)
+
+    anat = TorsoAnatomy(volume=tv, landmarks=landmarks, params=params, body_inside=body_inside,
+                        chest_wall_inside=chest_wall_inside)
     anat.fractions = {"voxel": fv, "label": fl, "fraction": f}
     return anat

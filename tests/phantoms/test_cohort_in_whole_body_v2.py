@@ -18,6 +18,8 @@ def test_every_seed_trial_lesion_is_inside_the_v2_whole_body_patient():
         ph = build_patient_phantom(spec, whole_body_grid(8.84, spec["height_cm"]), seed=p.get("seed", 0))
         for t in ph.truth:
             kinds.add(t["type"])
+            if t["type"] == "primary":          # fit = "shift" found a place clear of the chest wall and skin
+                assert "chest_wall_overlap" not in t["shape_params"], p["id"]
             if not t.get("in_fov") or not t.get("n_voxels"):
                 outside.append((p["id"], t["type"], t.get("site")))
     assert distant <= kinds

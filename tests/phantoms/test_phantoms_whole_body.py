@@ -11,10 +11,12 @@ from her2sim.core.radionuclide import TC99M
 from her2sim.phantoms import build_patient_phantom, generate_cohort, patient_phantom, torso_anatomy
 from her2sim.phantoms.whole_body import URINE_FRACTION, whole_body_grid
 
-#: sha256 of the default patient and of the demo patient (lesions) on a 40^3 x 14.15 mm grid, computed with the
-#: code of main at c629ca6, before the whole-body extent existed (the published cohort figures depend on them)
+#: sha256 of the default patient and of the demo patient (lesions) on a 40^3 x 14.15 mm grid. The default patient's
+#: is from the code of main at c629ca6, before the whole-body extent existed. The demo patient's was recomputed
+#: when cohort primaries got ``fit = "shift"`` (its 38 mm spiculated primary reached into the chest wall and now
+#: sits 3 mm further forward; everything else is unchanged)
 DEFAULT_DIGEST = "8c2269ca0ebfe7fd0dee39a846cd652da75bc2c6fdc3234bb1677fdadc4ac92a"
-DEMO_DIGEST = "902a1d6cd6334640dc13e74f6b644975c411735b9ded3ecfefd59d0c79b44c69"
+DEMO_DIGEST = "b9479dbe01ed35cd208964b222d0df5f155cf0544ff4be917913d8069c7647bf"
 
 
 def _digest(ph) -> str:
