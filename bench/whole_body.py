@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--speed-cm-per-min", type=float, default=12.0)
     ap.add_argument("--histories", type=int, default=400_000)
     ap.add_argument("--matrix", default="1024x256", help="ROWSxCOLUMNS: 1024x256 (2.21 mm) or 512x128 (4.42 mm)")
-    ap.add_argument("--anatomy", choices=ANATOMIES, default="v1", help="anatomy version of the patient (default v1)")
+    ap.add_argument("--anatomy", choices=ANATOMIES, default="v2", help="anatomy version of the patient (default v2)")
     args = ap.parse_args(argv)
     try:
         res = run(args.speed_cm_per_min, args.histories, _matrix(args.matrix), args.out, args.anatomy)

@@ -391,9 +391,9 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int_range(*LIMITS["seed"]), default=1)
     s.add_argument("--shape", type=int_range(*LIMITS["phantom.shape"]), nargs=3, metavar=("NZ", "NY", "NX"))
     s.add_argument("--spacing-mm", type=float_range(*LIMITS["phantom.spacing_mm"]), default=4.42)
-    s.add_argument("--anatomy", choices=ANATOMIES, default="v1",
-                   help="torso anatomy version (v1: the published cohort's; v2: sub-voxel surfaces, heart chambers, "
-                        "shoulder girdle)")
+    s.add_argument("--anatomy", choices=ANATOMIES, default="v2",
+                   help="torso anatomy version (v2, the default: sub-voxel surfaces, heart chambers, shoulder girdle, "
+                        "breasts from published statistics; v1: the first, analytic torso)")
     s.add_argument("--extent", choices=EXTENTS, default="torso",
                    help="torso (the SPECT/CT field) or whole_body (vertex to mid-thigh, on a grid that holds her "
                         "unless --shape is given; either anatomy)")

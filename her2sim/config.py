@@ -240,11 +240,12 @@ class PhantomSection:
         options (e.g. IEC ``sphere_to_background``) or one table per lesion
         (``[[phantom.lesions]]``, the specs of :mod:`her2sim.phantoms.lesions`).
     anatomy : str
-        Version of the torso anatomy, one of ``ANATOMIES`` (:mod:`her2sim.phantoms.torso_v2`): ``"v1"`` (the
-        analytic MCAT-like torso every published figure of this project was measured on) or ``"v2"``
-        (implicit surfaces with sub-voxel edges, four-chamber heart, shoulder girdle, raised arms; organ masses
-        within 10 % of ICRP 89 and body outline within 1 SD of the anthropometric reference); both build the
-        head-to-thigh extent of ``[whole_body]``.
+        Version of the torso anatomy, one of ``ANATOMIES`` (:mod:`her2sim.phantoms.torso_v2`): ``"v2"``, the
+        default (implicit surfaces with sub-voxel edges, four-chamber heart, shoulder girdle, raised arms,
+        breasts from published volume and glandular-fraction statistics; organ masses within 10 % of ICRP 89 and
+        body outline within 1 SD of the anthropometric reference) or ``"v1"`` (the analytic MCAT-like torso the
+        project's first figures were measured on, kept bit for bit); both build the head-to-thigh extent of
+        ``[whole_body]``.
     """
 
     preset: str = "torso"
@@ -254,7 +255,7 @@ class PhantomSection:
     height_cm: float = 160.0
     ct: bool = True
     lesions: dict | list = field(default_factory=dict)
-    anatomy: str = "v1"
+    anatomy: str = "v2"
 
     def grid(self) -> Grid:
         """The phantom's :class:`Grid`, centred on the world origin."""

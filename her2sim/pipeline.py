@@ -85,7 +85,7 @@ def patient_specs(cfg: StudyConfig) -> list:
     for p in pats:
         p = dict(p)
         p.pop("grid", None)
-        if cfg.phantom.anatomy != PhantomSection.anatomy:   # at the default the key stays out of the stage keys
+        if cfg.phantom.anatomy != "v1":     # v1 (the library's default) stays out of the stage keys of v1 studies
             p["anatomy"] = cfg.phantom.anatomy
         p["injected_mbq"] = p.get("injected_mbq", cfg.tracer.injected_mbq) if cfg.cohort else cfg.tracer.injected_mbq
         p["time_points_h"] = list(cfg.tracer.time_points_h)

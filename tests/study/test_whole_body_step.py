@@ -62,10 +62,10 @@ def test_unknown_section_key_suggests_the_right_one():
 
 
 def test_anatomy_v2_reaches_the_patient_and_its_whole_body_extent():
-    stages = {s.name: s for s in build_stages(override_study(load_study(STUDY), ["phantom.anatomy='v2'"]))}
-    assert stages["phantom_P001"].params["patient"]["anatomy"] == "v2"
-    default = {s.name: s for s in build_stages(load_study(STUDY))}
-    assert "anatomy" not in default["phantom_P001"].params["patient"]     # v1: stage keys as before
+    stages = {s.name: s for s in build_stages(load_study(STUDY))}
+    assert stages["phantom_P001"].params["patient"]["anatomy"] == "v2"           # the default
+    v1 = {s.name: s for s in build_stages(override_study(load_study(STUDY), ["phantom.anatomy='v1'"]))}
+    assert "anatomy" not in v1["phantom_P001"].params["patient"]     # v1: the stage keys v1 studies always had
     # anatomy v2 has its own head-to-thigh extent: the whole-body sweeps are built on it
     wb = {s.name: s for s in build_stages(override_study(load_study(STUDY), SWEEP + ["phantom.anatomy='v2'"]))}
     assert wb["whole_body_P001"].inputs == ["recon_P001"]
