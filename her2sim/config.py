@@ -3,7 +3,8 @@
 A study file has one table per section::
 
     [study]        name, seed, output_dir
-    [phantom]      preset, shape, spacing_mm, weight_kg, height_cm, ct, lesions (free-form table or [[phantom.lesions]])
+    [phantom]      preset, shape, spacing_mm, weight_kg, height_cm, ct, lesions (free-form table or [[phantom.lesions]]),
+                   anatomy, breast_volume_ml
     [cohort]       preset, n_patients, seed                       (optional: a virtual trial)
     [tracer]       injected_mbq, time_points_h
     [camera]       passed to :meth:`her2sim.sim.camera.Camera.from_dict` ([camera.protocol], [[camera.windows]], ...)
@@ -52,6 +53,7 @@ from her2sim.core.grid import Grid
 from her2sim.core.jsonio import canonical_json
 from her2sim.core.limits import LIMITS, check_memory, estimate_peak_memory_bytes
 from her2sim.phantoms.phantom_presets import PRESET_NAMES as PHANTOM_PRESETS  # phantom.preset
+from her2sim.phantoms.breast_statistics import breast_volumes  # phantom.breast_volume_ml
 from her2sim.phantoms.torso_v2 import ANATOMIES  # phantom.anatomy
 from her2sim.recon import SCATTER_METHODS  # recon.scatter
 from her2sim.recon.attenuation import MU_MAP_SOURCES  # recon.mu_map
@@ -125,6 +127,15 @@ def v_path(path, v):
     if not isinstance(v, str) or not v.strip():
         raise ConfigError(f"{path} = {_text(v)} must be a non-empty path string")
     return v
+
+
+def v_breast_volume(path, v):
+    """A breast volume (mL per breast), a ``{left, right}`` table or a size class, checked by
+    :func:`her2sim.phantoms.breast_statistics.breast_volumes`; returned as given (floats for numbers)."""
+    breast_volumes(v, path)
+    if isinstance(v, dict):
+        return {k: float(v[k]) for k in ("left", "right")}
+    return v if isinstance(v, str) else float(v)
 
 
 def v_choice(choices) -> Callable:
@@ -246,6 +257,11 @@ class PhantomSection:
         body outline within 1 SD of the anthropometric reference) or ``"v1"`` (the analytic MCAT-like torso the
         project's first figures were measured on, kept bit for bit); both build the head-to-thigh extent of
         ``[whole_body]``.
+    breast_volume_ml : float, dict, str or None
+        Breast volume of every patient of the study, overriding the patient's own (the demo patient's, or the
+        cohort's draw): mL per breast, ``{left = mL, right = mL}``, or a size class ``"small"`` / ``"medium"``
+        / ``"large"`` (:mod:`her2sim.phantoms.breast_statistics`: 250 / 564 / 1250 mL from MRI cohorts);
+        50-2000 mL per breast. ``None`` (default) keeps the patient's own.
     """
 
     preset: str = "torso"
@@ -256,6 +272,7 @@ class PhantomSection:
     ct: bool = True
     lesions: dict | list = field(default_factory=dict)
     anatomy: str = "v2"
+    breast_volume_ml: float | dict | str | None = None
 
     def grid(self) -> Grid:
         """The phantom's :class:`Grid`, centred on the world origin."""
@@ -486,7 +503,8 @@ _VALIDATORS: dict[type, dict[str, Callable]] = {
     StudySection: {"name": v_name, "seed": v_int(*LIMITS["seed"]), "output_dir": v_path},
     PhantomSection: {"preset": v_choice(PHANTOM_PRESETS), "shape": v_shape, "spacing_mm": v_spacing,
                      "weight_kg": v_float(20.0, 300.0), "height_cm": v_float(100.0, 230.0), "ct": v_bool,
-                     "lesions": v_table_or_tables, "anatomy": v_choice(ANATOMIES)},
+                     "lesions": v_table_or_tables, "anatomy": v_choice(ANATOMIES),
+                     "breast_volume_ml": v_breast_volume},
     CohortSection: {"preset": v_name, "n_patients": v_int(*LIMITS["cohort.n_patients"]), "seed": v_int(*LIMITS["seed"])},
     TracerSection: {"injected_mbq": v_float(1.0, 2000.0), "time_points_h": v_time_points},
     CalibrationSection: {"phantom": v_choice(CALIBRATION_PHANTOMS), "activity_mbq": v_float(0.1, 5000.0)},

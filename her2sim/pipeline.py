@@ -87,6 +87,8 @@ def patient_specs(cfg: StudyConfig) -> list:
         p.pop("grid", None)
         if cfg.phantom.anatomy != "v1":     # v1 (the library's default) stays out of the stage keys of v1 studies
             p["anatomy"] = cfg.phantom.anatomy
+        if cfg.phantom.breast_volume_ml is not None:
+            p["breast_volume_ml"] = cfg.phantom.breast_volume_ml
         p["injected_mbq"] = p.get("injected_mbq", cfg.tracer.injected_mbq) if cfg.cohort else cfg.tracer.injected_mbq
         p["time_points_h"] = list(cfg.tracer.time_points_h)
         out.append(json.loads(to_json(p)))

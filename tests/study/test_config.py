@@ -207,3 +207,24 @@ def test_fixed_lesions_reach_every_patient_and_table_form_is_used():
     table = override_study(base, ['phantom.lesions={ihc = ["3+", "0"], diameter_mm = [22.0, 18.0]}'])
     (pat,) = patient_specs(table)
     assert [(x["ihc"], x["diameter_mm"]) for x in pat["lesions"]] == [("3+", 22.0), ("0", 18.0)]
+
+
+def test_breast_volume_override_reaches_every_patient_and_round_trips(tmp_path):
+    """phantom.breast_volume_ml (issue 17): a volume, a {left, right} table or a size class, for every patient."""
+    from her2sim.pipeline import patient_specs
+
+    base = load_study(Path(__file__).parents[1] / "data" / "tiny_study.toml")
+    assert base.phantom.breast_volume_ml is None
+    own = [p.get("breast_volume_ml") for p in patient_specs(base)]       # the patient's own by default
+    for value, expect in (("'large'", "large"), ("300", 300.0), ("{left = 250, right = 400}",
+                                                                  {"left": 250.0, "right": 400.0})):
+        cfg = override_study(base, [f"phantom.breast_volume_ml={value}"])
+        assert all(p["breast_volume_ml"] == expect for p in patient_specs(cfg)) and expect not in own
+        again = load_study(save_study(cfg, tmp_path / "resolved.toml"))
+        assert again.phantom.breast_volume_ml == expect and again.hash() == cfg.hash()
+    for value, msg in (("'huge'", r"phantom.breast_volume_ml = 'huge' is not a size class.*\[50, 2000\]"),
+                       ("5000", r"phantom.breast_volume_ml = 5000.* \[50, 2000\]"),
+                       ("{left = 20, right = 300}", r"phantom.breast_volume_ml.left = 20 .*\[50, 2000\]"),
+                       ("{left = 300}", r"phantom.breast_volume_ml = .* must give both 'left' and 'right'")):
+        with pytest.raises(ConfigError, match=msg):
+            override_study(base, [f"phantom.breast_volume_ml={value}"])

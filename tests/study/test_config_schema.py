@@ -34,7 +34,7 @@ ALTERNATIVES = {
     "study": {"name": "other", "seed": 4, "output_dir": "elsewhere"},
     "phantom": {"preset": "torso", "shape": [22, 48, 48], "spacing_mm": 8.5, "weight_kg": 80.0, "height_cm": 170.0,
                 "ct": False, "lesions": [{"type": "primary", "side": "left", "ihc": "1+", "diameter_mm": 20.0}],
-                "anatomy": "v1"},
+                "anatomy": "v1", "breast_volume_ml": {"left": 250.0, "right": 400.0}},
     "cohort": {"preset": "demo", "n_patients": 2, "seed": 5},
     "tracer": {"injected_mbq": 400.0, "time_points_h": [1.0, 2.0]},
     "calibration": {"phantom": "cylinder", "activity_mbq": 50.0},
