@@ -8,8 +8,9 @@ Patient specification (dict; defaults in brackets):
 ``body_z_at_grid_center_mm`` [-60], ``ct_noise_hu`` [0], ``suv`` (organ SUV overrides),
 ``bio_ratio_per_h`` (per-organ SUV(2 h)/SUV(1 h) overrides; key ``tumour`` for lesions),
 ``ihc_suv`` (IHC -> SUV overrides), ``lesions`` (list of lesion specs, :mod:`her2sim.phantoms.lesions`),
-``allow_overlap`` [False], ``anatomy`` [v1, the published cohort's anatomy; ``v2`` the anatomy of
-:mod:`her2sim.phantoms.torso_v2`: sub-voxel edges, shoulder girdle, four-chamber heart; both extents],
+``allow_overlap`` [False], ``anatomy`` [v1 here, the first analytic torso, fast; studies default to ``v2``, the
+anatomy of :mod:`her2sim.phantoms.torso_v2`: sub-voxel edges, shoulder girdle, four-chamber heart, breasts from
+published statistics; both extents],
 ``extent`` [torso; ``whole_body`` paints head to mid-thigh with pelvis, bladder and
 thighs, :mod:`her2sim.phantoms.whole_body`, and then centres the body on the grid unless
 ``body_z_at_grid_center_mm`` is given], ``urine_fraction`` (whole body: {time_h: fraction of the injected

@@ -1,7 +1,7 @@
 """Whole-body extent of the female patient: head to mid-thigh (issue 17, part 3).
 
-:func:`her2sim.phantoms.torso.torso_anatomy` paints the chest/abdomen torso by default (``extent="torso"``, the
-phantom of the published cohort figures, unchanged bit for bit). ``extent="whole_body"`` paints, *in addition
+:func:`her2sim.phantoms.torso.torso_anatomy` paints the chest/abdomen torso by default (``extent="torso"``, anatomy v1
+unchanged bit for bit; :mod:`her2sim.phantoms.torso_v2` builds the same extents for v2). ``extent="whole_body"`` paints, *in addition
 and instead of the torso's oversized head*, the anatomy a planar whole-body scan of the seed trial sees
 (Zhao et al., Breast Cancer Res 26:40, 2024, Supplementary Fig. S2: liver, kidneys, spleen, bowel, glands,
 renal excretion into the bladder):
