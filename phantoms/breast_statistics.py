@@ -80,8 +80,7 @@ def breast_volumes(value, field: str = "breast_volume_ml") -> dict:
         v = BREAST_SIZE_CLASSES[value]
         return {"right": v, "left": v}
     if isinstance(value, dict):
-        extra = sorted(set(value) - {"left", "right"})
-        if extra or set(value) != {"left", "right"}:
+        if set(value) != {"left", "right"}:
             raise ConfigError(f"{field} = {value!r} must give both 'left' and 'right' (mL per breast), nothing else")
         return {s: check_range(f"{field}.{s}", value[s], lo, hi) for s in ("right", "left")}
     if isinstance(value, bool):

@@ -444,47 +444,43 @@ def _breast_fit(anatomy: TorsoAnatomy, spec: dict, f: str, inside, c, ext: float
     wall = None if spec.get("invades_chest_wall") else getattr(anatomy, "chest_wall_inside", None)
     cand = np.arange(-FIT_SEARCH_MM, FIT_SEARCH_MM + 0.25, 0.5)
 
-    def ok(lateral, dys):
+    def placements(lateral, dys):
+        """Per move: every point in the body (bool) and the fraction of points in the chest wall."""
         dys = np.atleast_1d(np.asarray(dys, float))
         z = np.broadcast_to(pts[:, 0] + lateral[0], (len(dys), len(pts)))
         y = pts[None, :, 1] + dys[:, None]
         x = np.broadcast_to(pts[:, 2] + lateral[1], (len(dys), len(pts)))
-        good = np.asarray(anatomy.body_inside(z, y, x), bool)
-        if wall is not None:
-            good &= ~np.asarray(wall(z, y, x), bool)
-        return good.all(axis=1)
+        in_body = np.asarray(anatomy.body_inside(z, y, x), bool).all(axis=1)
+        in_wall = np.zeros(len(dys)) if wall is None else np.asarray(wall(z, y, x), bool).mean(axis=1)
+        return in_body, in_wall
+
+    def nearest(fits_mask):
+        fits = cand[fits_mask]
+        return float(fits[np.argmin(np.abs(fits))])
 
     none = np.zeros(2)
-    if bool(ok(none, 0.0)[0]):
+    in_body0, in_wall0 = placements(none, 0.0)
+    if in_body0[0] and in_wall0[0] == 0.0:
         return np.zeros(3), 0.0
-    good = ok(none, cand)
+    in_body, in_wall = placements(none, cand)
+    good = in_body & (in_wall == 0.0)
     if spec.get("fit") == "shift":
         if good.any():
-            fits = cand[good]
-            return np.array([0.0, float(fits[np.argmin(np.abs(fits))]), 0.0]), 0.0
+            return np.array([0.0, nearest(good), 0.0]), 0.0
         axis = anatomy.landmarks["breasts"][spec.get("side") or "left"]["centre_mm"]
         off = np.array([axis[0] - c[0], axis[2] - c[2]])
         dist = float(np.hypot(*off))
         for step in np.arange(1.0, dist + 0.5, 1.0):
             lateral = off * min(step / dist, 1.0)
-            g2 = ok(lateral, cand)
-            if g2.any():
-                fits = cand[g2]
-                return np.array([lateral[0], float(fits[np.argmin(np.abs(fits))]), lateral[1]]), 0.0
+            b2, w2 = placements(lateral, cand)
+            if (b2 & (w2 == 0.0)).any():
+                return np.array([lateral[0], nearest(b2 & (w2 == 0.0)), lateral[1]]), 0.0
         # no position fits (a lesion thicker than the breast there): the least overlap with the chest wall
         # that keeps it under the skin, recorded in the truth (``shape_params.chest_wall_overlap``)
-        best = None
-        for dy in cand:
-            z, y, x = pts[:, 0], pts[:, 1] + dy, pts[:, 2]
-            if wall is None or not np.asarray(anatomy.body_inside(z, y, x), bool).all():
-                continue
-            frac = float(np.asarray(wall(z, y, x), bool).mean())
-            if best is None or frac < best[0] - 1e-12:
-                best = (frac, dy)
-        if best is not None:
-            return np.array([0.0, best[1], 0.0]), best[0]
-    wall_hit = wall is not None and bool(np.asarray(wall(pts[:, 0], pts[:, 1], pts[:, 2]), bool).any())
-    what = "reaches into the chest wall" if wall_hit else "reaches out through the skin"
+        if wall is not None and in_body.any():
+            k = int(np.argmin(np.where(in_body, in_wall, np.inf)))
+            return np.array([0.0, float(cand[k]), 0.0]), float(in_wall[k])
+    what = "reaches into the chest wall" if in_wall0[0] > 0.0 else "reaches out through the skin"
     desc = f"{f} ({spec['shape']}, diameter_mm = {spec['diameter_mm']:g})"
     if not good.any():
         raise ConfigError(f"{desc} {what} at every depth: it does not fit in the {spec.get('side') or 'left'} "

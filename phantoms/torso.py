@@ -491,15 +491,24 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
         landmarks["bladder"] = {"centre_mm": fr.world(*(v * h for v in wbm.BLADDER_C)),
                                 "radii_mm": [v * h for v in wbm.BLADDER_R]}
 
-    def body_inside(zw, yw, xw):
-        """Analytic body outline (world mm)."""
+    def trunk_in(zw, yw, xw, with_fat: bool):
+        """Body coordinates of world points and whether they lie in the trunk's wall ellipse (the painted
+        ``wall``), or with ``with_fat`` in the trunk outline (``trunk``), by the painting's formulas."""
         zb = np.asarray(zw, float) - fr.dz
         yb = np.asarray(yw, float) - fr.cy
         xb = np.asarray(xw, float) - fr.cx
         tt = np.clip((zb + 180.0 * h) / (60.0 * h), 0.0, 1.0)
-        bax = (125.0 + 10.0 * tt) * h + muscle_mm + fat_mm * (1.25 - 0.25 * tt)
-        bay = (90.0 - 5.0 * tt) * h + muscle_mm + fat_mm * (1.25 - 0.25 * tt)
-        tr = ((yb / bay) ** 2 + (xb / bax) ** 2 <= 1.0) & (zb >= trunk_lo) & (zb <= trunk_hi)
+        ax = (125.0 + 10.0 * tt) * h + muscle_mm
+        ay = (90.0 - 5.0 * tt) * h + muscle_mm
+        if with_fat:
+            ax = ax + fat_mm * (1.25 - 0.25 * tt)
+            ay = ay + fat_mm * (1.25 - 0.25 * tt)
+        inside = ((yb / ay) ** 2 + (xb / ax) ** 2 <= 1.0) & (zb >= trunk_lo) & (zb <= trunk_hi)
+        return zb, yb, xb, inside
+
+    def body_inside(zw, yw, xw):
+        """Analytic body outline (world mm)."""
+        zb, yb, xb, tr = trunk_in(zw, yw, xw, True)
         nk = (((yb - 5.0 * h) / neck_r[0]) ** 2 + (xb / neck_r[1]) ** 2 <= 1.0) & (zb >= trunk_hi) & (zb <= neck_hi)
         if wb:
             hd = ((((zb - brain_c[0]) / cran_r[0]) ** 2 + ((yb - brain_c[1]) / cran_r[1]) ** 2
@@ -523,13 +532,7 @@ def torso_anatomy(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIGHT_
 
     def chest_wall_inside(zw, yw, xw):
         """The painted chest/abdominal wall and all deep of it (``wall`` above; world mm)."""
-        zb = np.asarray(zw, float) - fr.dz
-        yb = np.asarray(yw, float) - fr.cy
-        xb = np.asarray(xw, float) - fr.cx
-        tt = np.clip((zb + 180.0 * h) / (60.0 * h), 0.0, 1.0)
-        wax = (125.0 + 10.0 * tt) * h + muscle_mm
-        way = (90.0 - 5.0 * tt) * h + muscle_mm
-        return ((yb / way) ** 2 + (xb / wax) ** 2 <= 1.0) & (zb >= trunk_lo) & (zb <= trunk_hi)
+        return trunk_in(zw, yw, xw, False)[3]
 
     return TorsoAnatomy(volume=tv, landmarks=landmarks, params=params, body_inside=body_inside,
                         chest_wall_inside=chest_wall_inside, pv_organs=pv_organs)

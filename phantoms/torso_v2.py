@@ -525,11 +525,14 @@ class _Body:
             lo, hi = (mid, hi) if fits(mid) else (lo, mid)
         return (float(r[0]), float(r[1]), float(lo))
 
-    def breast_in(self, z, y, x, b):
+    def in_muscle_envelope(self, z, y, x):
+        """Inside the trunk's muscle envelope (pectorals over the rib cage and everything deep of it), any z."""
         mx, ma, mp = self.muscle_axes(z, x)
-        outside_muscle = (x / mx) ** 2 + (y / np.where(y < 0, ma, mp)) ** 2 > 1.0
-        return ((self._breast_sdf(z, y, x, b) <= 0.0) & outside_muscle & (y <= b["ym"] + 0.2 * b["r"][1])
-                & (np.sign(x) == b["side"]))
+        return (x / mx) ** 2 + (y / np.where(y < 0, ma, mp)) ** 2 <= 1.0
+
+    def breast_in(self, z, y, x, b):
+        return ((self._breast_sdf(z, y, x, b) <= 0.0) & ~self.in_muscle_envelope(z, y, x)
+                & (y <= b["ym"] + 0.2 * b["r"][1]) & (np.sign(x) == b["side"]))
 
     def skin_depth(self, z, y, x, breasts=None):
         """Signed distance to the body surface (used for the skin and the breast-volume solve)."""
@@ -1157,13 +1160,10 @@ def torso_anatomy_v2(grid: Grid | None = None, weight_kg: float = REFERENCE_WEIG
         return body.body_sdf(zb_, yb_, xb_) <= 0.0
 
     def chest_wall_inside(zw, yw, xw):
-        """The trunk's muscle envelope (pectorals over the rib cage) and all deep of it (world mm); breasts lie
-        in front of it (:meth:`_Body.breast_in` uses the same ellipse)."""
+        """The trunk's muscle envelope and all deep of it over the trunk's height (world mm); the breasts lie in
+        front of it (:meth:`_Body.breast_in` excludes the same envelope)."""
         zb_ = np.asarray(zw, np.float64) - dz
-        yb_ = np.asarray(yw, np.float64) - cy
-        xb_ = np.asarray(xw, np.float64) - cx
-        mx, ma, mp = body.muscle_axes(zb_, xb_)
-        inside = (xb_ / mx) ** 2 + (yb_ / np.where(yb_ < 0, ma, mp)) ** 2 <= 1.0
+        inside = body.in_muscle_envelope(zb_, np.asarray(yw, np.float64) - cy, np.asarray(xw, np.float64) - cx)
         return inside & (zb_ >= body.trunk_lo) & (zb_ <= TRUNK_HI * h)
 
     anat = TorsoAnatomy(volume=tv, landmarks=landmarks, params=params, body_inside=body_inside,
