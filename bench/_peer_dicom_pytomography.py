@@ -21,7 +21,9 @@ NM670 study:
   exactly. ``--psf-kernel variance-matched`` (what ``dicom_interop.py`` passes) hands PyTomography,
   per distance, the sigma whose *sampled* kernel has the GI-LEHR variance, so both codes model the same
   response; ``sampled`` is PyTomography's plain use. At 4.42 mm pixels the two differ by < 0.1 mm
-  FWHM beyond 100 mm;
+  FWHM beyond 100 mm. ``--psf-table`` replaces GI-LEHR's sigma(d) by a table (``dicom_interop.py``
+  writes the response her2sim's projector realises, measured by point projections) and the kernel
+  choice applies to it as well;
 * OSEM (``pytomography.algorithms.OSEM``) with the given iterations x subsets. PyTomography's
   subset k is every n-th of its angle-sorted projections from k (the same view sets as her2sim's),
   visited 0, 1, 2, ... (neighbouring angles in turn); her2sim visits them in its
@@ -32,7 +34,10 @@ NM670 study:
   footprint of PyTomography's own mu map (mu > 0 in any slice, grown by one voxel, slices with
   mu > 0 plus one) and 0 elsewhere, so that OSEM's multiplicative updates keep activity in
   the same support her2sim's projector uses (``SpectSystemMatrix(support="auto")``); without
-  it the whole field of view is reconstructed.
+  it the whole field of view is reconstructed. ``--initial-level net-counts`` starts at her2sim's
+  level instead of 1: net counts (photopeak - scatter estimate, clipped at 0) over the sum of
+  PyTomography's sensitivity image H^T 1 on that support, so the first forward projection holds the
+  measured net counts.
 
 Usage::
 
@@ -124,6 +129,24 @@ def variance_matched_psfmeta(psf_meta, pixel_cm: float):
     return SPECTPSFMeta(sigma_fit_params=params, sigma_fit=sigma_cm, min_sigmas=psf_meta.min_sigmas)
 
 
+def table_psfmeta(path: Path, min_sigmas: float):
+    """A ``SPECTPSFMeta`` whose sigma(d) is interpolated in a JSON table ``{"distance_cm": [...], "sigma_cm":
+    [...]}`` (held constant beyond its ends): ``dicom_interop.py`` writes her2sim's realised response there."""
+    tab = json.loads(Path(path).read_text())
+    d_cm, s_cm = np.asarray(tab["distance_cm"], dtype=float), np.asarray(tab["sigma_cm"], dtype=float)
+    if d_cm.size < 2 or d_cm.shape != s_cm.shape or np.any(np.diff(d_cm) <= 0) or np.any(s_cm < 0):
+        raise SystemExit(f"--psf-table {path}: needs increasing distance_cm and sigma_cm >= 0 of the same length")
+
+    def sigma_cm(r, *p):
+        return np.interp(np.asarray(r, dtype=float), d_cm, s_cm)
+
+    if min_sigmas is None:  # the table alone (tests; no pytomography needed)
+        return sigma_cm
+    from pytomography.metadata.SPECT import SPECTPSFMeta
+
+    return SPECTPSFMeta(sigma_fit_params=[], sigma_fit=sigma_cm, min_sigmas=min_sigmas)
+
+
 def psf_fwhm_table(psf_meta, pixel_cm: float, distances_mm=(0, 50, 100, 150, 200, 300)) -> dict:
     """GI-LEHR FWHM (mm) at distances from the face: the Gaussian, and as PyTomography's sampled kernel realises it."""
     d_cm = np.asarray(distances_mm, dtype=float) / 10.0
@@ -183,6 +206,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--support", action="store_true", help="restrict OSEM to the mu map's footprint")
     ap.add_argument("--psf-kernel", choices=("sampled", "variance-matched"), default="sampled",
                     help="GI-LEHR Gaussian as PyTomography samples it, or variance-matched (see above)")
+    ap.add_argument("--psf-table", type=Path, default=None,
+                    help="JSON {distance_cm, sigma_cm}: use this sigma(d) instead of GI-LEHR's (her2sim's realised "
+                         "response, written by dicom_interop.py); combined with --psf-kernel as usual")
+    ap.add_argument("--initial-level", choices=("one", "net-counts"), default="one",
+                    help="initial object value (on the support): 1 (PyTomography's) or net counts / sum of the "
+                         "sensitivity image (her2sim's: the first forward projection has the measured net counts)")
     ap.add_argument("--subset-angles", default="",
                     help="OSEM subsets as her2sim gantry angles in visiting order, 'a,b,..;c,d,..' "
                          "(default PyTomography's own)")
@@ -213,6 +242,8 @@ def main(argv=None) -> dict:
         mu = dicom.get_attenuation_map_from_CT_slices(files_ct, nm, index_peak=i_peak)
     psf_meta = dicom.get_psfmeta_from_scanner_params("GI-LEHR", energy_keV=PHOTOPEAK_KEV,
                                                      intrinsic_resolution_140keV=INTRINSIC_FWHM_140KEV_CM)
+    if args.psf_table is not None:
+        psf_meta = table_psfmeta(args.psf_table, psf_meta.min_sigmas)
     psf_table = psf_fwhm_table(psf_meta, object_meta.dx)
     if args.psf_kernel == "variance-matched":
         psf_meta = variance_matched_psfmeta(psf_meta, object_meta.dx)
@@ -221,6 +252,13 @@ def main(argv=None) -> dict:
                                proj2proj_transforms=[], object_meta=object_meta, proj_meta=proj_meta)
     likelihood = PoissonLogLikelihood(system, photopeak, additive_term=scatter)
     initial = support_mask(mu) if args.support else None
+    level = 1.0
+    if args.initial_level == "net-counts":  # her2sim's rule: forward(level) has the net counts
+        sens = system.compute_normalization_factor()
+        if initial is not None:
+            sens = sens * initial
+        level = float((photopeak - scatter).clamp(min=0.0).sum() / sens.sum())
+        initial = (initial if initial is not None else torch.ones_like(sens)) * level
     if args.subset_angles:
         use_subsets(system, subsets_from_angles(args.subset_angles, proj_meta.angles, args.subsets))
     rec = OSEM(likelihood, object_initial=initial)(n_iters=args.iterations, n_subsets=args.subsets)
@@ -254,6 +292,8 @@ def main(argv=None) -> dict:
         "hu_to_mu": " ".join(chatter.getvalue().split())[:300],
         "support": "mu-map footprint" if args.support else "whole field of view",
         "psf_kernel": args.psf_kernel,
+        "initial_level": round(level, 6),
+        "psf_sigma": "table " + args.psf_table.name if args.psf_table is not None else "GI-LEHR",
         "psf_fwhm_mm": psf_table,
         "subset_choice": "her2sim" if args.subset_angles else "pytomography",
     }

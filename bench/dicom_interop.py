@@ -17,18 +17,25 @@ Like with like (JSON ``settings``; each choice measured on the demo's 1 h scan, 
   (neighbouring angles in turn), her2sim's in maximal-angular-separation order; the peer gets
   her2sim's subsets and order (``--subset-angles``). After 4 iterations the order alone moves the
   IHC 2+ lesion's noise-free SUVmax by 1.3 percentage points (-3.3 -> -2.0 %) and its noisy one by 3.8;
-* PSF: GI-LEHR from PyTomography's collimator table (within 0.3 mm FWHM of her2sim's LEHR model
-  at every distance; giving PyTomography her2sim's own sigma(d) instead changes SUVmax by < 0.6
-  points). PyTomography samples its Gaussian at whole pixels, which on 8.84 mm pixels models 3.3
-  mm FWHM at 100 mm from the face instead of 7.1 (``peer.psf_fwhm_mm``); her2sim realises the
-  variance exactly. The peer gets the variance-matched kernel (``--psf-kernel variance-matched``):
-  the IHC 2+ lesion's noise-free SUVmax difference goes from -7.3 % to -3.3 %;
+* PSF: the response her2sim's projector realises, measured (``her2sim_realised_psf``: point
+  sources forward-projected by the study's own system with and without the response) and handed to
+  PyTomography as a sigma(d) table (``--psf-table``), sampled variance-matched
+  (``--psf-kernel variance-matched``: PyTomography samples its Gaussian at whole pixels, which loses
+  variance below about 0.6 pixel). her2sim blurs incrementally and lets planes share a blur step
+  until they differ by 0.25 pixel^2, which on the demo's 8.84 mm pixels widens the response from the
+  camera's nominal 7.1 to 11.2 mm FWHM at 100 mm from the face (``her2sim_realised_psf_fwhm_mm``;
+  closer to the pixel-integrated Gaussian a detector of 8.84 mm pixels records than sigma(d) alone).
+  With PyTomography's GI-LEHR sigma(d) instead (``nominal_psf``, within 0.3 mm FWHM of her2sim's
+  nominal LEHR model) the peer models a narrower response, recovers more and is noisier (about
+  1.16x her2sim's voxel noise around the lesions) and SUVmax differs by 8.7 % on the demo's draw;
 * scatter: DEW with the same formula on both sides (k = 0.5 x photopeak / scatter window width,
   unsmoothed), so the same additive term;
 * attenuation: each reader's own CT -> mu map (part of what is tested); giving PyTomography
-  her2sim's map changes lesion SUVmax by < 0.5 points and the total by 0.05 %;
-* initial image: 1 on the mu map's footprint (peer) vs her2sim's uniform level there; starting
-  the peer at her2sim's level changes SUVmax by < 1 point;
+  her2sim's map changes no lesion's SUVmax by more than 0.1 % and the total by 0.2 %;
+* initial image: her2sim's rule on both sides, uniform on the support at the level whose forward
+  projection holds the measured net counts (photopeak - scatter estimate) (``--initial-level
+  net-counts``; the support is each code's own mu-map footprint); PyTomography's own start (1)
+  moves SUVmax by < 1 point;
 * post-filter: none on either side (the demo's recon has none);
 * grid: PyTomography's object grid from the file is her2sim's recon grid (``peer_grid_resampled``
   false: no interpolation of the peer image);
@@ -55,23 +62,28 @@ Metrics:
   their noise amplification; ``noise_free.noise`` measures the latter (each code's voxel noise,
   noisy / noise-free - 1, their ratio and correlation, and the spread of peer / her2sim voxel
   ratios with and without noise) over hot voxels and around the lesions;
-* ``pytomography_defaults``: the first scan again with PyTomography's own PSF kernel and subset
-  order (what an unmatched comparison scores; ``--no-peer-defaults`` skips it);
+* ``nominal_psf``: the first scan again with GI-LEHR's nominal sigma(d) instead of her2sim's realised
+  response, everything else matched (``--no-nominal-psf`` skips it);
+* ``pytomography_defaults``: the first scan again with PyTomography's own PSF kernel, sigma(d), subset
+  order and initial image (what an unmatched comparison scores; ``--no-peer-defaults`` skips it);
+* ``her2sim_realised_psf_fwhm_mm``: the response table handed to the peer, as FWHM (mm) against
+  distance from the collimator face (mm);
 * ``dciodvfy_errors`` / ``dciodvfy_warnings``: per series (NM_projections, NM_recon, CT),
   error lines summed over files and distinct warning messages; ``dciodvfy_deprecated``
   counts "deprecated" lines (e.g. a retired SNOMED-RT code).
 
-Why SUVmax still differs on noisy data (demo, 1 h, matched): the lesions are 20 mm across, 2-3
-voxels of 8.84 mm, and SUVmax is one voxel. Around the lesions each code's voxel noise is 30 %
-(her2sim) and 36 % (PyTomography) of the noise-free value; the two noise images correlate at 0.97
-but PyTomography's is 1.13x larger, so peer / her2sim voxel ratios there spread by 10 % (sd) on
-noisy data against 6 % noise-free. The IHC 0 lesion (SUV 0.5 on a 0.3-0.4 background) takes its
-SUVmax in a margin voxel that is 0.48 (her2sim) and 0.46 (PyTomography) in the noise-free images
-and 0.56 vs 0.63 with noise. Over the demo's draw and two more Poisson draws of the same scan
-(measured once, not part of this bench) the largest difference is 13.5, 5.4 and 11.5 % matched
-(IHC 0 +13.5, +1.4, -11.5 %; IHC 2+ -1.6, -5.4, -6.8 %) and 26, 14 and 7.4 % with PyTomography's
-defaults: the worst lesion and its sign change with the draw. A single-voxel noise statistic of two
-different OSEM implementations, not a reading error (geometry, grid, calibration and totals agree).
+Why SUVmax still differs on noisy data (demo, matched): the lesions are 20 mm across, 2-3 voxels
+of 8.84 mm, and SUVmax is one voxel. On noise-free data the two readers agree within 1.1 % (IHC 2+)
+and 2.3 % (IHC 0). Around the lesions each code's voxel noise is about 30 % of the noise-free value;
+the two noise images correlate at 0.976 (PyTomography's sd 0.96x her2sim's), so peer / her2sim voxel
+ratios there spread by 6.1 % (sd) on noisy data against 3.1 % noise-free, and the single voxel that
+is SUVmax inherits that spread: the IHC 0 lesion at 2 h reads 0.601 (her2sim) and 0.570
+(PyTomography), 5.2 %. Over the demo's draw and two more Poisson draws of the same scans (a study
+run with ``noise_realisations = 3``; measured once, not part of this bench) the largest difference
+is 5.2, 7.3 and 4.1 % (IHC 2+ at 1 h: +1.1, +7.3, +3.6 %), against 8.7, 10.3 and 12.3 % with the nominal
+sigma(d). What remains is the two projectors' discretisation, not the DICOM: giving PyTomography
+her2sim's own mu map changes no lesion's SUVmax by more than 0.1 % (total ratio 0.9998), and running
+her2sim with exact per-plane blur against PyTomography's nominal sigma(d) leaves 3.0, 5.5 and 5.5 %.
 
 Targets (issue 14): corr >= 0.99, total ratio 0.98-1.02, SUVmax within 5 %, no dciodvfy
 error or deprecated code, CorrectedImage ATTN/SCAT/DECY.
@@ -158,12 +170,84 @@ def her2sim_subset_angles(nm_file: Path, subsets: int) -> str:
     return ";".join(",".join(f"{angles[v]:.6f}" for v in group) for group in make_subsets(angles, subsets))
 
 
+def realised_psf_table(blurred, plain, support, n_points: int = 96, bin_mm: float = 10.0, seed: int = 14) -> dict:
+    """The collimator-detector blur a her2sim projector actually applies, as sigma (cm) against distance from
+    the collimator face (cm): the table the peer's ``--psf-table`` takes.
+
+    her2sim's projector blurs incrementally and lets consecutive planes share one blur step until their
+    variances differ by ``psf_variance_step_px2`` (default 0.25 pixel^2), so a plane gets up to that much
+    more variance than sigma(d)^2; on the demo's 8.84 mm pixels that is up to 19.5 mm^2, more than
+    sigma(d)^2 itself for the nearer half of the body. Measured, not re-derived: ``n_points`` voxels inside
+    ``support`` (with their bilinear neighbours; drawn with ``seed``) are forward-projected by ``blurred``
+    (the response on) and ``plain`` (the same system without it); per view, the u variance of the first
+    minus that of the second is the realised sigma^2 at that view's distance ``radius - (p - axis) . n``.
+    Returns ``{"distance_cm": [...], "sigma_cm": [...]}``: root-mean variance over views and points in
+    ``bin_mm`` bins of distance, at the bins' mean distance.
+    """
+    grid, geo = blurred.grid, blurred.geometry
+    inner = np.asarray(support, dtype=bool).copy()
+    for ax in range(3):
+        inner &= np.roll(inner, 1, ax) & np.roll(inner, -1, ax)
+    cand = np.argwhere(inner)
+    if not len(cand):
+        raise ValueError("support has no voxel whose neighbours are all inside it")
+    pick = cand[np.random.default_rng(seed).choice(len(cand), size=min(n_points, len(cand)), replace=False)]
+    normals = geo.normals_xy()
+    uu = np.arange(geo.shape_vu[1], dtype=float)
+
+    def u_variance_px2(p):  # (view, u)
+        m = (p @ uu) / p.sum(axis=1)
+        return (p * (uu[None, :] - m[:, None]) ** 2).sum(axis=1) / p.sum(axis=1)
+
+    dist, var = [], []
+    for z, y, x in pick:
+        img = np.zeros(grid.shape)
+        img[z, y, x] = 1.0
+        a, b = blurred.forward(img).sum(axis=1), plain.forward(img).sum(axis=1)
+        rel = np.array([grid.axis_mm(2)[x] - geo.axis_xy_mm[0], grid.axis_mm(1)[y] - geo.axis_xy_mm[1]])
+        dist.append(geo.radii_mm - normals @ rel)
+        var.append((u_variance_px2(a) - u_variance_px2(b)) * geo.pixel_mm[1] ** 2)
+    dist, var = np.concatenate(dist), np.maximum(np.concatenate(var), 0.0)
+    edges = np.arange(np.floor(dist.min() / bin_mm) * bin_mm, dist.max() + bin_mm, bin_mm)
+    which = np.digitize(dist, edges) - 1
+    d_tab, s_tab = [], []
+    for k in range(len(edges) - 1):
+        sel = which == k
+        if sel.any():
+            d_tab.append(float(dist[sel].mean()) / 10.0)
+            s_tab.append(float(np.sqrt(var[sel].mean())) / 10.0)
+    return {"distance_cm": d_tab, "sigma_cm": s_tab}
+
+
+def her2sim_realised_psf(study_dir: Path, scan) -> dict:
+    """:func:`realised_psf_table` of the study's own reconstruction system for ``scan``: recon grid, the scan's
+    geometry, the study's camera, the support of its mu map (``SpectSystemMatrix(support="auto")``)."""
+    from her2sim.core.containers import Phantom, Projections
+    from her2sim.recon import SpectSystemMatrix
+    from her2sim.steps.params import StepParams
+    from her2sim.steps.scan import attenuation_map, recon_grid
+
+    step = StepParams.from_params(json.loads((study_dir / ".stages" / f"recon_{scan.patient_id}.json").read_text())
+                                  ["params"], f"recon_{scan.patient_id}")
+    ph = Phantom.load(study_dir / "patients" / scan.patient_id / "phantom.h5")
+    geo = Projections.load(scan.projections).geometry
+    grid = recon_grid(step.camera, ph.grid)
+    support = attenuation_map(ph, grid, step.recon) > 0
+    return realised_psf_table(SpectSystemMatrix(grid, geo, None, step.camera, psf=True, support=support),
+                              SpectSystemMatrix(grid, geo, None, step.camera, psf=False, support=support), support)
+
+
 def run_peer(peer_python: Path, nm_file: Path, ct_dir: Path, out_dir: Path, iterations: int, subsets: int,
-             threads: int, points_xyz=(), matched: bool = True) -> dict:
+             threads: int, points_xyz=(), matched: bool = True, psf_table: dict | None = None) -> dict:
     cmd = [str(peer_python), str(PEER_SCRIPT), str(nm_file), str(ct_dir), str(out_dir),
            "--iterations", str(iterations), "--subsets", str(subsets), "--threads", str(threads), "--support"]
     if matched:
-        cmd += ["--psf-kernel", "variance-matched", "--subset-angles", her2sim_subset_angles(nm_file, subsets)]
+        cmd += ["--psf-kernel", "variance-matched", "--subset-angles", her2sim_subset_angles(nm_file, subsets),
+                "--initial-level", "net-counts"]
+    if psf_table is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "psf_table.json").write_text(json.dumps(psf_table))
+        cmd += ["--psf-table", str(out_dir / "psf_table.json")]
     if len(points_xyz):
         cmd += ["--points", ";".join(",".join(str(int(v)) for v in p) for p in points_xyz)]
     print(f"running PyTomography on {nm_file.parent.parent} ...", file=sys.stderr)
@@ -371,14 +455,19 @@ def recon_settings(meta: dict, peer: dict) -> dict:
         "subsets": {"her2sim": "every n-th view of the angle-sorted views, maximal-angular-separation order",
                     "pytomography": "her2sim's subsets and order (--subset-angles)" if peer["subset_choice"] == "her2sim"
                     else "every n-th projection, visited 0, 1, 2, ..."},
-        "psf": {"her2sim": "NM670 LEHR sigma(d) (camera model), variance realised exactly" if meta.get("psf") else "none",
-                "pytomography": f"GI-LEHR sigma(d), {peer['psf_kernel']} kernel"},
+        "psf": {"her2sim": "NM670 LEHR sigma(d) (camera model), incremental blur whose steps planes share up to "
+                           "0.25 pixel^2 of extra variance" if meta.get("psf") else "none",
+                "pytomography": (f"her2sim's realised sigma(d) (measured by point projections, --psf-table), "
+                                 f"{peer['psf_kernel']} kernel" if peer.get("psf_sigma", "").startswith("table")
+                                 else f"GI-LEHR sigma(d), {peer['psf_kernel']} kernel")},
         "scatter": {"her2sim": f"{meta.get('scatter')} (k = 0.5 x photopeak / scatter window width, unsmoothed)",
                     "pytomography": "DEW from the scatter window (weighting 0.5 x width ratio, unsmoothed)"},
         "attenuation": {"her2sim": "her2sim bilinear HU -> mu of the phantom CT on the recon grid",
                         "pytomography": "get_attenuation_map_from_CT_slices (its own HU -> mu table and alignment)"},
         "initial_image": {"her2sim": "uniform (net counts / sensitivity) on the support",
-                          "pytomography": "1 on its mu map's footprint (--support)"},
+                          "pytomography": ("uniform (net counts / sensitivity) on its mu map's footprint "
+                                           "(--support --initial-level net-counts)")
+                          if peer.get("initial_level", 1.0) != 1.0 else "1 on its mu map's footprint (--support)"},
         "post_filter": {"her2sim": meta.get("post_filter_fwhm_mm") or meta.get("butterworth") or "none",
                         "pytomography": "none"},
         "grid": "PyTomography's object grid from the file (compared on her2sim's grid; resampled only if it differs)",
@@ -399,6 +488,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="keep the DICOM export and peer outputs here")
     ap.add_argument("--no-noise-free", action="store_true", help="skip the noise-free comparison")
+    ap.add_argument("--no-nominal-psf", action="store_true",
+                    help="skip the first scan's rerun with GI-LEHR's nominal sigma(d) instead of her2sim's realised one")
     ap.add_argument("--no-peer-defaults", action="store_true",
                     help="skip the first scan's rerun with PyTomography's own PSF kernel and subset order")
     args = ap.parse_args(argv)
@@ -428,15 +519,16 @@ def main(argv=None) -> dict:
     scans, _ = export_study_dicom(study_dir, work / "dicom", time_h=args.time_h)
 
     per_scan, reports = [], {s: [] for s in SERIES}
-    peer_info, offsets = None, None
+    peer_info, offsets, psf_tables = None, None, {}
     for n, scan in enumerate(scans):
         scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
         rmeta = Image.load(scan.recon).meta
         peer_dir = work / "peer" / scan.patient_id / scan_dir.name
         nm_file = scan_dir / "NM_projections" / "projections.dcm"
         centres = lesion_centres_zyx(study_dir, scan.patient_id, Image.load(scan.recon).grid) if n == 0 else []
+        psf_tables[n] = her2sim_realised_psf(study_dir, scan)
         peer_info = run_peer(peer_python, nm_file, scan_dir / "CT", peer_dir, int(rmeta["iterations"]),
-                             int(rmeta["subsets"]), args.threads, [c[::-1] for c in centres])
+                             int(rmeta["subsets"]), args.threads, [c[::-1] for c in centres], psf_table=psf_tables[n])
         if n == 0:
             offsets = point_offsets(nm_file, peer_dir, centres)
         per_scan.append(compare_scan(scan_dir, study_dir, peer_dir, peer_info, scan.patient_id, scan.time_h))
@@ -450,7 +542,8 @@ def main(argv=None) -> dict:
         export_noise_free(study_dir, scan, nf_dir)
         rmeta = Image.load(scan.recon).meta
         nf_peer = run_peer(peer_python, nf_dir / "NM_projections" / "projections.dcm", nf_dir / "CT",
-                           work / "peer_noise_free", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads)
+                           work / "peer_noise_free", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads,
+                           psf_table=psf_tables[0])
         noise_free = compare_scan(nf_dir, study_dir, work / "peer_noise_free", nf_peer, scan.patient_id, scan.time_h)
         noise_free["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in noise_free["lesions"])
         first = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
@@ -472,6 +565,17 @@ def main(argv=None) -> dict:
         defaults["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in defaults["lesions"])
         defaults["peer"] = {k: d_peer[k] for k in ("psf_kernel", "subset_choice")}
 
+    nominal = None
+    if not args.no_nominal_psf:
+        scan = scans[0]
+        scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
+        rmeta = Image.load(scan.recon).meta
+        n_peer = run_peer(peer_python, scan_dir / "NM_projections" / "projections.dcm", scan_dir / "CT",
+                          work / "peer_nominal_psf", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads)
+        nominal = compare_scan(scan_dir, study_dir, work / "peer_nominal_psf", n_peer, scan.patient_id, scan.time_h)
+        nominal["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in nominal["lesions"])
+        nominal["peer"] = {k: n_peer[k] for k in ("psf_sigma", "psf_kernel", "subset_choice")}
+
     worst_total = max((r["total_ratio"] for r in per_scan), key=lambda v: abs(v - 1.0))
     result = {
         "pytomography_corr": min(r["pytomography_corr"] for r in per_scan),
@@ -487,10 +591,14 @@ def main(argv=None) -> dict:
         "point_projection_offset_mm_max": offsets,
         "noise_free": noise_free,
         "pytomography_defaults": defaults,
+        "nominal_psf": nominal,
+        "her2sim_realised_psf_fwhm_mm": {
+            "distance_mm": [round(10.0 * d, 1) for d in psf_tables[0]["distance_cm"]],
+            "fwhm": [round(10.0 * s * 2.0 * np.sqrt(2.0 * np.log(2.0)), 2) for s in psf_tables[0]["sigma_cm"]]},
         "settings": recon_settings(Image.load(scans[0].recon).meta, peer_info),
         "scans": per_scan,
         "peer": {k: peer_info[k] for k in ("name", "version", "torch_version", "threads", "iterations", "subsets",
-                                           "psf_kernel", "subset_choice", "psf_fwhm_mm")},
+                                           "psf_sigma", "psf_kernel", "subset_choice", "psf_fwhm_mm")},
         "targets": TARGETS,
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -505,9 +613,10 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
     else:
         print(f"her2sim DICOM export read by {result['peer']['name']} {result['peer']['version']} "
-              f"(OSEM {result['peer']['iterations']} x {result['peer']['subsets']}, GI-LEHR PSF "
-              f"({result['peer']['psf_kernel']} kernel), her2sim's subsets, DEW, CT mu map)")
+              f"(OSEM {result['peer']['iterations']} x {result['peer']['subsets']}, PSF "
+              f"{result['peer']['psf_sigma']} ({result['peer']['psf_kernel']} kernel), her2sim's subsets, DEW, CT mu map)")
         extra = ([dict(noise_free, scan=noise_free["scan"] + " noise-free")] if noise_free else []) + \
+            ([dict(nominal, scan=nominal["scan"] + " GI-LEHR's nominal sigma(d)")] if nominal else []) + \
             ([dict(defaults, scan=defaults["scan"] + " PyTomography's own PSF kernel and subsets")] if defaults else [])
         for r in per_scan + extra:
             print(f"  {r['scan']}: corr {r['pytomography_corr']:.4f} (mirrored {r['mirrored_corr']:.3f}), "
