@@ -348,7 +348,9 @@ def plot_p_positive(table: list, path, threshold: float = 1.5) -> Path:
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"P(SUVmax >= {threshold:g}) over noise realisations")
-    axes[0][0].legend(title="diameter" + (f" (hollow: {pvc[0]})" if pvc else ""), fontsize=7, title_fontsize=7)
+    labelled = next((ax for row in axes for ax in row if ax.get_legend_handles_labels()[0]), None)
+    if labelled is not None:  # a time point may have no lesion of any size
+        labelled.legend(title="diameter" + (f" (hollow: {pvc[0]})" if pvc else ""), fontsize=7, title_fontsize=7)
     from her2sim.core.atomic import savefig_atomic
     fig.tight_layout()
     p = savefig_atomic(fig, path, dpi=120)
