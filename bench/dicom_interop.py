@@ -83,7 +83,7 @@ run with ``noise_realisations = 3``; measured once, not part of this bench) the 
 is 5.2, 7.3 and 4.1 % (IHC 2+ at 1 h: +1.1, +7.3, +3.6 %), against 8.7, 10.3 and 12.3 % with the nominal
 sigma(d). What remains is the two projectors' discretisation, not the DICOM: giving PyTomography
 her2sim's own mu map changes no lesion's SUVmax by more than 0.1 % (total ratio 0.9998), and running
-her2sim with exact per-plane blur against PyTomography's nominal sigma(d) leaves 3.0, 5.5 and 5.5 %.
+her2sim with exact per-plane blur against PyTomography's nominal sigma(d) leaves 3.4, 4.9 and 5.5 %.
 
 Targets (issue 14): corr >= 0.99, total ratio 0.98-1.02, SUVmax within 5 %, no dciodvfy
 error or deprecated code, CorrectedImage ATTN/SCAT/DECY.
