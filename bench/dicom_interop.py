@@ -66,6 +66,9 @@ Metrics:
   response, everything else matched (``--no-nominal-psf`` skips it);
 * ``pytomography_defaults``: the first scan again with PyTomography's own PSF kernel, sigma(d), subset
   order and initial image (what an unmatched comparison scores; ``--no-peer-defaults`` skips it);
+* ``realisations`` (with ``--realisations N``): the largest lesion SUVmax difference of each of N
+  Poisson draws of the demo's scans, matched and with the nominal sigma(d), and every lesion of each;
+  ``null`` without it;
 * ``her2sim_realised_psf_fwhm_mm``: the response table handed to the peer, as FWHM (mm) against
   distance from the collimator face (mm);
 * ``dciodvfy_errors`` / ``dciodvfy_warnings``: per series (NM_projections, NM_recon, CT),
@@ -78,12 +81,12 @@ and 2.3 % (IHC 0). Around the lesions each code's voxel noise is about 30 % of t
 the two noise images correlate at 0.976 (PyTomography's sd 0.96x her2sim's), so peer / her2sim voxel
 ratios there spread by 6.1 % (sd) on noisy data against 3.1 % noise-free, and the single voxel that
 is SUVmax inherits that spread: the IHC 0 lesion at 2 h reads 0.601 (her2sim) and 0.570
-(PyTomography), 5.2 %. Over the demo's draw and two more Poisson draws of the same scans (a study
-run with ``noise_realisations = 3``; measured once, not part of this bench) the largest difference
-is 5.2, 7.3 and 4.1 % (IHC 2+ at 1 h: +1.1, +7.3, +3.6 %), against 8.7, 10.3 and 12.3 % with the nominal
-sigma(d). What remains is the two projectors' discretisation, not the DICOM: giving PyTomography
+(PyTomography), 5.2 %. Over the demo's draw and two more Poisson draws of the same scans
+(``--realisations 3``) the largest difference is 5.2, 7.3 and 4.1 % (IHC 2+ at 1 h: +1.1, +7.3,
++3.6 %), against 8.7, 10.3 and 12.3 % with the nominal sigma(d). What remains is the two projectors' discretisation, not the DICOM: giving PyTomography
 her2sim's own mu map changes no lesion's SUVmax by more than 0.1 % (total ratio 0.9998), and running
-her2sim with exact per-plane blur against PyTomography's nominal sigma(d) leaves 3.4, 4.9 and 5.5 %.
+her2sim with exact per-plane blur against PyTomography's nominal sigma(d) leaves 3.4, 4.9 and 5.5 %
+(both measured once on the same three draws with the bench's functions, not part of its output).
 
 Targets (issue 14): corr >= 0.99, total ratio 0.98-1.02, SUVmax within 5 %, no dciodvfy
 error or deprecated code, CorrectedImage ATTN/SCAT/DECY.
@@ -92,6 +95,7 @@ Usage::
 
     python bench/dicom_interop.py --json                        # runs the demo first (a few minutes)
     python bench/dicom_interop.py --json --study-dir demo_out   # a finished demo study folder
+    python bench/dicom_interop.py --json --study-dir demo_out --realisations 3   # and 3 Poisson draws
     python bench/dicom_interop.py --json --peer-python /path/to/python-with-pytomography
 
 Without the peer interpreter it says so and exits with status 2. About 2 min per scan for the
@@ -477,6 +481,44 @@ def recon_settings(meta: dict, peer: dict) -> dict:
     }
 
 
+def realisation_draws(peer_python: Path, work: Path, n: int, threads: int) -> dict:
+    """The matched comparison over ``n`` Poisson draws of the demo's scans: the demo preset run with
+    ``monte_carlo.noise_realisations = n`` (no whole-body sweep), every realisation exported and
+    reconstructed by PyTomography with her2sim's realised response and with GI-LEHR's nominal sigma(d).
+    Realisation 0 is the demo's own draw (same seed, same streams)."""
+    from her2sim.config import load_study, override_study, preset_path
+    from her2sim.core.containers import Image
+    from her2sim.pipeline import run_study
+    from her2sim.study_dicom import export_study_dicom
+
+    study_dir = work / "draws_study"
+    print(f"running the demo with {n} noise realisations into {study_dir} ...", file=sys.stderr)
+    cfg = override_study(load_study(preset_path("demo")),
+                         [f"monte_carlo.noise_realisations={n}", "whole_body.enabled=false"])
+    run_study(cfg, study_dir, progress=False)
+    per, worst, worst_nominal = [], [], []
+    for k in range(n):
+        scans, _ = export_study_dicom(study_dir, work / f"draws_dicom_{k}", realisation=k)
+        diffs, diffs_nominal = [], []
+        for scan in scans:
+            scan_dir = work / f"draws_dicom_{k}" / scan.patient_id / f"t{scan.time_h:g}h"
+            nm_file = scan_dir / "NM_projections" / "projections.dcm"
+            rmeta = Image.load(scan.recon).meta
+            it, sub = int(rmeta["iterations"]), int(rmeta["subsets"])
+            for label, table in (("matched", her2sim_realised_psf(study_dir, scan)), ("nominal_psf", None)):
+                peer_dir = work / f"draws_peer_{k}_{label}" / scan_dir.name
+                info = run_peer(peer_python, nm_file, scan_dir / "CT", peer_dir, it, sub, threads, psf_table=table)
+                r = compare_scan(scan_dir, study_dir, peer_dir, info, scan.patient_id, scan.time_h)
+                (diffs if label == "matched" else diffs_nominal).extend(les["rel_diff"] for les in r["lesions"])
+                per.append({"realisation": k, "peer_psf": label, **{key: r[key] for key in
+                                                                      ("scan", "pytomography_corr", "total_ratio", "lesions")}})
+        worst.append(max(diffs))
+        worst_nominal.append(max(diffs_nominal))
+    return {"n": n, "lesion_suvmax_rel_diff_max": worst, "nominal_psf_lesion_suvmax_rel_diff_max": worst_nominal,
+            "study": f"demo preset, monte_carlo.noise_realisations = {n}, whole_body.enabled = false "
+                     f"(realisation 0 is the demo's draw)", "scans": per}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -488,12 +530,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", type=Path, default=None, help="keep the DICOM export and peer outputs here")
     ap.add_argument("--no-noise-free", action="store_true", help="skip the noise-free comparison")
+    ap.add_argument("--realisations", type=int, default=0,
+                    help="also run the demo with this many Poisson draws (>= 2) and report the matched and nominal "
+                         "lesion SUVmax differences of each (JSON 'realisations'; about 1 min per draw)")
     ap.add_argument("--no-nominal-psf", action="store_true",
                     help="skip the first scan's rerun with GI-LEHR's nominal sigma(d) instead of her2sim's realised one")
     ap.add_argument("--no-peer-defaults", action="store_true",
                     help="skip the first scan's rerun with PyTomography's own PSF kernel and subset order")
     args = ap.parse_args(argv)
 
+    if args.realisations and not 2 <= args.realisations <= 20:
+        ap.error(f"--realisations = {args.realisations}: use 2-20 draws (0, the default, skips them)")
     peer_python = args.peer_python or DEFAULT_PEER_PYTHON
     if not Path(peer_python).exists():
         print(f"dicom_interop: the PyTomography peer interpreter {peer_python} does not exist; build it with "
@@ -576,6 +623,8 @@ def main(argv=None) -> dict:
         nominal["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in nominal["lesions"])
         nominal["peer"] = {k: n_peer[k] for k in ("psf_sigma", "psf_kernel", "subset_choice")}
 
+    draws = realisation_draws(peer_python, work, args.realisations, args.threads) if args.realisations else None
+
     worst_total = max((r["total_ratio"] for r in per_scan), key=lambda v: abs(v - 1.0))
     result = {
         "pytomography_corr": min(r["pytomography_corr"] for r in per_scan),
@@ -592,6 +641,7 @@ def main(argv=None) -> dict:
         "noise_free": noise_free,
         "pytomography_defaults": defaults,
         "nominal_psf": nominal,
+        "realisations": draws,
         "her2sim_realised_psf_fwhm_mm": {
             "distance_mm": [round(10.0 * d, 1) for d in psf_tables[0]["distance_cm"]],
             "fwhm": [round(10.0 * s * 2.0 * np.sqrt(2.0 * np.log(2.0)), 2) for s in psf_tables[0]["sigma_cm"]]},
@@ -626,6 +676,10 @@ def main(argv=None) -> dict:
                       f"PyTomography {les['suvmax_pytomography']:.3f} ({100 * les['rel_diff']:.1f} %)")
         print(f"  lesion-centre voxels projected by both readers: largest offset {offsets['u_mm']} mm (u), "
               f"{offsets['z_mm']} mm (z)")
+        if draws:
+            print(f"  over {draws['n']} Poisson draws: largest lesion SUVmax difference "
+                  f"{', '.join(f'{100 * v:.1f}' for v in draws['lesion_suvmax_rel_diff_max'])} % "
+                  f"(nominal sigma(d): {', '.join(f'{100 * v:.1f}' for v in draws['nominal_psf_lesion_suvmax_rel_diff_max'])} %)")
         print(f"  dciodvfy errors {result['dciodvfy_errors']}, distinct warnings {result['dciodvfy_warnings']}, "
               f"deprecated {result['dciodvfy_deprecated']}; meets targets: {result['meets_targets']}")
     return result

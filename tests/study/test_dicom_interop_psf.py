@@ -73,3 +73,12 @@ def test_table_needs_points_inside_the_support(interop, setup):
     plain = SpectSystemMatrix(grid, geo, None, cam, psf=False, support=one_voxel)
     with pytest.raises(ValueError, match="support has no voxel"):
         interop.realised_psf_table(blurred, plain, one_voxel)
+
+
+@pytest.mark.parametrize("n", ["1", "21", "-3"])
+def test_realisations_out_of_range_are_refused(interop, n, capsys):
+    with pytest.raises(SystemExit) as exc:
+        interop.main(["--realisations", n])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--realisations = {n}" in err and "2-20" in err
