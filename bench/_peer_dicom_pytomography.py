@@ -129,9 +129,9 @@ def variance_matched_psfmeta(psf_meta, pixel_cm: float):
     return SPECTPSFMeta(sigma_fit_params=params, sigma_fit=sigma_cm, min_sigmas=psf_meta.min_sigmas)
 
 
-def table_psfmeta(path: Path, min_sigmas: float):
-    """A ``SPECTPSFMeta`` whose sigma(d) is interpolated in a JSON table ``{"distance_cm": [...], "sigma_cm":
-    [...]}`` (held constant beyond its ends): ``dicom_interop.py`` writes her2sim's realised response there."""
+def read_psf_table(path: Path):
+    """sigma(d) (cm -> cm) interpolated in a JSON table ``{"distance_cm": [...], "sigma_cm": [...]}``, held
+    constant beyond its ends: ``dicom_interop.py`` writes her2sim's realised response there."""
     tab = json.loads(Path(path).read_text())
     d_cm, s_cm = np.asarray(tab["distance_cm"], dtype=float), np.asarray(tab["sigma_cm"], dtype=float)
     if d_cm.size < 2 or d_cm.shape != s_cm.shape or np.any(np.diff(d_cm) <= 0) or np.any(s_cm < 0):
@@ -140,11 +140,14 @@ def table_psfmeta(path: Path, min_sigmas: float):
     def sigma_cm(r, *p):
         return np.interp(np.asarray(r, dtype=float), d_cm, s_cm)
 
-    if min_sigmas is None:  # the table alone (tests; no pytomography needed)
-        return sigma_cm
+    return sigma_cm
+
+
+def table_psfmeta(path: Path, min_sigmas: float):
+    """A ``SPECTPSFMeta`` whose sigma(d) is :func:`read_psf_table` of ``path``."""
     from pytomography.metadata.SPECT import SPECTPSFMeta
 
-    return SPECTPSFMeta(sigma_fit_params=[], sigma_fit=sigma_cm, min_sigmas=min_sigmas)
+    return SPECTPSFMeta(sigma_fit_params=[], sigma_fit=read_psf_table(path), min_sigmas=min_sigmas)
 
 
 def psf_fwhm_table(psf_meta, pixel_cm: float, distances_mm=(0, 50, 100, 150, 200, 300)) -> dict:
@@ -254,11 +257,10 @@ def main(argv=None) -> dict:
     initial = support_mask(mu) if args.support else None
     level = 1.0
     if args.initial_level == "net-counts":  # her2sim's rule: forward(level) has the net counts
-        sens = system.compute_normalization_factor()
-        if initial is not None:
-            sens = sens * initial
+        where = initial if initial is not None else torch.ones(tuple(object_meta.shape), dtype=mu.dtype)
+        sens = system.compute_normalization_factor().reshape(where.shape) * where
         level = float((photopeak - scatter).clamp(min=0.0).sum() / sens.sum())
-        initial = (initial if initial is not None else torch.ones_like(sens)) * level
+        initial = where * level
     if args.subset_angles:
         use_subsets(system, subsets_from_angles(args.subset_angles, proj_meta.angles, args.subsets))
     rec = OSEM(likelihood, object_initial=initial)(n_iters=args.iterations, n_subsets=args.subsets)
@@ -292,6 +294,7 @@ def main(argv=None) -> dict:
         "hu_to_mu": " ".join(chatter.getvalue().split())[:300],
         "support": "mu-map footprint" if args.support else "whole field of view",
         "psf_kernel": args.psf_kernel,
+        "initial": args.initial_level,
         "initial_level": round(level, 6),
         "psf_sigma": "table " + args.psf_table.name if args.psf_table is not None else "GI-LEHR",
         "psf_fwhm_mm": psf_table,

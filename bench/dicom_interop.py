@@ -471,7 +471,7 @@ def recon_settings(meta: dict, peer: dict) -> dict:
         "initial_image": {"her2sim": "uniform (net counts / sensitivity) on the support",
                           "pytomography": ("uniform (net counts / sensitivity) on its mu map's footprint "
                                            "(--support --initial-level net-counts)")
-                          if peer.get("initial_level", 1.0) != 1.0 else "1 on its mu map's footprint (--support)"},
+                          if peer.get("initial") == "net-counts" else "1 on its mu map's footprint (--support)"},
         "post_filter": {"her2sim": meta.get("post_filter_fwhm_mm") or meta.get("butterworth") or "none",
                         "pytomography": "none"},
         "grid": "PyTomography's object grid from the file (compared on her2sim's grid; resampled only if it differs)",

@@ -73,7 +73,7 @@ def test_incomplete_subsets_are_refused(peer):
 def test_psf_table_interpolates_and_holds_its_ends(peer, tmp_path):
     path = tmp_path / "psf_table.json"
     path.write_text('{"distance_cm": [5.0, 15.0, 25.0], "sigma_cm": [0.4, 0.5, 0.7]}')
-    sigma = peer.table_psfmeta(path, None)  # min_sigmas None: the interpolating function alone
+    sigma = peer.read_psf_table(path)
     assert sigma(np.array([0.0, 5.0, 10.0, 20.0, 40.0])) == pytest.approx([0.4, 0.4, 0.45, 0.6, 0.7])
 
 
@@ -85,4 +85,4 @@ def test_bad_psf_tables_are_refused(peer, tmp_path, text):
     path = tmp_path / "psf_table.json"
     path.write_text(text)
     with pytest.raises(SystemExit, match="--psf-table"):
-        peer.table_psfmeta(path, None)
+        peer.read_psf_table(path)
