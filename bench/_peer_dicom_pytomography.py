@@ -37,7 +37,10 @@ NM670 study:
   it the whole field of view is reconstructed. ``--initial-level net-counts`` starts at her2sim's
   level instead of 1: net counts (photopeak - scatter estimate, clipped at 0) over the sum of
   PyTomography's sensitivity image H^T 1 on that support, so the first forward projection holds the
-  measured net counts.
+  measured net counts;
+* post-filter: ``--butterworth CUTOFF ORDER`` and ``--gaussian-fwhm-mm`` apply the recon protocol's
+  filter to the result with ``post_filter`` below (numpy FFT from the textbook transfer functions, not
+  her2sim's code); the unfiltered image is kept in ``OUT_DIR/unfiltered``.
 
 Usage::
 
@@ -150,6 +153,32 @@ def table_psfmeta(path: Path, min_sigmas: float):
     return SPECTPSFMeta(sigma_fit_params=[], sigma_fit=read_psf_table(path), min_sigmas=min_sigmas)
 
 
+def post_filter(image, spacing_cm, gaussian_fwhm_cm: float = 0.0, butterworth=None):
+    """The protocol's post-filter, written here from the textbook transfer functions (not her2sim's code):
+    Gaussian ``exp(-2 pi^2 sigma^2 f^2)`` (sigma = FWHM / 2.3548), then Butterworth
+    ``1 / sqrt(1 + (f / fc)^(2 n))`` with ``butterworth = (fc cycles/cm, n)``, f the radial spatial frequency
+    (cycles/cm), by FFT on the image zero-padded to twice its size; clipped at 0 like a displayed image.
+    ``image`` is any 3-D array, ``spacing_cm`` its voxel size per axis (cm)."""
+    img = np.asarray(image, dtype=np.float64)
+    if not gaussian_fwhm_cm and butterworth is None:
+        return img
+    shape = tuple(2 * n for n in img.shape)
+    freqs = [np.fft.fftfreq(n, d) for n, d in zip(shape[:-1], spacing_cm[:-1])]
+    freqs.append(np.fft.rfftfreq(shape[-1], spacing_cm[-1]))
+    grids = np.meshgrid(*freqs, indexing="ij", sparse=True)
+    f2 = sum(g ** 2 for g in grids)
+    h = np.ones_like(f2)
+    if gaussian_fwhm_cm:
+        sigma = gaussian_fwhm_cm / FWHM_PER_SIGMA
+        h = h * np.exp(-2.0 * np.pi ** 2 * sigma ** 2 * f2)
+    if butterworth is not None:
+        fc, order = float(butterworth[0]), int(butterworth[1])
+        h = h / np.sqrt(1.0 + (np.sqrt(f2) / fc) ** (2 * order))
+    axes = tuple(range(img.ndim))
+    out = np.fft.irfftn(np.fft.rfftn(img, shape, axes=axes) * h, shape, axes=axes)[tuple(slice(0, n) for n in img.shape)]
+    return np.maximum(out, 0.0)
+
+
 def psf_fwhm_table(psf_meta, pixel_cm: float, distances_mm=(0, 50, 100, 150, 200, 300)) -> dict:
     """GI-LEHR FWHM (mm) at distances from the face: the Gaussian, and as PyTomography's sampled kernel realises it."""
     d_cm = np.asarray(distances_mm, dtype=float) / 10.0
@@ -215,6 +244,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--initial-level", choices=("one", "net-counts"), default="one",
                     help="initial object value (on the support): 1 (PyTomography's) or net counts / sum of the "
                          "sensitivity image (her2sim's: the first forward projection has the measured net counts)")
+    ap.add_argument("--butterworth", nargs=2, type=float, default=None, metavar=("CUTOFF_CYCLES_PER_CM", "ORDER"),
+                    help="post-filter the result (the recon protocol's filter; the unfiltered image is kept too)")
+    ap.add_argument("--gaussian-fwhm-mm", type=float, default=0.0, help="Gaussian post-filter before it (mm)")
     ap.add_argument("--subset-angles", default="",
                     help="OSEM subsets as her2sim gantry angles in visiting order, 'a,b,..;c,d,..' "
                          "(default PyTomography's own)")
@@ -266,7 +298,16 @@ def main(argv=None) -> dict:
     rec = OSEM(likelihood, object_initial=initial)(n_iters=args.iterations, n_subsets=args.subsets)
     seconds = time.perf_counter() - t0
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(args.out_dir / "peer_recon_xyz.npy", rec.cpu().numpy().astype(np.float32))
+    raw = rec.cpu().numpy()
+    affine = np.asarray(object_meta.affine_matrix, dtype=float)
+    filtered = args.butterworth is not None or args.gaussian_fwhm_mm > 0
+    if filtered:  # the unfiltered image too, for comparisons of OSEM alone
+        (args.out_dir / "unfiltered").mkdir(parents=True, exist_ok=True)
+        np.save(args.out_dir / "unfiltered" / "peer_recon_xyz.npy", raw.astype(np.float32))
+        (args.out_dir / "unfiltered" / "peer_affine.json").write_text(json.dumps(affine.tolist()))
+        raw = post_filter(raw, (object_meta.dx, object_meta.dy, object_meta.dz), args.gaussian_fwhm_mm / 10.0,
+                          args.butterworth)
+    np.save(args.out_dir / "peer_recon_xyz.npy", raw.astype(np.float32))
     np.save(args.out_dir / "peer_mu_xyz.npy", mu.cpu().numpy().astype(np.float32))
     if args.points:
         plain = SPECTSystemMatrix(obj2obj_transforms=[], proj2proj_transforms=[], object_meta=object_meta,
@@ -279,7 +320,6 @@ def main(argv=None) -> dict:
             stack.append(plain.forward(obj).cpu().numpy())
         np.save(args.out_dir / "peer_points_proj.npy", np.stack(stack).astype(np.float32))
         np.save(args.out_dir / "peer_angles_deg.npy", np.asarray(proj_meta.angles, dtype=np.float64))
-    affine = np.asarray(object_meta.affine_matrix, dtype=float)
     (args.out_dir / "peer_affine.json").write_text(json.dumps(affine.tolist()))
     result = {
         "name": "PyTomography",
@@ -298,6 +338,8 @@ def main(argv=None) -> dict:
         "initial_level": round(level, 6),
         "psf_sigma": "table " + args.psf_table.name if args.psf_table is not None else "GI-LEHR",
         "psf_fwhm_mm": psf_table,
+        "post_filter": {"gaussian_fwhm_mm": args.gaussian_fwhm_mm,
+                        "butterworth": None if args.butterworth is None else [args.butterworth[0], int(args.butterworth[1])]},
         "subset_choice": "her2sim" if args.subset_angles else "pytomography",
     }
     print(json.dumps(result))

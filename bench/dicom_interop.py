@@ -27,7 +27,7 @@ Like with like (JSON ``settings``; each choice measured on the demo's 1 h scan, 
   closer to the pixel-integrated Gaussian a detector of 8.84 mm pixels records than sigma(d) alone).
   With PyTomography's GI-LEHR sigma(d) instead (``nominal_psf``, within 0.3 mm FWHM of her2sim's
   nominal LEHR model) the peer models a narrower response, recovers more and is noisier (about
-  1.16x her2sim's voxel noise around the lesions) and SUVmax differs by 8.7 % on the demo's draw;
+  1.16x her2sim's voxel noise around the lesions, unfiltered);
 * scatter: DEW with the same formula on both sides (k = 0.5 x photopeak / scatter window width,
   unsmoothed), so the same additive term;
 * attenuation: each reader's own CT -> mu map (part of what is tested); giving PyTomography
@@ -36,7 +36,9 @@ Like with like (JSON ``settings``; each choice measured on the demo's 1 h scan, 
   projection holds the measured net counts (photopeak - scatter estimate) (``--initial-level
   net-counts``; the support is each code's own mu-map footprint); PyTomography's own start (1)
   moves SUVmax by < 1 point;
-* post-filter: none on either side (the demo's recon has none);
+* post-filter: the recon's own (the demo's: the clinic's Butterworth, 0.48 cycles/cm, order 10), read from
+  its metadata; the peer applies it with its own FFT filter written from the transfer functions
+  (``post_filter`` in ``_peer_dicom_pytomography.py``), and keeps its unfiltered image for ``unfiltered``;
 * grid: PyTomography's object grid from the file is her2sim's recon grid (``peer_grid_resampled``
   false: no interpolation of the peer image);
 * VOI: the pipeline's (truth lesion on the recon grid, SUVmax in it grown by one voxel into
@@ -66,8 +68,12 @@ Metrics:
   response, everything else matched (``--no-nominal-psf`` skips it);
 * ``pytomography_defaults``: the first scan again with PyTomography's own PSF kernel, sigma(d), subset
   order and initial image (what an unmatched comparison scores; ``--no-peer-defaults`` skips it);
+* ``unfiltered`` (when the recon has a post-filter): the two OSEMs alone, her2sim's recon of every scan
+  redone without the filter against the peer's unfiltered image (``pytomography_corr``,
+  ``lesion_suvmax_rel_diff_max`` and per-scan lesions);
 * ``realisations`` (with ``--realisations N``): the largest lesion SUVmax difference of each of N
-  Poisson draws of the demo's scans, matched and with the nominal sigma(d), and every lesion of each;
+  Poisson draws of the demo's scans, matched, with the nominal sigma(d) and unfiltered, and every
+  lesion of each;
   ``null`` without it;
 * ``her2sim_realised_psf_fwhm_mm``: the response table handed to the peer, as FWHM (mm) against
   distance from the collimator face (mm);
@@ -75,18 +81,17 @@ Metrics:
   error lines summed over files and distinct warning messages; ``dciodvfy_deprecated``
   counts "deprecated" lines (e.g. a retired SNOMED-RT code).
 
-Why SUVmax still differs on noisy data (demo, matched): the lesions are 20 mm across, 2-3 voxels
-of 8.84 mm, and SUVmax is one voxel. On noise-free data the two readers agree within 1.1 % (IHC 2+)
-and 2.3 % (IHC 0). Around the lesions each code's voxel noise is about 30 % of the noise-free value;
-the two noise images correlate at 0.976 (PyTomography's sd 0.96x her2sim's), so peer / her2sim voxel
-ratios there spread by 6.1 % (sd) on noisy data against 3.1 % noise-free, and the single voxel that
-is SUVmax inherits that spread: the IHC 0 lesion at 2 h reads 0.601 (her2sim) and 0.570
-(PyTomography), 5.2 %. Over the demo's draw and two more Poisson draws of the same scans
-(``--realisations 3``) the largest difference is 5.2, 7.3 and 4.1 % (IHC 2+ at 1 h: +1.1, +7.3,
-+3.6 %), against 8.7, 10.3 and 12.3 % with the nominal sigma(d). What remains is the two projectors' discretisation, not the DICOM: giving PyTomography
-her2sim's own mu map changes no lesion's SUVmax by more than 0.1 % (total ratio 0.9998), and running
-her2sim with exact per-plane blur against PyTomography's nominal sigma(d) leaves 3.4, 4.9 and 5.5 %
-(both measured once on the same three draws with the bench's functions, not part of its output).
+What the matching buys, and the floor under it (demo, realisation 0 and ``--realisations 3``): on
+the clinic's filtered images the largest lesion SUVmax difference is 3.6, 3.8 and 2.3 % over three
+Poisson draws (5.3, 5.1 and 8.9 % with GI-LEHR's nominal sigma(d)); noise-free it is 1.4 %. Without
+the post-filter (``unfiltered``), where SUVmax is one voxel of raw OSEM, it is 5.2, 7.3 and 4.1 %: the
+lesions are 20 mm across, 2-3 voxels of 8.84 mm, each code's voxel noise around them is about 30 %
+of the noise-free value, and the two noise images correlate at 0.976 (0.989 filtered), so the single
+voxel that is SUVmax inherits a few percent of spread. That floor is the two projectors'
+discretisation, not the DICOM: giving PyTomography her2sim's own mu map changes no lesion's SUVmax by
+more than 0.1 % (total ratio 0.9998), and running her2sim with exact per-plane blur against
+PyTomography's nominal sigma(d) leaves 3.4, 4.9 and 5.5 % unfiltered (both measured once on the same
+three draws with this module's functions, not part of its output).
 
 Targets (issue 14): corr >= 0.99, total ratio 0.98-1.02, SUVmax within 5 %, no dciodvfy
 error or deprecated code, CorrectedImage ATTN/SCAT/DECY.
@@ -242,9 +247,15 @@ def her2sim_realised_psf(study_dir: Path, scan) -> dict:
 
 
 def run_peer(peer_python: Path, nm_file: Path, ct_dir: Path, out_dir: Path, iterations: int, subsets: int,
-             threads: int, points_xyz=(), matched: bool = True, psf_table: dict | None = None) -> dict:
+             threads: int, points_xyz=(), matched: bool = True, psf_table: dict | None = None,
+             post_filter: tuple = (0.0, None)) -> dict:
     cmd = [str(peer_python), str(PEER_SCRIPT), str(nm_file), str(ct_dir), str(out_dir),
            "--iterations", str(iterations), "--subsets", str(subsets), "--threads", str(threads), "--support"]
+    gaussian_fwhm_mm, butterworth = post_filter
+    if gaussian_fwhm_mm:
+        cmd += ["--gaussian-fwhm-mm", str(gaussian_fwhm_mm)]
+    if butterworth is not None:
+        cmd += ["--butterworth", str(butterworth[0]), str(butterworth[1])]
     if matched:
         cmd += ["--psf-kernel", "variance-matched", "--subset-angles", her2sim_subset_angles(nm_file, subsets),
                 "--initial-level", "net-counts"]
@@ -422,9 +433,14 @@ def noise_statistics(scan_dir: Path, peer_dir: Path, nf_dir: Path, nf_peer_dir: 
     return out
 
 
-def export_noise_free(study_dir: Path, scan, dest: Path) -> None:
-    """The scan's noise-free expected projections rounded to counts, her2sim's recon of them with the
-    study's recon settings (the pipeline's own recon function) and the CT, as one DICOM study in ``dest``."""
+def export_her2sim_recon(study_dir: Path, scan, dest: Path, noise_free: bool = False, filtered: bool = True) -> None:
+    """her2sim's reconstruction of one scan redone with the pipeline's own recon function and the study's recon
+    settings, exported with the CT as one DICOM study in ``dest``: of the noise-free expected projections
+    rounded to counts (``noise_free``; the NM projections are exported too, for the peer), or of the
+    scan's noisy projections; ``filtered = False`` leaves out the protocol's post-filter (Gaussian and
+    Butterworth), to compare the two OSEMs alone."""
+    from dataclasses import replace
+
     from her2sim.core.containers import Image, Phantom, Projections
     from her2sim.dicom_io import DicomPatient, DicomStudy, export_image, export_projections
     from her2sim.steps.params import StepParams
@@ -435,19 +451,49 @@ def export_noise_free(study_dir: Path, scan, dest: Path) -> None:
     cal = json.loads((study_dir / "calibration" / "calibration.json").read_text())
     ph = Phantom.load(study_dir / "patients" / scan.patient_id / "phantom.h5")
     noisy = Projections.load(scan.projections)
-    expected = Projections.load(scan.folder / "expected.h5")
-    rounded = Projections(np.round(expected.counts), expected.windows, expected.geometry, True, meta=dict(noisy.meta),
-                          acquisition=noisy.acquisition)
+    proj = noisy
+    if noise_free:
+        expected = Projections.load(scan.folder / "expected.h5")
+        proj = Projections(np.round(expected.counts), expected.windows, expected.geometry, True,
+                           meta=dict(noisy.meta), acquisition=noisy.acquisition)
+    recon = step.recon if filtered else replace(step.recon, post_filter_fwhm_mm=0.0,
+                                                butterworth_cutoff_cycles_per_cm=0.0)
     grid = recon_grid(step.camera, ph.grid)
-    img = reconstruct_scan(rounded, attenuation_map(ph, grid, step.recon), grid, step.recon, step.camera,
+    img = reconstruct_scan(proj, attenuation_map(ph, grid, recon), grid, recon, step.camera,
                            cps_per_bq=cal["cps_per_bq"], phantom=ph)
     img.meta.update({"injected_mbq": ph.meta.get("injected_mbq"), "weight_kg": ph.meta.get("weight_kg"),
                      "scan_start_s": scan.time_h * 3600.0})
-    study = DicomStudy.new(seed="dicom_interop-noise-free")
+    study = DicomStudy.new(seed="dicom_interop-noise-free" if noise_free else "dicom_interop-her2sim-recon")
     patient = DicomPatient(weight_kg=float(ph.meta["weight_kg"]))
-    export_projections(rounded, dest / "NM_projections", patient, study, non_integer="round")
+    if noise_free:
+        export_projections(proj, dest / "NM_projections", patient, study, non_integer="round")
     export_image(img, dest / "NM_recon", "NM", patient, study)
     export_image(Image(ph.ct_hu, ph.grid, "HU", {}), dest / "CT", "CT", patient, study)
+
+
+def protocol_filter(meta: dict) -> tuple:
+    """``(gaussian FWHM mm, (Butterworth cut-off cycles/cm, order) or None)`` of a recon's metadata (or of the
+    peer's report, keys ``gaussian_fwhm_mm`` and ``butterworth``)."""
+    bw = meta.get("butterworth")
+    fwhm = meta.get("post_filter_fwhm_mm", meta.get("gaussian_fwhm_mm"))
+    return float(fwhm or 0.0), (None if not bw else (float(bw[0]), int(bw[1])))
+
+
+def compare_unfiltered(study_dir: Path, scan, peer_dir: Path, peer: dict, dest: Path) -> dict:
+    """:func:`compare_scan` of the two OSEMs alone: her2sim's recon of the scan redone without the protocol's
+    post-filter (exported to ``dest``) against the peer's unfiltered image (``peer_dir / "unfiltered"``)."""
+    export_her2sim_recon(study_dir, scan, dest, filtered=False)
+    return compare_scan(dest, study_dir, peer_dir / "unfiltered", peer, scan.patient_id, scan.time_h)
+
+
+def _filter_text(pf) -> str:
+    """``(gaussian FWHM mm, (cut-off, order) or None)`` as words."""
+    if not pf or pf == (0.0, None):
+        return "none"
+    parts = [f"Gaussian {pf[0]:g} mm FWHM"] if pf[0] else []
+    if pf[1] is not None:
+        parts.append(f"Butterworth {pf[1][0]:g} cycles/cm, order {pf[1][1]}")
+    return ", then ".join(parts)
 
 
 def recon_settings(meta: dict, peer: dict) -> dict:
@@ -472,8 +518,10 @@ def recon_settings(meta: dict, peer: dict) -> dict:
                           "pytomography": ("uniform (net counts / sensitivity) on its mu map's footprint "
                                            "(--support --initial-level net-counts)")
                           if peer.get("initial") == "net-counts" else "1 on its mu map's footprint (--support)"},
-        "post_filter": {"her2sim": meta.get("post_filter_fwhm_mm") or meta.get("butterworth") or "none",
-                        "pytomography": "none"},
+        "post_filter": {"her2sim": _filter_text(protocol_filter(meta)),
+                        "pytomography": _filter_text(protocol_filter(peer["post_filter"]))
+                        + (" (the peer's own FFT filter, from the transfer functions)"
+                           if protocol_filter(peer["post_filter"]) != (0.0, None) else "")},
         "grid": "PyTomography's object grid from the file (compared on her2sim's grid; resampled only if it differs)",
         "voi": "pipeline lesion VOI (truth on the recon grid), SUVmax in it grown by one transaxial voxel into "
                "background tissue (her2sim.analysis.lesion_table.lesion_rows)",
@@ -496,25 +544,32 @@ def realisation_draws(peer_python: Path, work: Path, n: int, threads: int) -> di
     cfg = override_study(load_study(preset_path("demo")),
                          [f"monte_carlo.noise_realisations={n}", "whole_body.enabled=false"])
     run_study(cfg, study_dir, progress=False)
-    per, worst, worst_nominal = [], [], []
+    per, worst = [], {"matched": [], "nominal_psf": [], "unfiltered": []}
     for k in range(n):
         scans, _ = export_study_dicom(study_dir, work / f"draws_dicom_{k}", realisation=k)
-        diffs, diffs_nominal = [], []
+        diffs = {label: [] for label in worst}
         for scan in scans:
             scan_dir = work / f"draws_dicom_{k}" / scan.patient_id / f"t{scan.time_h:g}h"
             nm_file = scan_dir / "NM_projections" / "projections.dcm"
             rmeta = Image.load(scan.recon).meta
-            it, sub = int(rmeta["iterations"]), int(rmeta["subsets"])
+            it, sub, pf = int(rmeta["iterations"]), int(rmeta["subsets"]), protocol_filter(rmeta)
             for label, table in (("matched", her2sim_realised_psf(study_dir, scan)), ("nominal_psf", None)):
                 peer_dir = work / f"draws_peer_{k}_{label}" / scan_dir.name
-                info = run_peer(peer_python, nm_file, scan_dir / "CT", peer_dir, it, sub, threads, psf_table=table)
-                r = compare_scan(scan_dir, study_dir, peer_dir, info, scan.patient_id, scan.time_h)
-                (diffs if label == "matched" else diffs_nominal).extend(les["rel_diff"] for les in r["lesions"])
-                per.append({"realisation": k, "peer_psf": label, **{key: r[key] for key in
-                                                                      ("scan", "pytomography_corr", "total_ratio", "lesions")}})
-        worst.append(max(diffs))
-        worst_nominal.append(max(diffs_nominal))
-    return {"n": n, "lesion_suvmax_rel_diff_max": worst, "nominal_psf_lesion_suvmax_rel_diff_max": worst_nominal,
+                info = run_peer(peer_python, nm_file, scan_dir / "CT", peer_dir, it, sub, threads, psf_table=table,
+                                post_filter=pf)
+                runs = [(label, compare_scan(scan_dir, study_dir, peer_dir, info, scan.patient_id, scan.time_h))]
+                if label == "matched" and pf != (0.0, None):
+                    runs.append(("unfiltered", compare_unfiltered(study_dir, scan, peer_dir, info,
+                                                                  work / f"draws_unfiltered_{k}" / scan_dir.name)))
+                for name, r in runs:
+                    diffs[name].extend(les["rel_diff"] for les in r["lesions"])
+                    per.append({"realisation": k, "comparison": name, **{key: r[key] for key in
+                                ("scan", "pytomography_corr", "total_ratio", "lesions")}})
+        for label in worst:
+            worst[label].append(max(diffs[label]) if diffs[label] else None)
+    return {"n": n, "lesion_suvmax_rel_diff_max": worst["matched"],
+            "nominal_psf_lesion_suvmax_rel_diff_max": worst["nominal_psf"],
+            "unfiltered_lesion_suvmax_rel_diff_max": worst["unfiltered"],
             "study": f"demo preset, monte_carlo.noise_realisations = {n}, whole_body.enabled = false "
                      f"(realisation 0 is the demo's draw)", "scans": per}
 
@@ -566,7 +621,7 @@ def main(argv=None) -> dict:
     scans, _ = export_study_dicom(study_dir, work / "dicom", time_h=args.time_h)
 
     per_scan, reports = [], {s: [] for s in SERIES}
-    peer_info, offsets, psf_tables = None, None, {}
+    peer_info, offsets, psf_tables, unfiltered_scans = None, None, {}, []
     for n, scan in enumerate(scans):
         scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
         rmeta = Image.load(scan.recon).meta
@@ -574,11 +629,16 @@ def main(argv=None) -> dict:
         nm_file = scan_dir / "NM_projections" / "projections.dcm"
         centres = lesion_centres_zyx(study_dir, scan.patient_id, Image.load(scan.recon).grid) if n == 0 else []
         psf_tables[n] = her2sim_realised_psf(study_dir, scan)
+        pf = protocol_filter(rmeta)
         peer_info = run_peer(peer_python, nm_file, scan_dir / "CT", peer_dir, int(rmeta["iterations"]),
-                             int(rmeta["subsets"]), args.threads, [c[::-1] for c in centres], psf_table=psf_tables[n])
+                             int(rmeta["subsets"]), args.threads, [c[::-1] for c in centres], psf_table=psf_tables[n],
+                             post_filter=pf)
         if n == 0:
             offsets = point_offsets(nm_file, peer_dir, centres)
         per_scan.append(compare_scan(scan_dir, study_dir, peer_dir, peer_info, scan.patient_id, scan.time_h))
+        if pf != (0.0, None):
+            unfiltered_scans.append(compare_unfiltered(study_dir, scan, peer_dir, peer_info,
+                                                       work / "unfiltered" / scan.patient_id / scan_dir.name))
         if tool is not None:
             for s in SERIES:
                 reports[s].append(dciodvfy_report(tool, sorted((scan_dir / s).glob("*.dcm"))))
@@ -586,11 +646,11 @@ def main(argv=None) -> dict:
     if not args.no_noise_free:
         scan = scans[0]
         nf_dir = work / "noise_free" / scan.patient_id / f"t{scan.time_h:g}h"
-        export_noise_free(study_dir, scan, nf_dir)
+        export_her2sim_recon(study_dir, scan, nf_dir, noise_free=True)
         rmeta = Image.load(scan.recon).meta
         nf_peer = run_peer(peer_python, nf_dir / "NM_projections" / "projections.dcm", nf_dir / "CT",
                            work / "peer_noise_free", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads,
-                           psf_table=psf_tables[0])
+                           psf_table=psf_tables[0], post_filter=protocol_filter(rmeta))
         noise_free = compare_scan(nf_dir, study_dir, work / "peer_noise_free", nf_peer, scan.patient_id, scan.time_h)
         noise_free["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in noise_free["lesions"])
         first = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
@@ -607,7 +667,7 @@ def main(argv=None) -> dict:
         rmeta = Image.load(scan.recon).meta
         d_peer = run_peer(peer_python, scan_dir / "NM_projections" / "projections.dcm", scan_dir / "CT",
                           work / "peer_defaults", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads,
-                          matched=False)
+                          matched=False, post_filter=protocol_filter(rmeta))
         defaults = compare_scan(scan_dir, study_dir, work / "peer_defaults", d_peer, scan.patient_id, scan.time_h)
         defaults["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in defaults["lesions"])
         defaults["peer"] = {k: d_peer[k] for k in ("psf_kernel", "subset_choice")}
@@ -618,7 +678,8 @@ def main(argv=None) -> dict:
         scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
         rmeta = Image.load(scan.recon).meta
         n_peer = run_peer(peer_python, scan_dir / "NM_projections" / "projections.dcm", scan_dir / "CT",
-                          work / "peer_nominal_psf", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads)
+                          work / "peer_nominal_psf", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads,
+                          post_filter=protocol_filter(rmeta))
         nominal = compare_scan(scan_dir, study_dir, work / "peer_nominal_psf", n_peer, scan.patient_id, scan.time_h)
         nominal["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in nominal["lesions"])
         nominal["peer"] = {k: n_peer[k] for k in ("psf_sigma", "psf_kernel", "subset_choice")}
@@ -641,6 +702,10 @@ def main(argv=None) -> dict:
         "noise_free": noise_free,
         "pytomography_defaults": defaults,
         "nominal_psf": nominal,
+        "unfiltered": None if not unfiltered_scans else {
+            "pytomography_corr": min(r["pytomography_corr"] for r in unfiltered_scans),
+            "lesion_suvmax_rel_diff_max": max(les["rel_diff"] for r in unfiltered_scans for les in r["lesions"]),
+            "scans": unfiltered_scans},
         "realisations": draws,
         "her2sim_realised_psf_fwhm_mm": {
             "distance_mm": [round(10.0 * d, 1) for d in psf_tables[0]["distance_cm"]],
@@ -665,7 +730,8 @@ def main(argv=None) -> dict:
         print(f"her2sim DICOM export read by {result['peer']['name']} {result['peer']['version']} "
               f"(OSEM {result['peer']['iterations']} x {result['peer']['subsets']}, PSF "
               f"{result['peer']['psf_sigma']} ({result['peer']['psf_kernel']} kernel), her2sim's subsets, DEW, CT mu map)")
-        extra = ([dict(noise_free, scan=noise_free["scan"] + " noise-free")] if noise_free else []) + \
+        extra = [dict(r, scan=r["scan"] + " without the post-filter") for r in unfiltered_scans] + \
+            ([dict(noise_free, scan=noise_free["scan"] + " noise-free")] if noise_free else []) + \
             ([dict(nominal, scan=nominal["scan"] + " GI-LEHR's nominal sigma(d)")] if nominal else []) + \
             ([dict(defaults, scan=defaults["scan"] + " PyTomography's own PSF kernel and subsets")] if defaults else [])
         for r in per_scan + extra:
@@ -679,7 +745,8 @@ def main(argv=None) -> dict:
         if draws:
             print(f"  over {draws['n']} Poisson draws: largest lesion SUVmax difference "
                   f"{', '.join(f'{100 * v:.1f}' for v in draws['lesion_suvmax_rel_diff_max'])} % "
-                  f"(nominal sigma(d): {', '.join(f'{100 * v:.1f}' for v in draws['nominal_psf_lesion_suvmax_rel_diff_max'])} %)")
+                  f"(nominal sigma(d): {', '.join(f'{100 * v:.1f}' for v in draws['nominal_psf_lesion_suvmax_rel_diff_max'])} %; "
+                  f"unfiltered: {', '.join('-' if v is None else f'{100 * v:.1f}' for v in draws['unfiltered_lesion_suvmax_rel_diff_max'])} %)")
         print(f"  dciodvfy errors {result['dciodvfy_errors']}, distinct warnings {result['dciodvfy_warnings']}, "
               f"deprecated {result['dciodvfy_deprecated']}; meets targets: {result['meets_targets']}")
     return result

@@ -86,3 +86,25 @@ def test_bad_psf_tables_are_refused(peer, tmp_path, text):
     path.write_text(text)
     with pytest.raises(SystemExit, match="--psf-table"):
         peer.read_psf_table(path)
+
+
+def test_peer_butterworth_scales_a_sinusoid_by_the_transfer_function(peer):
+    # a plane wave along x at f cycles/cm keeps amplitude B(f) = 1 / sqrt(1 + (f / fc)^(2n)) away from the edges
+    n, d_cm, fc, order = 128, 0.442, 0.48, 10
+    x = np.arange(n) * d_cm
+    for f in (0.3, 0.48, 0.55, 0.6):
+        img = 2.0 + np.cos(2 * np.pi * f * x)[:, None, None] * np.ones((1, 32, 32))  # (x, y, z), like the peer's
+        mid = peer.post_filter(img, (d_cm, d_cm, d_cm), 0.0, (fc, order))[40:88, 16, 16]
+        assert (mid.max() - mid.min()) / 2.0 == pytest.approx(1.0 / np.sqrt(1.0 + (f / fc) ** (2 * order)), abs=0.01)
+
+
+def test_peer_post_filter_matches_her2sims_filter(peer):
+    from her2sim.core.grid import Grid
+    from her2sim.recon.filters import butterworth_filter
+
+    img = np.zeros((24, 30, 30))
+    img[6:18, 8:22, 8:22] = np.random.default_rng(3).gamma(4.0, 1.0, (12, 14, 14))
+    ours = np.maximum(butterworth_filter(img, Grid.centered(img.shape, 8.84), 0.48, 10), 0.0)
+    theirs = peer.post_filter(img.transpose(2, 1, 0), (0.884, 0.884, 0.884), 0.0, (0.48, 10)).transpose(2, 1, 0)
+    assert np.abs(theirs - ours).max() <= 2e-3 * ours.max()
+    assert np.array_equal(peer.post_filter(img, (0.884,) * 3, 0.0, None), img)
