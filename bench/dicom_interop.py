@@ -231,7 +231,7 @@ def realised_psf_table(blurred, plain, support, n_points: int = 96, bin_mm: floa
 
 def her2sim_realised_psf(study_dir: Path, scan) -> dict:
     """:func:`realised_psf_table` of the study's own reconstruction system for ``scan``: recon grid, the scan's
-    geometry, the study's camera, the support of its mu map (``SpectSystemMatrix(support="auto")``)."""
+    geometry, the study's camera and its support (``SpectSystemMatrix(support="auto")``)."""
     from her2sim.core.containers import Phantom, Projections
     from her2sim.recon import SpectSystemMatrix
     from her2sim.steps.params import StepParams
@@ -242,7 +242,8 @@ def her2sim_realised_psf(study_dir: Path, scan) -> dict:
     ph = Phantom.load(study_dir / "patients" / scan.patient_id / "phantom.h5")
     geo = Projections.load(scan.projections).geometry
     grid = recon_grid(step.camera, ph.grid)
-    support = attenuation_map(ph, grid, step.recon) > 0
+    # the recon's SpectSystemMatrix(support="auto"): mu > 0 with attenuation correction, else the whole grid
+    support = attenuation_map(ph, grid, step.recon) > 0 if step.recon.attenuation else np.ones(grid.shape, bool)
     return realised_psf_table(SpectSystemMatrix(grid, geo, None, step.camera, psf=True, support=support),
                               SpectSystemMatrix(grid, geo, None, step.camera, psf=False, support=support), support)
 
