@@ -178,6 +178,16 @@ def test_saved_study_reloads_identically(tmp_path):
     assert load_study(path).hash() == cfg.hash()
 
 
+def test_demo_reads_suv_with_the_clinical_protocols_post_filter():
+    """The demo reconstructs like the seed-trial preset's clinic (README "Clinical reconstruction protocol"):
+    the same Butterworth filter, so its SUVmax has the clinic's noise (and the DICOM interop bench compares
+    SUVmax on the images a clinic reads)."""
+    demo, trial = load_study(preset_path("demo")).recon, load_study(preset_path("seed-trial")).recon
+    assert demo.butterworth_cutoff_cycles_per_cm == trial.butterworth_cutoff_cycles_per_cm == 0.48
+    assert demo.butterworth_order == trial.butterworth_order == 10
+    assert demo.post_filter_fwhm_mm == trial.post_filter_fwhm_mm == 0.0
+
+
 def test_lesion_arrays_of_tables_reach_the_phantom_specs():
     """The demo's [[phantom.lesions]] are valid lesion specs of the phantom builder."""
     from her2sim.phantoms.lesions import validate_lesion_spec
