@@ -135,8 +135,12 @@ def variance_matched_psfmeta(psf_meta, pixel_cm: float):
 def read_psf_table(path: Path):
     """sigma(d) (cm -> cm) interpolated in a JSON table ``{"distance_cm": [...], "sigma_cm": [...]}``, held
     constant beyond its ends: ``dicom_interop.py`` writes her2sim's realised response there."""
-    tab = json.loads(Path(path).read_text())
-    d_cm, s_cm = np.asarray(tab["distance_cm"], dtype=float), np.asarray(tab["sigma_cm"], dtype=float)
+    try:
+        tab = json.loads(Path(path).read_text())
+        d_cm, s_cm = np.asarray(tab["distance_cm"], dtype=float), np.asarray(tab["sigma_cm"], dtype=float)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise SystemExit(f"--psf-table {path}: not a JSON object with numeric lists distance_cm and sigma_cm "
+                         f"({type(exc).__name__}: {exc})") from None
     if d_cm.size < 2 or d_cm.shape != s_cm.shape or np.any(np.diff(d_cm) <= 0) or np.any(s_cm < 0):
         raise SystemExit(f"--psf-table {path}: needs increasing distance_cm and sigma_cm >= 0 of the same length")
 

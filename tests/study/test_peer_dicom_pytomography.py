@@ -80,7 +80,9 @@ def test_psf_table_interpolates_and_holds_its_ends(peer, tmp_path):
 @pytest.mark.parametrize("text", ['{"distance_cm": [5.0], "sigma_cm": [0.4]}',
                                   '{"distance_cm": [5.0, 4.0], "sigma_cm": [0.4, 0.5]}',
                                   '{"distance_cm": [5.0, 6.0], "sigma_cm": [0.4, -0.1]}',
-                                  '{"distance_cm": [5.0, 6.0, 7.0], "sigma_cm": [0.4, 0.5]}'])
+                                  '{"distance_cm": [5.0, 6.0, 7.0], "sigma_cm": [0.4, 0.5]}',
+                                  '{"distance_cm": [5.0, 6.0]}', '{"distance_cm": ["a", 6.0], "sigma_cm": [0.4, 0.5]}',
+                                  'not json', '[1, 2]'])
 def test_bad_psf_tables_are_refused(peer, tmp_path, text):
     path = tmp_path / "psf_table.json"
     path.write_text(text)
