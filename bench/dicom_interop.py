@@ -755,4 +755,10 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from her2sim.core.errors import Her2simError
+
+    try:
+        main()
+    except Her2simError as exc:  # a bad study folder or file: one line naming it, exit 2
+        print(f"dicom_interop: {exc}", file=sys.stderr)
+        sys.exit(2)
