@@ -437,8 +437,9 @@ def _breast_fit(anatomy: TorsoAnatomy, spec: dict, f: str, inside, c, ext: float
     ``fit = "refuse"`` raises ConfigError naming the depth range that fits (or the diameter when none does).
     ``fit = "shift"`` returns the smallest antero-posterior move that fits; when none does, the lesion is also
     moved towards the nipple axis (1 mm steps, the least distance first), where the breast is deepest; when
-    nothing fits (a lesion thicker than the breast there), it gets the antero-posterior position with the least
-    overlap with the chest wall, and that overlap is returned (the truth records it; never silently).
+    nothing fits (a lesion thicker than the breast there), it gets the position with the least overlap with the
+    chest wall among all those searched (every depth, at its clock position and on the way to the nipple axis),
+    and that overlap is returned (the truth records it; never silently).
     """
     pts = _lesion_points(inside, c, ext)
     wall = None if spec.get("invades_chest_wall") else getattr(anatomy, "chest_wall_inside", None)
@@ -470,16 +471,28 @@ def _breast_fit(anatomy: TorsoAnatomy, spec: dict, f: str, inside, c, ext: float
         axis = anatomy.landmarks["breasts"][spec.get("side") or "left"]["centre_mm"]
         off = np.array([axis[0] - c[0], axis[2] - c[2]])
         dist = float(np.hypot(*off))
+        least = []  # per lateral position: (overlap, move length, move) of its least-overlap depth under the skin
+
+        def keep_least(lateral, b, w):
+            if wall is not None and b.any():
+                k = int(np.argmin(np.where(b, w, np.inf)))
+                move = np.array([lateral[0], float(cand[k]), lateral[1]])
+                least.append((float(w[k]), float(np.linalg.norm(move)), move))
+
+        keep_least(none, in_body, in_wall)
         for step in np.arange(1.0, dist + 0.5, 1.0):
             lateral = off * min(step / dist, 1.0)
             b2, w2 = placements(lateral, cand)
             if (b2 & (w2 == 0.0)).any():
                 return np.array([lateral[0], nearest(b2 & (w2 == 0.0)), lateral[1]]), 0.0
-        # no position fits (a lesion thicker than the breast there): the least overlap with the chest wall
-        # that keeps it under the skin, recorded in the truth (``shape_params.chest_wall_overlap``)
-        if wall is not None and in_body.any():
-            k = int(np.argmin(np.where(in_body, in_wall, np.inf)))
-            return np.array([0.0, float(cand[k]), 0.0]), float(in_wall[k])
+            keep_least(lateral, b2, w2)
+        # no position fits (a lesion thicker than the breast there): of all positions searched (depths at the
+        # placed clock position and on the way to the nipple axis, where the breast is deepest) the least
+        # overlap with the chest wall that keeps it under the skin, then the least move; recorded in the truth
+        # (``shape_params.chest_wall_overlap``)
+        if least:
+            overlap, _, move = min(least, key=lambda t: (t[0], t[1]))
+            return move, overlap
     what = "reaches into the chest wall" if in_wall0[0] > 0.0 else "reaches out through the skin"
     desc = f"{f} ({spec['shape']}, diameter_mm = {spec['diameter_mm']:g})"
     if not good.any():

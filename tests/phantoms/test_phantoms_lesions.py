@@ -169,6 +169,12 @@ def test_breast_primary_through_the_skin_or_too_big_is_refused_with_the_range(ve
     # fit = "shift" with no position that fits: the least overlap, recorded, never silent
     pl = place_lesion(anat, validate_lesion_spec(dict(huge, fit="shift"), 0), 1, np.random.default_rng(0))
     assert 0.0 < pl.extra["chest_wall_overlap"] < 0.5
+    # placed off the nipple axis, where the breast is thinner, the fallback searches on the way to the axis too:
+    # the overlap is no worse than on the axis, and the lesion moved sideways to get it
+    off = place_lesion(anat, validate_lesion_spec(dict(huge, fit="shift", clock=3, distance_mm=30.0), 0), 1,
+                       np.random.default_rng(0))
+    assert 0.0 < off.extra["chest_wall_overlap"] <= pl.extra["chest_wall_overlap"]
+    assert abs(off.extra["fit_shift_mm"][2]) > 10.0
 
 
 def test_fit_keys_are_checked_and_only_for_primaries():
