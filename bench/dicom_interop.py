@@ -624,12 +624,13 @@ def main(argv=None) -> dict:
 
     per_scan, reports = [], {s: [] for s in SERIES}
     peer_info, offsets, psf_tables, unfiltered_scans = None, None, {}, []
-    for n, scan in enumerate(scans):
+    recons = [Image.load(scan.recon) for scan in scans]  # each scan's recon, read once (meta and grid)
+    for n, (scan, recon) in enumerate(zip(scans, recons)):
         scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
-        rmeta = Image.load(scan.recon).meta
+        rmeta = recon.meta
         peer_dir = work / "peer" / scan.patient_id / scan_dir.name
         nm_file = scan_dir / "NM_projections" / "projections.dcm"
-        centres = lesion_centres_zyx(study_dir, scan.patient_id, Image.load(scan.recon).grid) if n == 0 else []
+        centres = lesion_centres_zyx(study_dir, scan.patient_id, recon.grid) if n == 0 else []
         psf_tables[n] = her2sim_realised_psf(study_dir, scan)
         pf = protocol_filter(rmeta)
         peer_info = run_peer(peer_python, nm_file, scan_dir / "CT", peer_dir, int(rmeta["iterations"]),
@@ -644,47 +645,36 @@ def main(argv=None) -> dict:
         if tool is not None:
             for s in SERIES:
                 reports[s].append(dciodvfy_report(tool, sorted((scan_dir / s).glob("*.dcm"))))
+
+    # reruns of the first scan's peer OSEM with other settings, each scored like the main comparison
+    scan, first_meta = scans[0], recons[0].meta
+    first = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
+
+    def first_scan_rerun(scan_dir: Path, out_name: str, peer_keys=(), **peer_kwargs) -> dict:
+        info = run_peer(peer_python, scan_dir / "NM_projections" / "projections.dcm", scan_dir / "CT",
+                        work / out_name, int(first_meta["iterations"]), int(first_meta["subsets"]), args.threads,
+                        post_filter=protocol_filter(first_meta), **peer_kwargs)
+        r = compare_scan(scan_dir, study_dir, work / out_name, info, scan.patient_id, scan.time_h)
+        r["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in r["lesions"])
+        if peer_keys:
+            r["peer"] = {k: info[k] for k in peer_keys}
+        return r
+
     noise_free = None
     if not args.no_noise_free:
-        scan = scans[0]
         nf_dir = work / "noise_free" / scan.patient_id / f"t{scan.time_h:g}h"
         export_her2sim_recon(study_dir, scan, nf_dir, noise_free=True)
-        rmeta = Image.load(scan.recon).meta
-        nf_peer = run_peer(peer_python, nf_dir / "NM_projections" / "projections.dcm", nf_dir / "CT",
-                           work / "peer_noise_free", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads,
-                           psf_table=psf_tables[0], post_filter=protocol_filter(rmeta))
-        noise_free = compare_scan(nf_dir, study_dir, work / "peer_noise_free", nf_peer, scan.patient_id, scan.time_h)
-        noise_free["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in noise_free["lesions"])
-        first = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
+        noise_free = first_scan_rerun(nf_dir, "peer_noise_free", psf_table=psf_tables[0])
         from her2sim.core.containers import Phantom
 
         ph = Phantom.load(study_dir / "patients" / scan.patient_id / "phantom.h5")
-        vois = [L.voi for L in lesion_vois(ph, Image.load(scan.recon).grid)[0].values() if L.voi is not None]
+        vois = [L.voi for L in lesion_vois(ph, recons[0].grid)[0].values() if L.voi is not None]
         noise_free["noise"] = noise_statistics(first, work / "peer" / scan.patient_id / first.name, nf_dir,
                                                work / "peer_noise_free", vois)
-    defaults = None
-    if not args.no_peer_defaults:
-        scan = scans[0]
-        scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
-        rmeta = Image.load(scan.recon).meta
-        d_peer = run_peer(peer_python, scan_dir / "NM_projections" / "projections.dcm", scan_dir / "CT",
-                          work / "peer_defaults", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads,
-                          matched=False, post_filter=protocol_filter(rmeta))
-        defaults = compare_scan(scan_dir, study_dir, work / "peer_defaults", d_peer, scan.patient_id, scan.time_h)
-        defaults["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in defaults["lesions"])
-        defaults["peer"] = {k: d_peer[k] for k in ("psf_kernel", "subset_choice")}
-
-    nominal = None
-    if not args.no_nominal_psf:
-        scan = scans[0]
-        scan_dir = work / "dicom" / scan.patient_id / f"t{scan.time_h:g}h"
-        rmeta = Image.load(scan.recon).meta
-        n_peer = run_peer(peer_python, scan_dir / "NM_projections" / "projections.dcm", scan_dir / "CT",
-                          work / "peer_nominal_psf", int(rmeta["iterations"]), int(rmeta["subsets"]), args.threads,
-                          post_filter=protocol_filter(rmeta))
-        nominal = compare_scan(scan_dir, study_dir, work / "peer_nominal_psf", n_peer, scan.patient_id, scan.time_h)
-        nominal["lesion_suvmax_rel_diff_max"] = max(les["rel_diff"] for les in nominal["lesions"])
-        nominal["peer"] = {k: n_peer[k] for k in ("psf_sigma", "psf_kernel", "subset_choice")}
+    defaults = None if args.no_peer_defaults else \
+        first_scan_rerun(first, "peer_defaults", ("psf_kernel", "subset_choice"), matched=False)
+    nominal = None if args.no_nominal_psf else \
+        first_scan_rerun(first, "peer_nominal_psf", ("psf_sigma", "psf_kernel", "subset_choice"))
 
     draws = realisation_draws(peer_python, work, args.realisations, args.threads) if args.realisations else None
 
@@ -712,7 +702,7 @@ def main(argv=None) -> dict:
         "her2sim_realised_psf_fwhm_mm": {
             "distance_mm": [round(10.0 * d, 1) for d in psf_tables[0]["distance_cm"]],
             "fwhm": [round(10.0 * s * 2.0 * np.sqrt(2.0 * np.log(2.0)), 2) for s in psf_tables[0]["sigma_cm"]]},
-        "settings": recon_settings(Image.load(scans[0].recon).meta, peer_info),
+        "settings": recon_settings(first_meta, peer_info),
         "scans": per_scan,
         "peer": {k: peer_info[k] for k in ("name", "version", "torch_version", "threads", "iterations", "subsets",
                                            "psf_sigma", "psf_kernel", "subset_choice", "psf_fwhm_mm")},
